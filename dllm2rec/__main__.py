@@ -1,0 +1,5 @@
+import sys
+
+from dllm2rec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""The one interface every distillation method implements, and the data it may read.
+
+A method reads only the teacher's artifacts (SPEC, ARCHITECTURE "artifact contract"), already
+joined to the student's sequence rows by ``seq_id`` and loaded as tensors (:class:`TeacherTensors`).
+Methods are registered by name; the config's ``methods.<name>.type`` picks the class and the rest
+of that config entry is passed as ``cfg``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+METHODS: dict[str, type["DistillMethod"]] = {}
+
+
+def register_method(name: str):
+    def deco(cls):
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_method(name: str) -> type["DistillMethod"]:
+    import dllm2rec.distill.methods  # noqa: F401  (imports every method module so they register)
+
+    if name not in METHODS:
+        raise KeyError(f"unknown distillation method {name!r}; known: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+@dataclass
+class TeacherSplit:
+    """Teacher output for one split, row i belongs to the split's i-th sequence (joined by seq_id)."""
+
+    topk_items: torch.Tensor  # [S, N] long, teacher ranking (best first), N >= 100 in real runs
+    topk_dist: torch.Tensor  # [S, N] float32, L2 grounding distance of each listed item (ascending)
+    target_dist: torch.Tensor  # [S] float32, distance of the generated text to the ground-truth item (Eq. 7)
+    gen_emb: torch.Tensor | None = None  # [S, d_t] float32, grounding embedding of the generated text
+
+
+@dataclass
+class TeacherTensors:
+    item_emb: torch.Tensor  # [n, d_t] float32, title embedding z_i of every item (Eq. 12)
+    splits: dict[str, TeacherSplit] = field(default_factory=dict)  # "train", "valid", "test"
+
+
+@dataclass
+class DistillContext:
+    n_items: int
+    hidden: int
+    teacher: TeacherTensors | None  # None for method "none"
+    item_counts: torch.Tensor  # [n] long, how often each item is a target in train (popularity)
+    train_history: torch.Tensor  # [S_train, L] long, right-padded with n_items
+    train_lengths: torch.Tensor  # [S_train] long
+    train_target: torch.Tensor  # [S_train] long
+    seed: int = 0
+
+
+@dataclass
+class Batch:
+    split: str  # "train", "valid" or "test": which TeacherSplit ``rows`` index
+    rows: torch.Tensor  # [B] long, row numbers within the split
+    history: torch.Tensor  # [B, L] long, right-padded with n_items
+    lengths: torch.Tensor  # [B] long
+    target: torch.Tensor  # [B] long
+    negative: torch.Tensor | None = None  # [B] long, the sampled negative of Eq. 3 (train only)
+
+
+class DistillMethod(nn.Module):
+    """Default: no distillation. Subclasses override what they need.
+
+    ``needs``: which teacher artifacts the method reads, so the workflow declares exactly those
+    inputs: a subset of {"ranks", "item_embeddings", "generated_embeddings"}.
+    ``uses_teacher_at_inference``: True when evaluation needs teacher output for the evaluated
+    sequences (KAR, LLM-CF); Table 6 then counts the teacher's cost at inference.
+    """
+
+    name: str = "base"
+    needs: frozenset[str] = frozenset()
+    uses_teacher_at_inference: bool = False
+
+    def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
+        super().__init__()
+        self.cfg = dict(cfg)
+        self.ctx = ctx
+
+    def item_table(self, student) -> torch.Tensor:
+        """Input item embeddings [n+1, d] fed to the backbone (DLLM2Rec's e_i = b_i + w g(z_i))."""
+        return student.item_emb.weight
+
+    def adjust_state(self, state: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Sequence representation after the backbone, before scoring (KAR, LLM-CF)."""
+        return state
+
+    def loss(self, batch: Batch, scores: torch.Tensor, state: torch.Tensor, student, epoch: int) -> torch.Tensor:
+        """The distillation term, already multiplied by its own weight (e.g. lambda_d)."""
+        return scores.new_zeros(())

@@ -1,0 +1,69 @@
+"""Small I/O helpers shared by every stage: atomic writes, JSON, Parquet, clear errors.
+
+Every artifact is written to a temporary name beside its final path and renamed at the end,
+so a killed job never leaves a file that looks complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad config, bad input file). Printed without a traceback."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, is_dir: bool = False):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp if is_dir else tmp / path.name
+    try:
+        yield target
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(target, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    return json.loads(Path(path).read_text())
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write ``table`` atomically; ``metadata`` (JSON-able) is stored in the schema as b'dllm2rec'."""
+    if metadata is not None:
+        meta = dict(table.schema.metadata or {})
+        meta[b"dllm2rec"] = json.dumps(metadata, sort_keys=True).encode()
+        table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_parquet(path: str | os.PathLike, what: str = "") -> pa.Table:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{what or 'input'} not found: {path}. Run the workflow rule that makes it first.")
+    return pq.read_table(path)
+
+
+def parquet_metadata(path: str | os.PathLike) -> dict:
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"dllm2rec")
+    return json.loads(raw) if raw else {}
