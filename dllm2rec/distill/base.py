@@ -50,6 +50,9 @@ class TeacherTensors:
 
 @dataclass
 class DistillContext:
+    """What every method may read besides the teacher. Row i of ``train_*`` is the i-th train
+    row of sequences.parquet (file order), the same row order as ``TeacherSplit`` and ``Batch.rows``."""
+
     n_items: int
     hidden: int
     teacher: TeacherTensors | None  # None for method "none"
@@ -58,6 +61,7 @@ class DistillContext:
     train_lengths: torch.Tensor  # [S_train] long
     train_target: torch.Tensor  # [S_train] long
     seed: int = 0
+    max_epochs: int = 0  # the trainer's ``epochs`` (for methods with warm-up or schedules)
 
 
 @dataclass
@@ -88,14 +92,29 @@ class DistillMethod(nn.Module):
         self.cfg = dict(cfg)
         self.ctx = ctx
 
+    @classmethod
+    def required_parts(cls, cfg: dict) -> frozenset[str]:
+        """The teacher artifacts this config of the method reads (``needs`` unless an ablation
+        switches a part off, e.g. DLLM2Rec with ``embedding: false`` needs no item embeddings)."""
+        return frozenset(cls.needs)
+
     def item_table(self, student) -> torch.Tensor:
         """Input item embeddings [n+1, d] fed to the backbone (DLLM2Rec's e_i = b_i + w g(z_i))."""
         return student.item_emb.weight
+
+    def item_table_for(self, student, history: torch.Tensor) -> torch.Tensor:
+        """The table a training step uses for ``history`` [B, L]. Only the rows that ``history``
+        indexes need be right, so a method may compute just those (DLLM2Rec projects only the
+        batch's items). Default: :meth:`item_table`. Evaluation uses :meth:`item_table`."""
+        return self.item_table(student)
 
     def adjust_state(self, state: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Sequence representation after the backbone, before scoring (KAR, LLM-CF)."""
         return state
 
     def loss(self, batch: Batch, scores: torch.Tensor, state: torch.Tensor, student, epoch: int) -> torch.Tensor:
-        """The distillation term, already multiplied by its own weight (e.g. lambda_d)."""
+        """The distillation term, already multiplied by its own weight (e.g. lambda_d).
+
+        Called only for training batches (``batch.split == "train"``, ``batch.negative`` set);
+        ``epoch`` is 0-based. ``scores`` [B, n] and ``state`` [B, d] carry gradients."""
         return scores.new_zeros(())

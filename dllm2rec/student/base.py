@@ -15,6 +15,7 @@ A training step is::
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 BACKBONES: dict[str, type["SequentialRecommender"]] = {}
@@ -42,14 +43,23 @@ class SequentialRecommender(nn.Module):
     name: str = "base"
 
     def __init__(self, n_items: int, hidden: int = 64, dropout: float = 0.1, max_len: int = 10, **kwargs):
+        """``kwargs``: the backbone's own config (``student.backbones.<name>``) plus
+        ``item_counts`` ([n] long, train target counts, which DROS uses); unknown keys are ignored."""
         super().__init__()
         self.n_items = n_items
         self.pad = n_items
         self.hidden = hidden
         self.max_len = max_len
         self.item_emb = nn.Embedding(n_items + 1, hidden, padding_idx=n_items)
+        nn.init.normal_(self.item_emb.weight, 0.0, 0.01)  # official init
+        with torch.no_grad():
+            self.item_emb.weight[n_items].zero_()
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, n_items)
+
+    def embed(self, history: torch.Tensor, table: torch.Tensor | None) -> torch.Tensor:
+        """history [B, L] -> input embeddings [B, L, d] from ``table`` (or the own ID table)."""
+        return F.embedding(history, self.item_emb.weight if table is None else table)
 
     # --- to implement per backbone -------------------------------------------------------
     def encode(self, history: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
@@ -63,5 +73,9 @@ class SequentialRecommender(nn.Module):
         return self.out(state)
 
     def rec_loss(self, scores: torch.Tensor, target: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-        """Eq. 3: BCE with one sampled negative per sequence, mean over the batch."""
-        raise NotImplementedError
+        """Eq. 3: BCE with one sampled negative per sequence, mean over the 2B logits (as the
+        released code's ``BCEWithLogitsLoss`` over the concatenated positives and negatives).
+        Written with log-sigmoid: -log σ(x) = softplus(-x), -log(1-σ(x)) = softplus(x)."""
+        pos = scores.gather(1, target.view(-1, 1))
+        neg = scores.gather(1, negative.view(-1, 1))
+        return 0.5 * (F.softplus(-pos).mean() + F.softplus(neg).mean())

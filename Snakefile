@@ -1,0 +1,36 @@
+# dllm2rec: distil an LLM-based recommender (BIGRec) into sequential students (DLLM2Rec).
+#   snakemake --cores all results/table5.csv              # the embedded default (CPU, ml-100k)
+#   snakemake --cores all --configfile configs/paper.yaml  # the paper's scale (GPU teacher)
+# Rules are thin: each calls one function of the dllm2rec package (`python -m dllm2rec ...`).
+
+
+configfile: "config.yaml"
+
+
+scattergather:
+    teacher_gen=config.get("teacher_shards", 1),
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, config["datasets"])) or "NONE",
+    teacher="|".join(map(re.escape, config["teachers"])) or "NONE",
+    method="|".join(map(re.escape, config["methods"])) or "NONE",
+    backbone="gru4rec|sasrec|dros",
+    split="train|valid|test",
+    seed=r"\d+",
+    scatteritem=r"\d+-of-\d+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/student.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_targets(),

@@ -1,0 +1,73 @@
+"""SASRec (SPEC §3) in the shapes of the released DLLM2Rec/DROS code (``SASRecModules_ori``).
+
+Per block: ``q = LN(x)``; attention with queries from ``q`` and keys/values from ``x``, scores
+scaled by sqrt(hidden) (not per head, as released), causal mask and padded keys masked, residual
+onto ``q``; then ``LN`` -> point-wise feed-forward (two width-``hidden`` linears with ReLU, as the
+released 1x1 convolutions) with dropout and residual; padding positions zeroed. A final LN, then
+the state at the last real position. Input: item embeddings + learned positions, dropout, padding
+zeroed. Right padding plus the causal mask means real positions never see padding, so the
+released query mask (it only touches padding rows) is not needed.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dllm2rec.student.base import SequentialRecommender, register_backbone
+
+
+class Block(nn.Module):
+    def __init__(self, hidden: int, num_heads: int, dropout: float):
+        super().__init__()
+        if hidden % num_heads:
+            raise ValueError(f"hidden {hidden} is not divisible by num_heads {num_heads}")
+        self.h = num_heads
+        self.ln_q = nn.LayerNorm(hidden)
+        self.q = nn.Linear(hidden, hidden)
+        self.k = nn.Linear(hidden, hidden)
+        self.v = nn.Linear(hidden, hidden)
+        self.attn_drop = nn.Dropout(dropout)
+        self.ln_ff = nn.LayerNorm(hidden)
+        self.ff1 = nn.Linear(hidden, hidden)
+        self.ff2 = nn.Linear(hidden, hidden)
+        self.ff_drop = nn.Dropout(dropout)
+        self.scale = hidden ** -0.5
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, d = x.shape
+        q_in = self.ln_q(x)
+        q = self.q(q_in).view(B, L, self.h, -1).transpose(1, 2)  # [B, h, L, d/h]
+        k = self.k(x).view(B, L, self.h, -1).transpose(1, 2)
+        v = self.v(x).view(B, L, self.h, -1).transpose(1, 2)
+        att = (q @ k.transpose(-1, -2)) * self.scale + bias  # bias [B, 1, L, L]: 0 or -inf
+        att = self.attn_drop(att.softmax(-1))
+        x = (att @ v).transpose(1, 2).reshape(B, L, d) + q_in
+        y = self.ln_ff(x)
+        x = self.ff_drop(self.ff2(F.relu(self.ff1(y)))) + y
+        return x * mask
+
+
+@register_backbone("sasrec")
+class SASRec(SequentialRecommender):
+    def __init__(self, n_items: int, hidden: int = 64, dropout: float = 0.1, max_len: int = 10,
+                 num_heads: int = 1, num_blocks: int = 1, **kwargs):
+        super().__init__(n_items, hidden, dropout, max_len, **kwargs)
+        self.pos_emb = nn.Embedding(max_len, hidden)
+        self.blocks = nn.ModuleList(Block(hidden, int(num_heads), dropout) for _ in range(int(num_blocks)))
+        self.ln_out = nn.LayerNorm(hidden)
+
+    def encode(self, history, lengths, table=None):
+        B, L = history.shape
+        real = history != self.pad  # [B, L]
+        mask = real.unsqueeze(-1).to(torch.float32)
+        x = self.embed(history, table) + self.pos_emb.weight[:L]
+        x = self.dropout(x) * mask
+        causal = torch.ones(L, L, dtype=torch.bool, device=history.device).tril()
+        allowed = causal & real[:, None, None, :]  # [B, 1, L, L]
+        bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, float("-inf"))
+        for block in self.blocks:
+            x = block(x, bias, mask)
+        x = self.ln_out(x)
+        idx = (lengths - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
+        return x.gather(1, idx).squeeze(1)

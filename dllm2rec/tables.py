@@ -1,0 +1,160 @@
+"""The paper's tables, assembled from the stages' JSON outputs (SPEC §6: K = 20 in the tables).
+
+Student runs are identified by their path,
+``results/students/{dataset}/{teacher}/{backbone}/{method}/seed{seed}/metrics.json``.
+Every table is a mean over the seeds present; ``table5_seeds.csv`` keeps each seed, the mean and
+the standard deviation.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from dllm2rec.io import UserError, atomic_path, read_json
+
+METRICS = ("HR@20", "NDCG@20")
+BACKBONE_NAMES = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "dros": "DROS"}
+METHOD_NAMES = {
+    "none": "+None", "hint": "+Hint", "htd": "+HTD", "rd": "+RD", "cd": "+CD", "rrd": "+RRD",
+    "dcd": "+DCD", "unkd": "+UnKD", "kar": "KAR", "llmcf": "LLM-CF", "dllm2rec": "+DLLM2Rec",
+}
+NOT_BASELINES = {"none", "dllm2rec"}
+
+
+def _as_list(x) -> list:
+    if x is None:
+        return []
+    return [x] if isinstance(x, str) else list(x)
+
+
+def parse_run(path: str) -> dict:
+    parts = Path(path).parts
+    if len(parts) < 6 or not parts[-2].startswith("seed"):
+        raise UserError(f"{path} is not a student metrics path (.../{{dataset}}/{{teacher}}/{{backbone}}/{{method}}/seed{{seed}}/metrics.json)")
+    dataset, teacher, backbone, method, seed = parts[-6:-1]
+    return {"dataset": dataset, "teacher": teacher, "backbone": backbone, "method": method, "seed": int(seed[4:])}
+
+
+def load_runs(paths) -> dict:
+    """(dataset, backbone, method) -> list of (seed, test metrics dict, full metrics dict)."""
+    runs = defaultdict(list)
+    for path in _as_list(paths):
+        key = parse_run(path)
+        metrics = read_json(path)
+        runs[key["dataset"], key["backbone"], key["method"]].append((key["seed"], metrics["test"], metrics))
+    return runs
+
+
+def dataset_of_teacher(path: str) -> str:
+    # results/teacher/{dataset}/{teacher}/metrics.json
+    return Path(path).parts[-3]
+
+
+def mean(values) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def gain(new: float, old: float) -> str:
+    if not old or old != old or new != new:
+        return ""
+    return f"{(new - old) / old * 100:+.2f}%"
+
+
+def _write_csv(rows: list[list], out: str) -> None:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    with atomic_path(out) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def _fmt(x: float) -> str:
+    return "" if x != x else f"{x:.4f}"
+
+
+def table4(stats, out: str) -> None:
+    """Table 4: users, items, interactions, density and rows per split of each dataset."""
+    rows = [["dataset", "users", "items", "interactions", "density", "train", "valid", "test"]]
+    for path in _as_list(stats):
+        s = read_json(path)
+        split = s.get("rows", {})
+        rows.append([Path(path).parent.name, s["users"], s["items"], s["interactions"],
+                     f"{s['density'] * 100:.4f}%", split.get("train", ""), split.get("valid", ""), split.get("test", "")])
+    _write_csv(rows, out)
+
+
+def table5(teacher, students, out: str, out_seeds: str, methods=None) -> None:
+    """Table 5: rows = the teacher, then per backbone each method, Gain.S and Gain.B;
+    columns = dataset x (HR@20, NDCG@20)."""
+    runs = load_runs(students)
+    teachers = {dataset_of_teacher(p): read_json(p) for p in _as_list(teacher)}
+    datasets = list(dict.fromkeys([*teachers, *(d for d, _, _ in runs)]))
+    backbones = list(dict.fromkeys(b for _, b, _ in runs))
+    methods = _as_list(methods) or list(dict.fromkeys(m for _, _, m in runs))
+
+    def cell(d, b, m):
+        seeds = runs.get((d, b, m), [])
+        return [mean([r[1][k] for r in seeds]) for k in METRICS]
+
+    header = ["backbone", "model"] + [f"{d}:{k}" for d in datasets for k in METRICS]
+    rows = [header, ["Teacher", "BIGRec"] + [_fmt(teachers[d]["test"][k]) if d in teachers else "" for d in datasets for k in METRICS]]
+    for b in backbones:
+        values = {m: {d: cell(d, b, m) for d in datasets} for m in methods}
+        for m in methods:
+            rows.append([BACKBONE_NAMES.get(b, b), METHOD_NAMES.get(m, m)] + [_fmt(x) for d in datasets for x in values[m][d]])
+        if "dllm2rec" in values and "none" in values:
+            rows.append([BACKBONE_NAMES.get(b, b), "Gain.S"] + [
+                gain(values["dllm2rec"][d][i], values["none"][d][i]) for d in datasets for i in range(len(METRICS))])
+        baselines = [m for m in methods if m not in NOT_BASELINES and METHOD_NAMES.get(m)]
+        if "dllm2rec" in values and baselines:
+            rows.append([BACKBONE_NAMES.get(b, b), "Gain.B"] + [
+                gain(values["dllm2rec"][d][i], max((values[m][d][i] for m in baselines), default=float("nan")))
+                for d in datasets for i in range(len(METRICS))])
+    _write_csv(rows, out)
+
+    # every seed, then the mean and the standard deviation of each cell, at every K
+    keys = sorted({k for seeds in runs.values() for _, test, _ in seeds for k in test},
+                  key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
+    seed_rows = [["dataset", "backbone", "method", "seed", *keys, "best_epoch", "train_seconds", "inference_seconds"]]
+    for (d, b, m), seeds in sorted(runs.items()):
+        for seed, test, full in sorted(seeds, key=lambda r: r[0]):
+            seed_rows.append([d, b, m, seed, *(_fmt(test[k]) for k in keys), full.get("best_epoch", ""),
+                              f"{full.get('train_seconds', float('nan')):.2f}", f"{full.get('inference_seconds', float('nan')):.4f}"])
+        for label, agg in (("mean", mean), ("std", lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)):
+            seed_rows.append([d, b, m, label, *(_fmt(agg([t[k] for _, t, _ in seeds])) for k in keys), "", "", ""])
+    _write_csv(seed_rows, out_seeds)
+
+
+def table6(teacher, students, out: str, backbone: str | None = None) -> None:
+    """Table 6: BIGRec against the DLLM2Rec student (DROS by default), accuracy and inference time."""
+    runs = load_runs(students)
+    teachers = {dataset_of_teacher(p): read_json(p) for p in _as_list(teacher)}
+    backbones = list(dict.fromkeys(b for _, b, _ in runs))
+    backbone = backbone or ("dros" if "dros" in backbones else backbones[-1])
+    rows = [["dataset", "model", *METRICS, "inference_seconds"]]
+    for d, t in teachers.items():
+        seeds = runs.get((d, backbone, "dllm2rec"))
+        if not seeds:
+            raise UserError(f"table6 needs the dllm2rec runs of {backbone} on {d}; add dllm2rec to tables.methods")
+        s_vals = [mean([r[1][k] for r in seeds]) for k in METRICS]
+        s_time = mean([r[2]["inference_seconds"] for r in seeds])
+        t_vals = [t["test"][k] for k in METRICS]
+        rows.append([d, "BIGRec", *map(_fmt, t_vals), f"{t['inference_seconds']:.4g}"])
+        rows.append([d, f"DLLM2Rec ({BACKBONE_NAMES.get(backbone, backbone)})", *map(_fmt, s_vals), f"{s_time:.4g}"])
+        rows.append([d, "Gain", *(gain(s, tv) for s, tv in zip(s_vals, t_vals)), gain(t["inference_seconds"], s_time)])
+    _write_csv(rows, out)
+
+
+def ablation_table(students, out: str) -> None:
+    """Tables 7 and 8: each DLLM2Rec variant, then DLLM2Rec itself, per dataset."""
+    runs = load_runs(students)
+    rows = [["dataset", "backbone", "model", *METRICS]]
+    for d in dict.fromkeys(d for d, _, _ in runs):
+        keys = [k for k in runs if k[0] == d]
+        keys.sort(key=lambda k: k[2] == "dllm2rec")
+        for _, b, m in keys:
+            rows.append([d, BACKBONE_NAMES.get(b, b), "DLLM2Rec" if m == "dllm2rec" else m,
+                         *(_fmt(mean([r[1][k] for r in runs[d, b, m]])) for k in METRICS)])
+    _write_csv(rows, out)

@@ -1,0 +1,235 @@
+# Shared by all the rule files: config validation, cross-checks and getters.
+# Path scheme (ARCHITECTURE.md, "artifact contract"):
+#   results/data/{dataset}/{items,sequences}.parquet, stats.json
+#   resources/models/{teacher}/base.json                     (base model pointer / converted copy)
+#   results/teacher/{dataset}/{teacher}/adapter/              (LoRA adapter)
+#   results/teacher/{dataset}/{teacher}/item_embeddings.parquet
+#   results/teacher/{dataset}/{teacher}/ranks/{split}.parquet (+ generated_embeddings/{split}.parquet)
+#   results/students/{dataset}/{teacher}/{backbone}/{method}/seed{seed}/metrics.json
+#   results/table{4,5,6,7,8}.csv
+import json
+import re
+import os
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+SPLITS = ["train", "valid", "test"]
+EMBEDDED_SOURCES = {"ml-100k", "ml-1m"}
+RAW_PATHS = {
+    "games": ["reviews", "meta"],
+    "toys": ["reviews", "meta"],
+    "ml-10m": ["ratings", "movies"],
+    "official": ["dir"],
+    "sasrec": ["file"],
+}
+
+
+def fail(msg):
+    raise WorkflowError(f"config error: {msg}")
+
+
+def resolve_method(name, seen=()):
+    """The method's options with `extends` applied (the child's keys win)."""
+    if name not in config["methods"]:
+        fail(
+            f"method {name!r} is not defined under `methods` (defined: {', '.join(config['methods'])})."
+        )
+    entry = dict(config["methods"][name])
+    parent = entry.pop("extends", None)
+    if parent is None:
+        return entry
+    if parent in seen:
+        fail(
+            f"methods.{name}.extends forms a cycle: {' -> '.join((*seen, name, parent))}"
+        )
+    merged = resolve_method(parent, (*seen, name))
+    merged.update(entry)
+    return merged
+
+
+def check_config():
+    tables = config["tables"]
+    if tables["teacher"] not in config["teachers"]:
+        fail(
+            f"tables.teacher is {tables['teacher']!r}, which is not a key of `teachers` ({', '.join(config['teachers'])})."
+        )
+    for name in tables["datasets"]:
+        if name not in config["datasets"]:
+            fail(
+                f"tables.datasets names {name!r}, which is not a key of `datasets` ({', '.join(config['datasets'])})."
+            )
+    for name in tables["backbones"]:
+        if name not in config["student"]["backbones"]:
+            fail(
+                f"tables.backbones names {name!r}; add it under student.backbones (e.g. `{name}: {{}}`)."
+            )
+    ablation = tables.get("ablation", {})
+    for name in [
+        *tables["methods"],
+        *ablation.get("table7", []),
+        *ablation.get("table8", []),
+    ]:
+        resolve_method(name)
+    for name in config["methods"]:
+        resolve_method(name)
+    for name, ds in config["datasets"].items():
+        needed = RAW_PATHS.get(ds["source"], [])
+        missing = [key for key in needed if key not in ds["paths"]]
+        if missing:
+            fail(
+                f"datasets.{name} (source {ds['source']}) needs paths.{', paths.'.join(missing)}: set them to the raw files (see docs/datasets.md)."
+            )
+
+
+check_config()
+
+
+# --- code each stage runs (Snakemake does not track imported modules by itself) -------------
+def code(*parts):
+    """The package's Python files under the given subpackages/modules, as inputs of the rules that run them."""
+    files = []
+    for part in parts:
+        path = Path("dllm2rec") / part
+        if path.is_dir():
+            files += sorted(str(p) for p in path.glob("*.py"))
+        else:
+            files.append(str(path.with_suffix(".py")))
+    return files
+
+
+def jsonarg(obj):
+    """A config subtree as one scalar param; sorted keys, so key order never causes a rerun."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+# --- datasets --------------------------------------------------------------------------------
+def dataset_cfg(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def raw_files(wildcards):
+    """The raw files of a non-embedded dataset; a missing one stops the job with the fix."""
+    ds = dataset_cfg(wildcards)
+    files = []
+    for key in RAW_PATHS.get(ds["source"], []):
+        path = ds["paths"][key]
+        if not os.path.exists(path):
+            raise WorkflowError(
+                f"datasets.{wildcards.dataset}.paths.{key} = {path!r} does not exist. Download the raw "
+                f"{ds['source']} files (docs/datasets.md says where) and set that key to their path."
+            )
+        files.append(path)
+    return files
+
+
+def data_files(dataset):
+    return {
+        "items_parquet": f"results/data/{dataset}/items.parquet",
+        "sequences": f"results/data/{dataset}/sequences.parquet",
+        "stats": f"results/data/{dataset}/stats.json",
+    }
+
+
+# --- teacher -----------------------------------------------------------------------------------
+def teacher_cfg(wildcards):
+    return config["teachers"][wildcards.teacher]
+
+
+def teacher_dir(dataset, teacher):
+    return f"results/teacher/{dataset}/{teacher}"
+
+
+def teacher_outputs(dataset, teacher):
+    base = teacher_dir(dataset, teacher)
+    return {
+        "ranks": [f"{base}/ranks/{s}.parquet" for s in SPLITS],
+        "item_embeddings": f"{base}/item_embeddings.parquet",
+        "generated_embeddings": [
+            f"{base}/generated_embeddings/{s}.parquet" for s in SPLITS
+        ],
+    }
+
+
+def scatter_index(wildcards):
+    """'2-of-4' -> (2, 4)."""
+    shard, shards = wildcards.scatteritem.split("-of-")
+    return int(shard), int(shards)
+
+
+# --- students ------------------------------------------------------------------------------------
+def student_inputs(wildcards):
+    inputs = data_files(wildcards.dataset)
+    if resolve_method(wildcards.method)["type"] != "none":
+        outs = teacher_outputs(wildcards.dataset, wildcards.teacher)
+        inputs["ranks"] = outs["ranks"]
+        inputs["item_embeddings"] = outs["item_embeddings"]
+        inputs["generated_embeddings"] = outs["generated_embeddings"]
+    return inputs
+
+
+def student_params(wildcards):
+    student = {
+        k: v for k, v in config["student"].items() if k not in ("backbones", "device")
+    }
+    student["backbone"] = config["student"]["backbones"][wildcards.backbone]
+    return jsonarg({"student": student, "method": resolve_method(wildcards.method)})
+
+
+def student_teacher_arg(wildcards):
+    if resolve_method(wildcards.method)["type"] == "none":
+        return ""
+    return f"--teacher {teacher_dir(wildcards.dataset, wildcards.teacher)}"
+
+
+def student_metrics(datasets, teacher, backbones, methods, seeds):
+    return [
+        f"results/students/{d}/{teacher}/{b}/{m}/seed{s}/metrics.json"
+        for d in datasets
+        for b in backbones
+        for m in methods
+        for s in seeds
+    ]
+
+
+# --- tables ---------------------------------------------------------------------------------------
+TABLES = config["tables"]
+ABLATION = TABLES.get("ablation", {})
+
+
+def table5_inputs(wildcards):
+    return {
+        "teacher": [
+            f"{teacher_dir(d, TABLES['teacher'])}/metrics.json"
+            for d in TABLES["datasets"]
+        ],
+        "students": student_metrics(
+            TABLES["datasets"],
+            TABLES["teacher"],
+            TABLES["backbones"],
+            TABLES["methods"],
+            TABLES["seeds"],
+        ),
+    }
+
+
+def ablation_inputs(table):
+    def getter(wildcards):
+        return student_metrics(
+            TABLES["datasets"],
+            TABLES["teacher"],
+            [ABLATION.get("backbone", "dros")],
+            ["dllm2rec", *ABLATION.get(table, [])],
+            TABLES["seeds"],
+        )
+
+    return getter
+
+
+def final_targets():
+    targets = ["results/table4.csv", "results/table5.csv", "results/table6.csv"]
+    targets += [f"results/{t}.csv" for t in ("table7", "table8") if ABLATION.get(t)]
+    return targets

@@ -1,0 +1,64 @@
+rule table4:
+    """Table 4: dataset statistics."""
+    input:
+        stats=expand("results/data/{dataset}/stats.json", dataset=TABLES["datasets"]),
+        code=code("tables"),
+    output:
+        "results/table4.csv",
+    log:
+        "results/logs/tables/table4.log",
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec table4 --stats {input.stats} --out {output} > {log} 2>&1"
+
+
+rule table5:
+    """Table 5: the teacher, then per backbone every method; mean over seeds, Gain.S and Gain.B."""
+    input:
+        unpack(table5_inputs),
+        code=code("tables"),
+    output:
+        table="results/table5.csv",
+        seeds="results/table5_seeds.csv",
+    log:
+        "results/logs/tables/table5.log",
+    conda:
+        "../../envs/student.yaml"
+    params:
+        methods=TABLES["methods"],
+    shell:
+        "python -m dllm2rec table5 --teacher {input.teacher} --students {input.students}"
+        " --methods {params.methods} --out {output.table} --out-seeds {output.seeds} > {log} 2>&1"
+
+
+rule table6:
+    """Table 6: accuracy and inference time of the teacher against the best distilled student."""
+    input:
+        unpack(table5_inputs),
+        code=code("tables"),
+    output:
+        "results/table6.csv",
+    log:
+        "results/logs/tables/table6.log",
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec table6 --teacher {input.teacher} --students {input.students} --out {output} > {log} 2>&1"
+
+
+rule ablation_table:
+    """Tables 7 (ranking distillation) and 8 (embedding distillation): DLLM2Rec variants."""
+    input:
+        students=lambda wildcards: ablation_inputs(wildcards.table)(wildcards),
+        code=code("tables"),
+    output:
+        "results/{table}.csv",
+    log:
+        "results/logs/tables/{table}.log",
+    wildcard_constraints:
+        table="table7|table8",
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec ablation --students {input.students} --out {output} > {log} 2>&1"
