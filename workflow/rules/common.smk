@@ -1,4 +1,4 @@
-# Shared by all the rule files: config validation, cross-checks and getters.
+# Shared by every *.smk here: config validation, cross-checks and getters.
 # Path scheme (ARCHITECTURE.md, "artifact contract"):
 #   results/data/{dataset}/{items,sequences}.parquet, stats.json
 #   resources/models/{teacher}/base.json                     (base model pointer / converted copy)
