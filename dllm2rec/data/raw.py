@@ -25,11 +25,27 @@ class RawInteractions:
 
 
 def usable_title(title) -> str | None:
-    """SPEC §1.1: a title counts when, stripped of surrounding blanks, it is longer than 1 character."""
+    """A title stripped of surrounding blanks, or None when it is missing, not text, or blank.
+
+    The length rule (SPEC §1.1) is applied afterwards by :func:`apply_title_rule`.
+    """
     if not isinstance(title, str):
         return None
     title = title.strip()
-    return title if len(title) > 1 else None
+    return title or None
+
+
+def apply_title_rule(titles: dict[str, str] | None, min_chars: int, report) -> dict[str, str] | None:
+    """SPEC §1.1: keep titles longer than ``min_chars`` characters (default 1); count the rest."""
+    if titles is None:
+        return None
+    kept = {}
+    for raw_id, title in titles.items():
+        if len(title) > min_chars:
+            kept[raw_id] = title
+        else:
+            report.drop("items_without_title", f"item {raw_id} (title {title!r})")
+    return kept
 
 
 def frame(users: list[str], items: list[str], timestamps: list[int]) -> pl.DataFrame:

@@ -48,33 +48,33 @@ def max_history(params: dict, name: str) -> int:
 
 
 def clean_interactions(raw: RawInteractions, params: dict, report: Report) -> pl.DataFrame:
-    """Drop interactions on untitled items and exact duplicates (user, item, timestamp)."""
+    """Drop interactions on untitled items (exact duplicates are dropped in :func:`make_samples`)."""
     df = raw.frame
     report.set("interactions_read", df.height)
     if raw.titles is not None:
-        keep = df["item"].is_in(pl.Series(list(raw.titles), dtype=pl.Utf8))
+        keep = df["item"].is_in(pl.Series(list(raw.titles), dtype=pl.Utf8).implode())
         report.set("interactions_dropped_untitled_item", int((~keep).sum()))
         df = df.filter(keep)
-    if params.get("drop_duplicates", True):
-        before = df.height
-        df = df.unique(subset=["user", "item", "timestamp"], keep="first", maintain_order=True)
-        report.set("duplicate_interactions_dropped", before - df.height)
     return df
 
 
-def make_samples(df: pl.DataFrame, rule: str, L: int, report: Report) -> tuple[SampleSet, list[str], dict]:
+def make_samples(df: pl.DataFrame, rule: str, L: int, report: Report,
+                 drop_duplicates: bool = True) -> tuple[SampleSet, list[str], dict]:
     """Apply a sample rule (SPEC §1.3) to cleaned interactions; returns samples and item order."""
     if rule not in RULES:
         raise UserError(f"unknown sample_rule {rule!r}; use one of {', '.join(RULES)} (SPEC §1.3)")
     item_codes, item_order = index_ids(df["item"])
     user_codes, user_order = index_ids(df["user"])
-    ts = df["timestamp"].to_numpy().astype(np.int64)
-    row = np.arange(df.height)
+    codes = pl.DataFrame({"u": user_codes, "i": item_codes, "t": df["timestamp"].cast(pl.Int64)}).with_row_index("row")
+    if drop_duplicates:  # same user, item and timestamp: keep the first in file order
+        first = codes.select(pl.struct("u", "i", "t").is_first_distinct()).to_series()
+        report.set("duplicate_interactions_dropped", int((~first).sum()))
+        codes = codes.filter(first)
     # per user, by timestamp; ties keep file order (row is unique, so the sort is fully determined)
-    order = np.lexsort((row, ts, user_codes))
-    u = user_codes[order]
-    items = item_codes[order].astype(np.int32)
-    t = ts[order]
+    codes = codes.sort(["u", "t", "row"])
+    u = codes["u"].to_numpy()
+    items = codes["i"].to_numpy().astype(np.int32)
+    t = codes["t"].to_numpy()
     counts = np.bincount(u, minlength=len(user_order))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     pos = np.arange(len(u)) - starts[u]
@@ -91,7 +91,7 @@ def make_samples(df: pl.DataFrame, rule: str, L: int, report: Report) -> tuple[S
     samples = SampleSet(pool=items, lo=lo.astype(np.int64), hi=p.astype(np.int64), target=items[p],
                         timestamp=t[p], user=pa.array(user_order, pa.string()).take(pa.array(u[p])))
     users_with_interactions = len(user_order)
-    base = {"users": users_with_interactions, "items": len(item_order), "interactions": int(df.height)}
+    base = {"users": users_with_interactions, "items": len(item_order), "interactions": int(codes.height)}
     return samples, item_order, base
 
 

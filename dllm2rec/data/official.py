@@ -1,0 +1,217 @@
+"""The official DLLM2Rec exchange format (the authors' DROS-style files), both directions.
+
+A folder holds
+* ``train_data.df``: pandas pickle, columns ``seq`` (list of ``seq_size`` ids, the history oldest
+  first, right-padded with the padding id n), ``len_seq`` (int), ``next`` (the target, int);
+* ``val_data.csv``, ``test_data.csv``: the same columns as CSV; ``seq`` written as ``"[1, 2, ...]"``
+  and ``next`` as a float (``16713.0``), as the released files are;
+* ``data_statis.df``: pandas pickle, one row, ``seq_size`` and ``item_num`` (= n);
+* ``id2name.txt`` (optional): ``id::name`` per line (``name<TAB>id`` and ``id<TAB>name`` are read too).
+
+The official files carry no users or timestamps: an import uses the row order (train, then
+valid, then test) as the timestamp and as the seq_id, and a user named after the row.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from dllm2rec.data.lines import Report, iter_lines, open_binary
+from dllm2rec.data.raw import usable_title
+from dllm2rec.data.samples import SPLITS, SampleSet
+from dllm2rec.io import UserError, atomic_path, parquet_metadata, read_parquet
+
+FILES = {"train": "train_data.df", "valid": "val_data.csv", "test": "test_data.csv"}
+
+
+# ----------------------------------------------------------------------------------------- import
+def read_id2name(path: Path, report: Report) -> dict[str, str]:
+    """raw id -> name from ``id::name``, ``name<TAB>id`` or ``id<TAB>name`` lines (first wins)."""
+    names: dict[str, str] = {}
+    with open_binary(path) as fh:
+        for lineno, text in iter_lines(fh, str(path), report):
+            raw_id = name = None
+            if "::" in text and text.split("::", 1)[0].strip():
+                raw_id, name = text.split("::", 1)
+            elif "\t" in text:
+                left, right = text.rsplit("\t", 1)
+                if right.strip().isdigit():
+                    raw_id, name = right, left
+                else:
+                    raw_id, name = text.split("\t", 1)
+            if raw_id is None or not raw_id.strip():
+                report.drop("malformed_title_lines", f"{path}:{lineno}")
+                continue
+            raw_id = raw_id.strip()
+            if raw_id in names:
+                report.drop("duplicate_title_records", f"{path}:{lineno}")
+                continue
+            names[raw_id] = name
+    return names
+
+
+def _int(value, where: str, what: str) -> int:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {what} {value!r} is not a number. Re-export the file.") from None
+    if not math.isfinite(f) or not f.is_integer():
+        raise UserError(f"{where}: {what} {value!r} is not an integer id. Re-export the file.")
+    return int(f)
+
+
+def _seq(value, where: str) -> list:
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise UserError(f"{where}: seq {value[:60]!r} is not a list like \"[1, 2, 3]\". "
+                            f"Re-export the file.") from None
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"{where}: seq must be a list of item ids, got {type(value).__name__}. Re-export the file.")
+    return list(value)
+
+
+def _rows(directory: Path, split: str):
+    """Yield (where, seq, len_seq, next) for each row of one split file, in file order."""
+    path = directory / FILES[split]
+    if not path.exists():
+        raise UserError(f"official dataset folder {directory}: {FILES[split]} not found. The folder needs "
+                        f"train_data.df, val_data.csv, test_data.csv and data_statis.df (docs/datasets.md).")
+    if split == "train":
+        try:
+            df = pd.read_pickle(path)
+        except Exception as err:  # noqa: BLE001
+            raise UserError(f"{path}: not a readable pandas pickle ({err}). Re-export train_data.df.") from None
+        missing = {"seq", "len_seq", "next"} - set(df.columns)
+        if missing:
+            raise UserError(f"{path}: columns {sorted(missing)} missing (need seq, len_seq, next).")
+        for i, (s, n, t) in enumerate(zip(df["seq"].tolist(), df["len_seq"].tolist(), df["next"].tolist())):
+            yield f"{path}: row {i}", s, n, t
+        return
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"seq", "len_seq", "next"} - set(reader.fieldnames or [])
+            if missing:
+                raise UserError(f"{path}:1: columns {sorted(missing)} missing (need seq,len_seq,next).")
+            for i, row in enumerate(reader):
+                yield f"{path}:{i + 2}", row["seq"], row["len_seq"], row["next"]
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err}). Re-export the file.") from None
+
+
+def read_official(params: dict, name: str, max_history: int):
+    """Items (order, titles), samples with their fixed split, a report, base stats and seq_size."""
+    paths = params.get("paths") or {}
+    if not paths.get("dir"):
+        raise UserError(f"dataset {name!r} (source 'official') needs datasets.{name}.paths.dir: the folder with "
+                        f"train_data.df, val_data.csv, test_data.csv, data_statis.df. See docs/datasets.md.")
+    directory = Path(paths["dir"]).expanduser()
+    statis_path = directory / "data_statis.df"
+    if not statis_path.exists():
+        raise UserError(f"official dataset folder {directory}: data_statis.df not found (paths.dir = {directory}). "
+                        f"Point paths.dir at the folder that holds the official files.")
+    try:
+        statis = pd.read_pickle(statis_path)
+        seq_size, n = int(statis["seq_size"].iloc[0]), int(statis["item_num"].iloc[0])
+    except Exception as err:  # noqa: BLE001
+        raise UserError(f"{statis_path}: need a pandas pickle with columns seq_size and item_num ({err}).") from None
+    if n < 1 or seq_size < 1:
+        raise UserError(f"{statis_path}: item_num {n} and seq_size {seq_size} must be positive.")
+    report = Report()
+    pool: list[int] = []
+    lo, hi, target, labels = [], [], [], []
+    for k, split in enumerate(SPLITS):
+        for where, s, length, nxt in _rows(directory, split):
+            seq = _seq(s, where)
+            length = _int(length, where, "len_seq")
+            nxt = _int(nxt, where, "next")
+            if not 0 <= length <= len(seq):
+                raise UserError(f"{where}: len_seq {length} is outside 0..{len(seq)} (the length of seq).")
+            hist = [_int(v, where, "seq item") for v in seq[:length]]
+            if any(not 0 <= v < n for v in hist) or not 0 <= nxt < n:
+                raise UserError(f"{where}: an item id is outside 0..{n - 1} (item_num {n} in data_statis.df). "
+                                f"The files do not belong together; re-export them.")
+            if any(_int(v, where, "padding") != n for v in seq[length:]) or len(seq) != seq_size:
+                report.drop("rows_with_nonstandard_padding", where)
+            if length == 0:
+                report.drop("empty_history_skipped", where)
+                continue
+            if length > max_history:
+                report.drop("histories_truncated", where)
+                hist = hist[-max_history:]
+            lo.append(len(pool))
+            pool.extend(hist)
+            hi.append(len(pool))
+            target.append(nxt)
+            labels.append(k)
+    titles = None
+    if paths.get("titles") or (directory / "id2name.txt").exists():
+        tpath = Path(paths.get("titles") or directory / "id2name.txt").expanduser()
+        if not tpath.exists():
+            raise UserError(f"dataset {name!r}: paths.titles not found: {tpath}.")
+        names = read_id2name(tpath, report)
+        titles = {}
+        for raw_id, title in names.items():
+            if not raw_id.isdigit() or int(raw_id) >= n:
+                report.drop("titles_for_unknown_ids", f"{tpath}: id {raw_id}")
+                continue
+            title = usable_title(title)
+            if title is not None:
+                titles[str(int(raw_id))] = title
+    rows = len(target)
+    samples = SampleSet(pool=np.asarray(pool, dtype=np.int32), lo=np.asarray(lo, dtype=np.int64),
+                        hi=np.asarray(hi, dtype=np.int64), target=np.asarray(target, dtype=np.int32),
+                        timestamp=np.arange(rows, dtype=np.int64),
+                        user=pa.array([str(i) for i in range(rows)], pa.string()),
+                        split=np.asarray(labels, dtype=np.int8))
+    order = [str(i) for i in range(n)]
+    base = {"users": None, "items": n, "interactions": None}
+    return order, titles, samples, report, base, seq_size
+
+
+# ----------------------------------------------------------------------------------------- export
+def export_official(data: str, out: str) -> None:
+    """Write the dataset in ``data`` (items/sequences.parquet) as an official-format folder ``out``."""
+    data = Path(data)
+    items = read_parquet(data / "items.parquet", "items.parquet").to_pandas()
+    seqs = read_parquet(data / "sequences.parquet", "sequences.parquet")
+    meta = parquet_metadata(data / "sequences.parquet")
+    n = len(items)
+    if not (items["item_id"].to_numpy() == np.arange(n)).all():
+        raise UserError(f"{data / 'items.parquet'}: item_id must be 0..n-1 in order. Rebuild the dataset.")
+    longest = max((len(h) for h in seqs.column("history").to_pylist()), default=1)
+    seq_size = int(meta.get("seq_size") or (meta.get("params") or {}).get("max_history") or longest)
+    if longest > seq_size:
+        raise UserError(f"{data / 'sequences.parquet'}: a history has {longest} items, more than seq_size {seq_size}.")
+    df = seqs.to_pandas().sort_values("seq_id", kind="stable")
+
+    def frame(split: str, next_dtype) -> pd.DataFrame:
+        part = df[df["split"] == split]
+        hist = [list(map(int, h)) for h in part["history"]]
+        return pd.DataFrame({
+            "seq": [h + [n] * (seq_size - len(h)) for h in hist],
+            "len_seq": np.asarray([len(h) for h in hist], dtype=np.int64),
+            "next": part["target"].to_numpy().astype(next_dtype),
+        })
+
+    with atomic_path(out, is_dir=True) as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
+        frame("train", np.int64).to_pickle(tmp / FILES["train"])
+        frame("valid", np.float64).to_csv(tmp / FILES["valid"], index=False)
+        frame("test", np.float64).to_csv(tmp / FILES["test"], index=False)
+        pd.DataFrame({"seq_size": [seq_size], "item_num": [n]}).to_pickle(tmp / "data_statis.df")
+        titled = items[items["title"].notna()]
+        if len(titled):
+            with open(tmp / "id2name.txt", "w", encoding="utf-8", newline="\n") as fh:
+                fh.writelines(f"{int(i)}::{' '.join(str(t).splitlines())}\n"
+                              for i, t in zip(titled["item_id"], titled["title"]))
