@@ -80,8 +80,9 @@ def table4(stats, out: str) -> None:
     for path in _as_list(stats):
         s = read_json(path)
         split = s.get("rows", {})
-        rows.append([Path(path).parent.name, s["users"], s["items"], s["interactions"],
-                     f"{s['density'] * 100:.4f}%", split.get("train", ""), split.get("valid", ""), split.get("test", "")])
+        density = "" if s.get("density") is None else f"{s['density'] * 100:.4f}%"  # imports may lack users
+        rows.append([Path(path).parent.name, *("" if s.get(k) is None else s[k] for k in ("users", "items", "interactions")),
+                     density, split.get("train", ""), split.get("valid", ""), split.get("test", "")])
     _write_csv(rows, out)
 
 
