@@ -1,0 +1,159 @@
+"""The whole workflow end to end on a tiny config: a tiny random LLaMA teacher, a few hundred
+sequences, every backbone and every method, then what a rerun and a config change schedule."""
+import csv
+import json
+import random
+
+import pytest
+
+from tiny_llm import make_tiny_llama
+from workflow_utils import copy_project, load_yaml, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+N_ITEMS = 40
+METHODS = ["none", "hint", "htd", "rd", "cd", "rrd", "dcd", "unkd", "kar", "llmcf", "dllm2rec"]
+
+
+def write_tiny_dataset(raw):
+    """SASRec text format with titles: 120 users walking a ring of 40 items (item i -> i+1, with noise)."""
+    rng = random.Random(0)
+    raw.mkdir(parents=True)
+    lines = []
+    for user in range(120):
+        item = rng.randrange(N_ITEMS)
+        for _ in range(rng.randint(6, 14)):
+            lines.append(f"u{user} {item}")
+            item = (item + 1) % N_ITEMS if rng.random() < 0.8 else rng.randrange(N_ITEMS)
+    (raw / "interactions.txt").write_text("\n".join(lines) + "\n")
+    (raw / "titles.txt").write_text("".join(f"{i}::Movie number {i} ({1950 + i})\n" for i in range(N_ITEMS)))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("project"))
+    write_tiny_dataset(project / "raw")
+    model = make_tiny_llama(project / "raw" / "tiny-llama")
+    config = {
+        "datasets": {"tiny": {"source": "sasrec", "sample_rule": "amazon", "noun": "movie",
+                              "paths": {"file": "raw/interactions.txt", "titles": "raw/titles.txt"}}},
+        "teachers": {"tiny-llama": {
+            "base_model": model,
+            "sft": {"train_samples": 32, "valid_samples": 8, "batch_size": 16, "micro_batch_size": 8,
+                    "epochs": 1, "warmup_steps": 0, "cutoff_len": 256},
+            "generation": {"num_beams": 2, "max_new_tokens": 8, "batch_size": 32},
+            "grounding": {"topn": 30, "batch_size": 64},
+        }},
+        "teacher_shards": 2,
+        "student": {"epochs": 3, "patience": 2, "batch_size": 64},
+        "tables": {"teacher": "tiny-llama", "datasets": ["tiny"], "backbones": ["gru4rec", "sasrec", "dros"],
+                   "methods": METHODS, "seeds": [0]},
+    }
+    write_config(project / "tiny.yaml", config)
+    res = snakemake(project, "--cores", "2", "--configfile", "tiny.yaml", "results/table5.csv", "results/table6.csv")
+    assert res.returncode == 0, res.stderr[-5000:]
+    return project
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.reader(f))
+
+
+def test_table5_has_every_row_with_metrics_in_unit_interval(tiny_run):
+    rows = read_csv(tiny_run / "results" / "table5.csv")
+    assert rows[0] == ["backbone", "model", "tiny:HR@20", "tiny:NDCG@20"]
+    assert rows[1][:2] == ["Teacher", "BIGRec"]
+    models = [tuple(r[:2]) for r in rows[2:]]
+    for backbone in ("GRU4Rec", "SASRec", "DROS"):
+        names = [m for b, m in models if b == backbone]
+        assert names == ["+None", "+Hint", "+HTD", "+RD", "+CD", "+RRD", "+DCD", "+UnKD", "KAR", "LLM-CF",
+                         "+DLLM2Rec", "Gain.S", "Gain.B"]
+    for r in rows[1:]:
+        if not r[1].startswith("Gain"):
+            assert all(0.0 <= float(v) <= 1.0 for v in r[2:]), r
+        else:
+            assert all(v.endswith("%") for v in r[2:]), r
+    # the artifact contract of one student run
+    run = tiny_run / "results" / "students" / "tiny" / "tiny-llama" / "sasrec" / "dllm2rec" / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]) == {f"{m}@{k}" for m in ("HR", "NDCG") for k in (1, 5, 10, 20)}
+    assert (run / "model.pt").stat().st_size > 0 and len(read_csv(run / "train_log.csv")) >= 2
+
+
+def test_teacher_artifacts_follow_the_contract(tiny_run):
+    import pyarrow.parquet as pq
+
+    tdir = tiny_run / "results" / "teacher" / "tiny" / "tiny-llama"
+    seqs = pq.read_table(tiny_run / "results" / "data" / "tiny" / "sequences.parquet").to_pandas()
+    for split in ("train", "valid", "test"):
+        ranks = pq.read_table(tdir / "ranks" / f"{split}.parquet")
+        assert ranks.column_names[:5] == ["seq_id", "generated", "topk_items", "topk_dist", "target_dist"]
+        assert sorted(ranks["seq_id"].to_pylist()) == sorted(seqs[seqs.split == split].seq_id.tolist())
+        assert len(ranks["topk_items"][0]) == 30
+    teacher = json.loads((tdir / "metrics.json").read_text())
+    assert 0 <= teacher["test"]["HR@20"] <= 1 and teacher["inference_seconds"] > 0
+
+
+def dry_run_jobs(project, *extra):
+    res = snakemake(project, "-n", "--cores", "2", "--configfile", *extra, "results/table5.csv")
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = []
+    for line in res.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("rule ") and line.endswith(":"):
+            jobs.append([line[5:-1], None])
+        elif line.startswith("output:") and jobs and jobs[-1][1] is None:
+            jobs[-1][1] = line[len("output:"):].strip()
+    return res.stdout, jobs
+
+
+def test_second_invocation_does_nothing(tiny_run):
+    out, jobs = dry_run_jobs(tiny_run, "tiny.yaml")
+    assert jobs == [] and "Nothing to be done" in out
+
+
+def overlay(project, name, edit):
+    cfg = load_yaml(project / "tiny.yaml")
+    edit(cfg)
+    write_config(project / name, cfg)
+    return name
+
+
+def test_student_hyperparameter_change_reruns_only_its_jobs(tiny_run):
+    name = overlay(tiny_run, "alpha.yaml", lambda c: c["student"].update(backbones={"gru4rec": {}, "sasrec": {}, "dros": {"alpha": 0.5}}))
+    _, jobs = dry_run_jobs(tiny_run, name)
+    rules = [r for r, _ in jobs]
+    assert set(rules) == {"student", "table5"}
+    students = [o for r, o in jobs if r == "student"]
+    assert len(students) == len(METHODS) and all("/dros/" in o for o in students)
+
+    name = overlay(tiny_run, "lambda.yaml", lambda c: c.setdefault("methods", {}).update(dllm2rec={"type": "dllm2rec", "lambda_d": 0.9}))
+    _, jobs = dry_run_jobs(tiny_run, name)
+    students = [o for r, o in jobs if r == "student"]
+    assert {r for r, _ in jobs} == {"student", "table5"} and len(students) == 3
+    assert all("/dllm2rec/" in o for o in students)
+
+
+def test_teacher_change_reruns_teacher_and_downstream_never_data(tiny_run):
+    name = overlay(tiny_run, "lr.yaml", lambda c: c["teachers"]["tiny-llama"]["sft"].update(lr=2.0e-4))
+    _, jobs = dry_run_jobs(tiny_run, name)
+    rules = {r for r, _ in jobs}
+    assert {"sft", "teacher_shard", "teacher_gather", "teacher_metrics", "student", "table5"} <= rules
+    assert "dataset" not in rules and "base_model" not in rules and "item_embeddings" not in rules
+    students = [o for r, o in jobs if r == "student"]
+    assert len(students) == 3 * (len(METHODS) - 1)  # `none` reads no teacher output
+    assert not any("/none/" in o for o in students)
+
+
+def test_package_code_change_reruns_the_rules_that_run_it(tiny_run):
+    source = tiny_run / "dllm2rec" / "student" / "sasrec.py"
+    original = source.read_text()
+    try:
+        source.write_text(original + "\n# changed\n")
+        _, jobs = dry_run_jobs(tiny_run, "tiny.yaml")
+        rules = {r for r, _ in jobs}
+        assert rules == {"student", "table5"}
+        assert len([1 for r, _ in jobs if r == "student"]) == 3 * len(METHODS)
+    finally:
+        source.write_text(original)
