@@ -1,0 +1,70 @@
+"""Relaxed Ranking Distillation (RRD, from DE-RRD, Kang et al. CIKM 2020).
+
+Per sequence: K "interesting" items drawn without replacement from the teacher's top-N with
+p(r) ∝ exp(-r/T), kept in the teacher's order, and L "uninteresting" items drawn uniformly from
+the items outside the top-N. The relaxed Plackett-Luce loss orders the interesting items only
+and just asks that each one beats every uninteresting item:
+
+    L_s = - Σ_{k=1..K} log( exp(ŷ_{π_k}) / ( Σ_{i=k..K} exp(ŷ_{π_i}) + Σ_{l=1..L} exp(ŷ_{u_l}) ) )
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
+from dllm2rec.distill.rd import SeededSampler, multinomial_masked, teacher_rows
+
+_NEG = -1e9  # stands for -inf in masked log-sum-exps (finite, so gradients stay finite)
+
+
+def relaxed_ranking_loss(pos: torch.Tensor, pos_valid: torch.Tensor, neg: torch.Tensor, neg_valid: torch.Tensor) -> torch.Tensor:
+    """Per-row relaxed ranking loss [B].
+
+    pos [B, K]: student scores of the interesting items in the teacher's order (best first),
+    neg [B, L]: student scores of the uninteresting items; *_valid masks entries that take part.
+    """
+    pos_m = pos.masked_fill(~pos_valid, _NEG)
+    neg_lse = neg.masked_fill(~neg_valid, _NEG).logsumexp(1, keepdim=True)  # [B, 1]
+    tail = torch.logcumsumexp(pos_m.flip(1), dim=1).flip(1)  # log Σ_{i>=k} exp(pos_i)
+    denom = torch.logaddexp(tail, neg_lse)
+    terms = torch.where(pos_valid, pos - denom, torch.zeros_like(pos))
+    return -terms.sum(1)
+
+
+@register_method("rrd")
+class RRD(DistillMethod):
+    """L = lambda_kd * mean_s L_s (relaxed ranking, see module docstring)."""
+
+    needs = frozenset({"ranks"})
+
+    def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
+        super().__init__(cfg, ctx, student)
+        self.lambda_kd = float(self.cfg.get("lambda_kd", 0.01))
+        self.k = int(self.cfg.get("k", 10))
+        self.l = int(self.cfg.get("l", 40))
+        self.temp = float(self.cfg.get("temp", 10.0))
+        self.top_n = int(self.cfg.get("top_n", 100))
+        self.sampler = SeededSampler(ctx.seed, salt=5)
+
+    def sample(self, batch: Batch, device, n_items: int):
+        """(interesting items [B, K] in teacher order, uninteresting items [B, L], their valid mask)."""
+        gen = self.sampler(device)
+        items, _ = teacher_rows(self.ctx, batch, device, self.top_n)
+        b, n_top = items.shape
+        r = torch.arange(1, n_top + 1, device=device, dtype=torch.float32)
+        w = torch.exp(-r / self.temp).expand(b, -1).contiguous()
+        pos, _ = multinomial_masked(w, self.k, gen)
+        pos = pos.sort(dim=1).values  # teacher order
+        interesting = items.gather(1, pos)
+        outside = torch.ones(b, n_items, device=device)
+        outside.scatter_(1, items, 0.0)
+        unint, unint_valid = multinomial_masked(outside, self.l, gen)
+        return interesting, unint, unint_valid
+
+    def loss(self, batch: Batch, scores, state, student, epoch: int) -> torch.Tensor:
+        interesting, unint, unint_valid = self.sample(batch, scores.device, scores.shape[1])
+        pos = scores.gather(1, interesting)
+        neg = scores.gather(1, unint)
+        per_row = relaxed_ranking_loss(pos, torch.ones_like(pos, dtype=torch.bool), neg, unint_valid)
+        return self.lambda_kd * per_row.mean()
