@@ -1,0 +1,198 @@
+"""DLLM2Rec (paper §3.2, SPEC §4): importance-aware ranking distillation + collaborative
+embedding distillation. ``L = L_r (+ α L_DRO for DROS) + λ_d L_d``; this module returns λ_d L_d
+and supplies the enriched input table e_i = b_i + ω g(z_i).
+
+Ranking term, with the teacher's top-K candidates c_1..c_K of each train sequence (rank r = 1..K):
+
+* position    w^p_r  = exp(-r/β) / Σ_r' exp(-r'/β)                                (both variants)
+* confidence  ``paper``:    w^c_s = exp(-(d_s/median_train(d))/β), scaled to mean 1 over the
+                            train sequences (d_s = target_dist, Eq. 7; one weight per sequence)
+              ``official``: w^c_sk = (exp(-d_{s,c_k}) + 1e-8) / Σ_k (...)  (the candidate's own
+                            grounding distance, topk_dist, as the released code)
+* consistency w^o_sk = [c_k in the student's top-K of this same forward pass] (no gradient);
+              ``official`` adds the released 1e-8.
+* w = γ_p w^p + γ_c w^c + γ_o w^o;  ``official`` renormalises each row to sum 1.
+* ``paper``    (Eq. 5): L_d = mean_s Σ_k w_sk · (-log σ(ŷ_{s,c_k}))
+  ``official``:         L_d = Σ_k mean_s w_sk · (-log σ(ŷ_{s,c_k}) - log σ(1 - ŷ_{s,neg}))
+                              + [DROS] α Σ_k mean_s(w_sk) · mean_s L_DRO(s, c_k)
+  (the released broadcasting: its DRO term is mean(w)·mean(L_DRO); -log σ(1 - ŷ_neg) is sic).
+  Eq. 5 sums over sequences; both variants average over the batch as L_r does, so λ_d keeps the
+  released code's scale.
+
+Embedding term (Eqs. 12-13): e_i = b_i + ω g(z_i) with b_i the student's own ID embedding
+(``offset``), g = ``projector`` (``linear``: Linear(d_t, hidden) as released; ``mlp``:
+Linear(d_t, hidden) -> ReLU -> Linear(hidden, hidden)), ω = ``ed_weight``. ``offset: false`` gives
+e_i = g(z_i). The table feeds the history only; scoring stays on the student's output layer.
+
+Ablations (Tables 7, 8): ``ranking: false`` drops L_d, ``use_wp/use_wc/use_wo: false`` drop a
+weight, ``embedding: false`` drops the embedding term.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
+from dllm2rec.io import UserError
+
+DEFAULTS = {
+    "variant": "paper", "lambda_d": 0.3, "k": 10, "beta": 1.0,
+    "gamma_p": 0.3, "gamma_c": 0.5, "gamma_o": 0.1,
+    "ed_weight": 0.3, "projector": "linear",
+    "ranking": True, "use_wp": True, "use_wc": True, "use_wo": True, "embedding": True, "offset": True,
+}
+
+
+def position_weight(k: int, beta: float) -> torch.Tensor:
+    """w^p over ranks 1..k: exp(-r/β) normalised to sum 1. [k]"""
+    return torch.softmax(-torch.arange(1, k + 1, dtype=torch.float32) / beta, 0)
+
+
+def paper_confidence(target_dist: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-sequence w^c (paper): exp(-(d/median(d))/β) over the train sequences, scaled to mean 1. [S]"""
+    d = target_dist.detach().cpu().to(torch.float64)
+    d = torch.where(torch.isfinite(d), d, d[torch.isfinite(d)].max() if torch.isfinite(d).any() else torch.zeros(()))
+    med = float(np.median(d.numpy())) if len(d) else 1.0  # the usual median (mean of the middle two)
+    med = med if med > 0 else 1.0
+    w = torch.exp(-(d / med) / beta)
+    return (w / w.mean().clamp_min(1e-300)).to(torch.float32)
+
+
+def official_confidence(topk_dist: torch.Tensor) -> torch.Tensor:
+    """Per-candidate w^c (official): exp(-d_{s,c_k}) + 1e-8, normalised over the K candidates. [S, K]"""
+    w = torch.exp(-topk_dist.to(torch.float32)) + 1e-8
+    return w / w.sum(1, keepdim=True)
+
+
+def consistency_weight(candidates: torch.Tensor, scores: torch.Tensor, k: int) -> torch.Tensor:
+    """w^o: 1 where the candidate is in the student's top-k (``scores``, no gradient), else 0. [B, K]"""
+    top = scores.detach().topk(k, dim=1).indices  # [B, k]
+    return (candidates.unsqueeze(2) == top.unsqueeze(1)).any(2).to(scores.dtype)
+
+
+def combine_weights(wp, wc, wo, gamma_p: float, gamma_c: float, gamma_o: float, renormalise: bool) -> torch.Tensor:
+    """w = γ_p w^p + γ_c w^c + γ_o w^o (broadcast to [B, K]); ``renormalise``: rows sum to 1."""
+    w = gamma_p * wp + gamma_c * wc + gamma_o * wo
+    if renormalise:
+        w = w / w.sum(1, keepdim=True).clamp_min(1e-30)
+    return w
+
+
+def paper_ranking_loss(cand_scores: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Eq. 5, batch mean: mean_s Σ_k w_sk · (-log σ(ŷ_{s,c_k}))."""
+    return (w * F.softplus(-cand_scores)).sum(1).mean()
+
+
+def official_ranking_loss(cand_scores: torch.Tensor, neg_scores: torch.Tensor, w: torch.Tensor,
+                          dro: torch.Tensor | None = None, alpha: float = 0.0) -> torch.Tensor:
+    """Released form: Σ_k mean_s w_sk(-log σ(ŷ_c) - log σ(1 - ŷ_neg)) [+ α Σ_k mean(w_k)·mean(L_DRO_k)].
+    cand_scores, w, dro: [B, K]; neg_scores [B]."""
+    per = F.softplus(-cand_scores) + F.softplus(-(1.0 - neg_scores)).unsqueeze(1)
+    loss = (w * per).mean(0).sum()
+    if dro is not None and alpha:
+        loss = loss + alpha * (w.mean(0) * dro.mean(0)).sum()
+    return loss
+
+
+@register_method("dllm2rec")
+class DLLM2Rec(DistillMethod):
+    needs = frozenset({"ranks", "item_embeddings"})
+
+    @classmethod
+    def config(cls, cfg: dict) -> dict:
+        unknown = set(cfg) - set(DEFAULTS) - {"type"}
+        if unknown:
+            raise UserError(f"methods.dllm2rec: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        out = {**DEFAULTS, **{k: v for k, v in cfg.items() if k != "type"}}
+        if out["variant"] not in ("paper", "official"):
+            raise UserError(f"methods.dllm2rec.variant must be paper or official, got {out['variant']!r}")
+        if out["projector"] not in ("linear", "mlp"):
+            raise UserError(f"methods.dllm2rec.projector must be linear or mlp, got {out['projector']!r}")
+        return out
+
+    @classmethod
+    def required_parts(cls, cfg: dict) -> frozenset[str]:
+        c = cls.config(cfg)
+        return frozenset(({"ranks"} if c["ranking"] else set()) | ({"item_embeddings"} if c["embedding"] else set()))
+
+    def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
+        super().__init__(cfg, ctx, student)
+        c = self.config(cfg)
+        self.variant = c["variant"]
+        self.lambda_d = float(c["lambda_d"])
+        self.k = int(c["k"])
+        self.beta = float(c["beta"])
+        self.gamma_p = float(c["gamma_p"]) if c["use_wp"] else 0.0
+        self.gamma_c = float(c["gamma_c"]) if c["use_wc"] else 0.0
+        self.gamma_o = float(c["gamma_o"]) if c["use_wo"] else 0.0
+        self.use_ranking = bool(c["ranking"]) and self.lambda_d != 0
+        self.use_embedding = bool(c["embedding"])
+        self.offset = bool(c["offset"])
+        self.ed_weight = float(c["ed_weight"])
+        teacher = ctx.teacher
+        if (self.use_ranking or self.use_embedding) and teacher is None:
+            raise UserError("method dllm2rec needs a teacher: pass the teacher directory")
+        if self.use_ranking:
+            tr = teacher.splits.get("train")
+            if tr is None or tr.topk_items.shape[1] < self.k:
+                have = None if tr is None else tr.topk_items.shape[1]
+                raise UserError(f"dllm2rec: k={self.k} but the teacher's train ranks list {have} items per sequence")
+            self.register_buffer("cand", tr.topk_items[:, : self.k].long().contiguous(), persistent=False)
+            self.register_buffer("w_p", position_weight(self.k, self.beta), persistent=False)
+            conf = paper_confidence(tr.target_dist, self.beta) if self.variant == "paper" \
+                else official_confidence(tr.topk_dist[:, : self.k])
+            self.register_buffer("w_c", conf, persistent=False)
+        if self.use_embedding:
+            z = teacher.item_emb
+            if z.shape[0] != ctx.n_items:
+                raise UserError(f"dllm2rec: teacher item embeddings have {z.shape[0]} rows, the dataset {ctx.n_items} items")
+            self.register_buffer("z", z.float().contiguous(), persistent=False)
+            width, hidden = z.shape[1], ctx.hidden
+            self.projector = nn.Linear(width, hidden) if c["projector"] == "linear" else \
+                nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+
+    # --- collaborative embedding distillation ---------------------------------------------
+    def item_table(self, student) -> torch.Tensor:
+        base = student.item_emb.weight
+        if not self.use_embedding:
+            return base
+        proj = torch.cat([self.projector(self.z), base.new_zeros(1, base.shape[1])])  # padding row 0
+        return base + self.ed_weight * proj if self.offset else proj
+
+    def item_table_for(self, student, history: torch.Tensor) -> torch.Tensor:
+        base = student.item_emb.weight
+        if not self.use_embedding:
+            return base
+        used = torch.unique(history)
+        used = used[used < self.ctx.n_items]
+        proj = self.projector(self.z[used])
+        if self.offset:
+            return base.index_add(0, used, proj, alpha=self.ed_weight)
+        return base.new_zeros(base.shape).index_copy(0, used, proj)
+
+    # --- importance-aware ranking distillation --------------------------------------------
+    def weights(self, rows: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        cand = self.cand[rows]
+        wo = consistency_weight(cand, scores, self.k)
+        if self.variant == "paper":
+            return combine_weights(self.w_p.unsqueeze(0), self.w_c[rows].unsqueeze(1), wo,
+                                   self.gamma_p, self.gamma_c, self.gamma_o, renormalise=False)
+        return combine_weights(self.w_p.unsqueeze(0), self.w_c[rows], wo + 1e-8,
+                               self.gamma_p, self.gamma_c, self.gamma_o, renormalise=True)
+
+    def loss(self, batch: Batch, scores: torch.Tensor, state: torch.Tensor, student, epoch: int) -> torch.Tensor:
+        if not self.use_ranking or batch.split != "train":
+            return scores.new_zeros(())
+        cand = self.cand[batch.rows]
+        w = self.weights(batch.rows, scores)
+        cand_scores = scores.gather(1, cand)
+        if self.variant == "paper":
+            ld = paper_ranking_loss(cand_scores, w)
+        else:
+            neg = scores.gather(1, batch.negative.view(-1, 1)).squeeze(1)
+            alpha = float(getattr(student, "alpha", 0.0) or 0.0) if hasattr(student, "dro") else 0.0
+            dro = student.dro(scores, cand) if alpha else None
+            ld = official_ranking_loss(cand_scores, neg, w, dro, alpha)
+        return self.lambda_d * ld

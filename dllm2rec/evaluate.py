@@ -1,0 +1,76 @@
+"""Full-ranking evaluation (SPEC §6): HR@K and NDCG@K over all n items, K in (1, 5, 10, 20).
+
+The target's 0-based rank is the number of items, other than itself, that score at least as high
+as the target (**ties are pessimistic**: an item tied with the target counts as ranked above it,
+so a constant or collapsed model gets rank n-1, not 0). A NaN target score ranks last; NaN scores
+of other items count as above the target. No sort is materialised: each batch counts
+``scores >= target score``. HR@K = mean [rank < K]; NDCG@K = mean [rank < K] / log2(rank + 2).
+Students are evaluated in eval mode (dropout off) without gradients.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+KS: tuple[int, ...] = (1, 5, 10, 20)
+
+
+def target_rank(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """scores [B, n], target [B] -> 0-based pessimistic rank of each target, [B] long."""
+    t = scores.gather(1, target.view(-1, 1))  # [B, 1]
+    not_below = ~(scores < t)  # ties (the target itself included), higher scores, NaNs
+    return not_below.sum(1) - 1
+
+
+def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
+    """{"HR@K": .., "NDCG@K": ..} for every K from 0-based ranks."""
+    r = ranks.to(torch.float64)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"HR@{k}"] = (r < k).to(torch.float64).mean().item() if len(r) else 0.0
+    for k in ks:
+        gain = torch.where(r < k, 1.0 / torch.log2(r + 2.0), torch.zeros_like(r))
+        out[f"NDCG@{k}"] = gain.mean().item() if len(r) else 0.0
+    return out
+
+
+@torch.no_grad()
+def ranks_in_batches(score_fn: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor,
+                     batch_size: int) -> torch.Tensor:
+    """``score_fn(rows) -> scores [len(rows), n]`` for row indices; returns every target's rank (CPU)."""
+    out = []
+    n_rows = len(target)
+    for start in range(0, n_rows, batch_size):
+        rows = torch.arange(start, min(start + batch_size, n_rows), device=target.device)
+        out.append(target_rank(score_fn(rows), target[rows]).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def evaluate(student, method, split: str, history: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor,
+             batch_size: int = 1024, ks: Sequence[int] = KS) -> dict[str, float]:
+    """Full-ranking metrics of ``student`` (with distillation ``method``) on one split's tensors."""
+    from dllm2rec.distill.base import Batch
+
+    modes = student.training, method.training
+    student.eval()
+    method.eval()
+    try:
+        table = method.item_table(student)  # fixed in eval mode: computed once per split
+
+        def score(rows: torch.Tensor) -> torch.Tensor:
+            batch = Batch(split, rows, history[rows], lengths[rows], target[rows])
+            state = student.encode(batch.history, batch.lengths, table)
+            return student.scores(method.adjust_state(state, batch))
+
+        return metrics_from_ranks(ranks_in_batches(score, target, batch_size), ks)
+    finally:
+        student.train(modes[0])
+        method.train(modes[1])
+
+
+def popularity_metrics(item_counts: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
+    """The popularity ranking (train target counts, ties pessimistic) as a reference point."""
+    scores = item_counts.to(torch.float64).view(1, -1)
+    return metrics_from_ranks(ranks_in_batches(lambda rows: scores.expand(len(rows), -1), target, 4096), ks)
