@@ -208,6 +208,24 @@ def test_embedding_term(projector):
     assert m.projector.parameters().__next__().grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("name", ["hint", "htd"])
+def test_embedding_term_swapped_for_hint_or_htd(name):
+    """Table 8: the collaborative embedding term replaced by Hint/HTD: plain ID table, loss = ranking + that loss."""
+    torch.manual_seed(0)
+    student = get_backbone("sasrec")(N, hidden=D, max_len=3)
+    m = _method(student, embedding_method=name)
+    assert m.item_table(student) is student.item_emb.weight
+    assert type(m.embedding_kd).name == name
+    b = _batch(SCORES)
+    swapped = m.embedding_kd.loss(b, SCORES, None, student, 0).item()
+    assert swapped > 0
+    assert m.loss(b, SCORES, None, student, 0).item() == pytest.approx(_paper_hand() + swapped, rel=1e-5)
+    # its parameters (Hint's regressor) are trained with the student
+    assert {id(p) for p in m.embedding_kd.parameters()} <= {id(p) for p in m.parameters()}
+    with pytest.raises(UserError, match="embedding_method"):
+        _method(student, embedding_method="bogus")
+
+
 def test_required_parts_follow_switches():
     cls = get_method("dllm2rec")
     assert cls.required_parts({"type": "dllm2rec"}) == {"ranks", "item_embeddings"}

@@ -25,7 +25,9 @@ Linear(d_t, hidden) -> ReLU -> Linear(hidden, hidden)), ω = ``ed_weight``. ``of
 e_i = g(z_i). The table feeds the history only; scoring stays on the student's output layer.
 
 Ablations (Tables 7, 8): ``ranking: false`` drops L_d, ``use_wp/use_wc/use_wo: false`` drop a
-weight, ``embedding: false`` drops the embedding term.
+weight, ``embedding: false`` drops the embedding term, ``embedding_method: hint|htd`` replaces it
+with that baseline's embedding distillation loss (its options are the baseline's defaults,
+docs/methods.md).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ DEFAULTS = {
     "gamma_p": 0.3, "gamma_c": 0.5, "gamma_o": 0.1,
     "ed_weight": 0.3, "projector": "linear",
     "ranking": True, "use_wp": True, "use_wc": True, "use_wo": True, "embedding": True, "offset": True,
+    "embedding_method": "collaborative",
 }
 
 
@@ -110,6 +113,9 @@ class DLLM2Rec(DistillMethod):
             raise UserError(f"methods.dllm2rec.variant must be paper or official, got {out['variant']!r}")
         if out["projector"] not in ("linear", "mlp"):
             raise UserError(f"methods.dllm2rec.projector must be linear or mlp, got {out['projector']!r}")
+        if out["embedding_method"] not in ("collaborative", "hint", "htd"):
+            raise UserError("methods.dllm2rec.embedding_method must be collaborative, hint or htd, "
+                            f"got {out['embedding_method']!r}")
         return out
 
     @classmethod
@@ -128,7 +134,7 @@ class DLLM2Rec(DistillMethod):
         self.gamma_c = float(c["gamma_c"]) if c["use_wc"] else 0.0
         self.gamma_o = float(c["gamma_o"]) if c["use_wo"] else 0.0
         self.use_ranking = bool(c["ranking"]) and self.lambda_d != 0
-        self.use_embedding = bool(c["embedding"])
+        self.use_embedding = bool(c["embedding"]) and c["embedding_method"] == "collaborative"
         self.offset = bool(c["offset"])
         self.ed_weight = float(c["ed_weight"])
         teacher = ctx.teacher
@@ -152,6 +158,13 @@ class DLLM2Rec(DistillMethod):
             width, hidden = z.shape[1], ctx.hidden
             self.projector = nn.Linear(width, hidden) if c["projector"] == "linear" else \
                 nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        # Table 8: the embedding term swapped for an existing embedding distillation (Hint or HTD)
+        self.embedding_kd = None
+        if c["embedding"] and c["embedding_method"] != "collaborative":
+            from dllm2rec.distill.base import get_method
+
+            name = c["embedding_method"]
+            self.embedding_kd = get_method(name)({"type": name}, ctx, student)
 
     # --- collaborative embedding distillation ---------------------------------------------
     def item_table(self, student) -> torch.Tensor:
@@ -183,8 +196,11 @@ class DLLM2Rec(DistillMethod):
                                self.gamma_p, self.gamma_c, self.gamma_o, renormalise=True)
 
     def loss(self, batch: Batch, scores: torch.Tensor, state: torch.Tensor, student, epoch: int) -> torch.Tensor:
-        if not self.use_ranking or batch.split != "train":
+        if batch.split != "train":
             return scores.new_zeros(())
+        extra = self.embedding_kd.loss(batch, scores, state, student, epoch) if self.embedding_kd is not None else 0.0
+        if not self.use_ranking:
+            return scores.new_zeros(()) + extra
         cand = self.cand[batch.rows]
         w = self.weights(batch.rows, scores)
         cand_scores = scores.gather(1, cand)
@@ -195,4 +211,4 @@ class DLLM2Rec(DistillMethod):
             alpha = float(getattr(student, "alpha", 0.0) or 0.0) if hasattr(student, "dro") else 0.0
             dro = student.dro(scores, cand) if alpha else None
             ld = official_ranking_loss(cand_scores, neg, w, dro, alpha)
-        return self.lambda_d * ld
+        return self.lambda_d * ld + extra
