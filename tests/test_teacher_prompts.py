@@ -1,0 +1,63 @@
+"""The BIGRec prompt, its nouns and its truncation of the oldest history titles."""
+from __future__ import annotations
+
+import pytest
+from tiny_llm import make_tokenizer
+
+from dllm2rec.teacher.prompts import (
+    clean_generation,
+    encode_example,
+    format_prompt,
+    format_response,
+)
+
+EXPECTED = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n"
+    "Given a list of games the user has played before, please recommend a new game that the user likes to the user.\n\n"
+    "### Input:\n"
+    'The user has played the following games before: "Zelda", "Halo 3"\n\n'
+    "### Response:\n"
+)
+
+
+def test_prompt_matches_spec():
+    assert format_prompt(["Zelda", "Halo 3"], "game") == EXPECTED
+    assert format_response("Doom") == '"Doom"'
+    assert "movies the user has watched" in format_prompt(["A"], "movie")
+    assert "toys the user has bought" in format_prompt(["A"], "toy")
+    assert "books the user has interacted with" in format_prompt(["A"], "book")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tokenizer()
+
+
+def test_truncation_drops_oldest_titles(tok):
+    titles = [f"Movie Number {i} (19{i:02d})" for i in range(10)]
+    full, dropped = encode_example(tok, titles, "movie", 10_000, target="Heat (1995)")
+    assert dropped == 0 and full[-1] == tok.eos_token_id
+    cutoff = len(full) - 5
+    ids, dropped = encode_example(tok, titles, "movie", cutoff, target="Heat (1995)")
+    assert len(ids) <= cutoff and dropped >= 1
+    text = tok.decode(ids)
+    assert '"Movie Number 0' not in text and f'"{titles[-1]}"' in text and text.endswith('"Heat (1995)"</s>')
+    kept = titles[dropped:]
+    assert ids == encode_example(tok, kept, "movie", 10_000, target="Heat (1995)")[0]
+    # generation prompts: no response, no EOS; one title is always kept
+    ids, dropped = encode_example(tok, titles, "movie", 5)
+    assert dropped == 9 and tok.decode(ids).endswith("### Response:\n")
+
+
+@pytest.mark.parametrize("raw, answer", [
+    ('"Heat (1995)"', "Heat (1995)"),
+    ('  "Heat (1995)", "Fargo (1996)"', "Heat (1995)"),
+    ('"Heat (1995)\n### Input', "Heat (1995)"),
+    ("Heat (1995)\nmore text", "Heat (1995)"),
+    ('""', ""),
+    ("", ""),
+])
+def test_clean_generation(raw, answer):
+    assert clean_generation(raw) == answer
