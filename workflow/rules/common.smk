@@ -154,6 +154,12 @@ def teacher_outputs(dataset, teacher):
     }
 
 
+def sft_launcher(wildcards):
+    """`python`, or `accelerate launch` over the teacher's `sft_gpus` GPUs (data parallel)."""
+    gpus = teacher_cfg(wildcards)["sft_gpus"]
+    return "python" if gpus == 1 else f"accelerate launch --num_processes {gpus}"
+
+
 def scatter_index(wildcards):
     """'2-of-4' -> (2, 4)."""
     shard, shards = wildcards.scatteritem.split("-of-")

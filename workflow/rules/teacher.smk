@@ -28,17 +28,21 @@ rule sft:
         "../../envs/teacher.yaml"
     threads: 8
     resources:
-        gpu=1,
+        gpu=lambda wildcards: teacher_cfg(wildcards)["sft_gpus"],
         mem_mb=lambda wildcards: teacher_cfg(wildcards)["gpu_mem_mb"],
         runtime=24 * 60,
     params:
         cfg=lambda wildcards: jsonarg(
-            {k: teacher_cfg(wildcards)[k] for k in ("base_model", "lora", "sft")}
+            {
+                k: teacher_cfg(wildcards)[k]
+                for k in ("base_model", "dtype", "lora", "sft")
+            }
         ),
         noun=lambda wildcards: dataset_cfg(wildcards)["noun"],
         work="results/work/teacher/{dataset}/{teacher}/sft",
+        launcher=sft_launcher,
     shell:
-        "python -m dllm2rec sft --base {input.base} --data $(dirname {input.items_parquet}) --params {params.cfg:q}"
+        "{params.launcher} -m dllm2rec sft --base {input.base} --data $(dirname {input.items_parquet}) --params {params.cfg:q}"
         " --noun {params.noun} --out {output} --work {params.work} > {log} 2>&1"
 
 
@@ -61,7 +65,7 @@ rule item_embeddings:
         runtime=2 * 60,
     params:
         cfg=lambda wildcards: jsonarg(
-            {"grounding": teacher_cfg(wildcards)["grounding"]}
+            {k: teacher_cfg(wildcards)[k] for k in ("dtype", "grounding")}
         ),
     shell:
         "python -m dllm2rec item-embeddings --base {input.base} --data $(dirname {input.items_parquet})"
@@ -92,7 +96,10 @@ rule teacher_shard:
         runtime=12 * 60,
     params:
         cfg=lambda wildcards: jsonarg(
-            {k: teacher_cfg(wildcards)[k] for k in ("generation", "grounding")}
+            {
+                k: teacher_cfg(wildcards)[k]
+                for k in ("dtype", "generation", "grounding")
+            }
         ),
         noun=lambda wildcards: dataset_cfg(wildcards)["noun"],
         shard=lambda wildcards: scatter_index(wildcards)[0],
