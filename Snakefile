@@ -7,6 +7,9 @@
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 scattergather:
     teacher_gen=config.get("teacher_shards", 1),
 

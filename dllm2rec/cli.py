@@ -8,6 +8,7 @@ is printed as one clear line, without a traceback, and exits with status 1.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import sys
 
@@ -48,7 +49,10 @@ def parse_kwargs(argv: list[str]) -> dict:
         while i < len(argv) and not argv[i].startswith("--"):
             values.append(argv[i])
             i += 1
-        parsed = [json.loads(v) if v[:1] in "{[" else v for v in values]
+        try:
+            parsed = [json.loads(v) if v[:1] in "{[" else v for v in values]
+        except json.JSONDecodeError as err:
+            raise UserError(f"{key}: not valid JSON ({err}); pass the config subtree as one JSON string") from None
         if not parsed:
             kwargs[name] = True
         elif len(parsed) == 1:
@@ -66,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     module, func = COMMANDS[argv[0]].split(":")
     try:
         kwargs = parse_kwargs(argv[1:])
-        getattr(importlib.import_module(module), func)(**kwargs)
+        function = getattr(importlib.import_module(module), func)
+        try:
+            inspect.signature(function).bind(**kwargs)
+        except TypeError as err:
+            params = " ".join(f"--{p.replace('_', '-')}" for p in inspect.signature(function).parameters)
+            raise UserError(f"{argv[0]}: {err}; it takes {params}") from None
+        function(**kwargs)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -133,6 +133,8 @@ def table6(teacher, students, out: str, backbone: str | None = None) -> None:
     runs = load_runs(students)
     teachers = {dataset_of_teacher(p): read_json(p) for p in _as_list(teacher)}
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
+    if not backbones:
+        raise UserError("table6 needs student runs of the method dllm2rec; none were given")
     backbone = backbone or ("dros" if "dros" in backbones else backbones[-1])
     rows = [["dataset", "model", *METRICS, "inference_seconds"]]
     for d, t in teachers.items():

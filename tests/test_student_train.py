@@ -109,7 +109,10 @@ def test_selection_uses_validation_only(synth, tmp_path, monkeypatch):
     assert m["valid"]["NDCG@20"] == 0.5 and m["test"]["NDCG@20"] == 0.777
 
 
-def test_resume_after_kill_matches_uninterrupted(synth, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", [DLLM2REC, {"type": "rrd"}, {"type": "cd"}], ids=["dllm2rec", "rrd", "cd"])
+def test_resume_after_kill_matches_uninterrupted(synth, tmp_path, monkeypatch, method):
+    """Also for methods that sample with their own generators (RRD, CD): those are checkpointed too."""
+    DLLM2REC = method
     full, out_a, _ = run(synth, tmp_path, "dros", DLLM2REC, "a", epochs=4)
 
     class Killed(Exception):

@@ -1,5 +1,6 @@
 """The workflow's DAG, config validation and style, checked with real Snakemake dry runs."""
 import subprocess
+import sys
 
 import pytest
 
@@ -13,7 +14,7 @@ def project(tmp_path):
 
 def test_default_dry_run_shows_the_whole_paper_dag(project):
     res = snakemake(project, "-n", "--cores", "2", "results/table5.csv")
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 0, res.stdout
     counts = job_counts(res.stdout)
     cfg = load_yaml(ROOT / "config.yaml")
     n_students = len(cfg["tables"]["backbones"]) * len(cfg["tables"]["methods"]) * len(cfg["tables"]["seeds"])
@@ -37,7 +38,7 @@ def test_paper_config_dry_runs_every_table(project):
     cfg = load_yaml(project / "configs" / "paper.yaml")
     raw_placeholders(project, cfg)
     res = snakemake(project, "-n", "--cores", "2", "--configfile", "configs/paper.yaml")
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 0, res.stdout[-3000:]
     counts = job_counts(res.stdout)
     t = cfg["tables"]
     grid = len(t["datasets"]) * len(t["backbones"]) * len(t["seeds"])
@@ -52,8 +53,8 @@ def test_paper_config_dry_runs_every_table(project):
 def test_missing_raw_file_names_the_key_and_the_fix(project):
     res = snakemake(project, "-n", "--cores", "1", "--configfile", "configs/paper.yaml")
     assert res.returncode != 0
-    assert "datasets.games.paths.reviews" in res.stderr
-    assert "does not exist" in res.stderr
+    assert "datasets.games.paths.reviews" in res.stdout
+    assert "does not exist" in res.stdout
 
 
 def overlay(project, name, **changes):
@@ -83,15 +84,15 @@ def test_bad_config_fails_before_any_job_with_the_key(project, change, message):
     overlay(project, "bad.yaml", **change)
     res = snakemake(project, "-n", "--cores", "1", "--configfile", "bad.yaml")
     assert res.returncode != 0
-    assert message in res.stderr, res.stderr[-2000:]
+    assert message in res.stdout, res.stdout[-2000:]
 
 
 def test_lint_is_clean(project):
     res = snakemake(project, "--lint")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "Congratulations" in res.stdout + res.stderr
+    assert res.returncode == 0, res.stdout
+    assert "Congratulations" in res.stdout
 
 
 def test_snakefmt_leaves_rules_unchanged():
-    res = subprocess.run(["snakefmt", "--check", "Snakefile", "workflow"], cwd=ROOT, capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout + res.stderr
+    res = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout

@@ -23,10 +23,11 @@ def copy_project(dest: Path) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run Snakemake in ``workdir``; its messages (it logs to both streams) all end up in ``.stdout``."""
     env = dict(os.environ, PYTHONPATH=str(workdir) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
     )
 
 
@@ -52,6 +53,6 @@ def job_counts(output: str) -> dict[str, int]:
                 if parts[0] == "total":
                     break
                 counts[parts[0]] = int(parts[1])
-            elif parts and not set(line.strip()) <= {"-"}:
+            elif parts and not set(line.strip()) <= {"-", " "}:
                 break
     return counts

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from dllm2rec.io import UserError
+
 METHODS: dict[str, type["DistillMethod"]] = {}
 
 
@@ -28,7 +30,7 @@ def get_method(name: str) -> type["DistillMethod"]:
     import dllm2rec.distill.methods  # noqa: F401  (imports every method module so they register)
 
     if name not in METHODS:
-        raise KeyError(f"unknown distillation method {name!r}; known: {sorted(METHODS)}")
+        raise UserError(f"unknown distillation method {name!r}; known: {sorted(METHODS)}")
     return METHODS[name]
 
 
@@ -97,6 +99,17 @@ class DistillMethod(nn.Module):
         """The teacher artifacts this config of the method reads (``needs`` unless an ablation
         switches a part off, e.g. DLLM2Rec with ``embedding: false`` needs no item embeddings)."""
         return frozenset(cls.needs)
+
+    def rng_state(self):
+        """The method's own random generators (``self.sampler``), saved in training checkpoints so
+        that a resumed run samples exactly what an uninterrupted one would."""
+        sampler = getattr(self, "sampler", None)
+        return None if sampler is None else sampler.get_state()
+
+    def set_rng_state(self, state) -> None:
+        sampler = getattr(self, "sampler", None)
+        if sampler is not None and state is not None:
+            sampler.set_state(state)
 
     def item_table(self, student) -> torch.Tensor:
         """Input item embeddings [n+1, d] fed to the backbone (DLLM2Rec's e_i = b_i + w g(z_i))."""

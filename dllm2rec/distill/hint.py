@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dllm2rec.io import UserError
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
 
 
@@ -43,15 +44,15 @@ def make_projector(kind: str, d_in: int, d_out: int) -> nn.Module:
         return nn.Linear(d_in, d_out)
     if kind == "mlp":
         return nn.Sequential(nn.Linear(d_in, d_in * 2), nn.ReLU(), nn.Linear(d_in * 2, d_out))
-    raise ValueError(f"projector must be linear or mlp, got {kind!r}")
+    raise UserError(f"projector must be linear or mlp, got {kind!r}")
 
 
 def teacher_item_emb(ctx: DistillContext) -> torch.Tensor:
     if ctx.teacher is None or ctx.teacher.item_emb is None:
-        raise ValueError("this method needs the teacher's item embeddings")
+        raise UserError("this method needs the teacher's item embeddings")
     z = ctx.teacher.item_emb.float()
     if z.shape[0] != ctx.n_items:
-        raise ValueError(f"teacher item_emb has {z.shape[0]} rows, expected n_items={ctx.n_items}")
+        raise UserError(f"teacher item_emb has {z.shape[0]} rows, expected n_items={ctx.n_items}")
     return z
 
 
@@ -71,7 +72,7 @@ class Hint(DistillMethod):
         self.lambda_kd = float(self.cfg.get("lambda_kd", 0.1))
         self.items = str(self.cfg.get("items", "batch"))
         if self.items not in ("batch", "all"):
-            raise ValueError("hint.items must be batch or all")
+            raise UserError("hint.items must be batch or all")
         z = teacher_item_emb(ctx)
         if bool(self.cfg.get("normalize", True)):
             z = standardize(z)

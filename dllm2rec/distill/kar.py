@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dllm2rec.io import UserError
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
 from dllm2rec.distill.hint import standardize, teacher_item_emb
 from dllm2rec.distill.rd import teacher_split
@@ -91,7 +92,7 @@ class KAR(DistillMethod):
     def sequence_knowledge(self, batch: Batch) -> torch.Tensor:
         sp = teacher_split(self.ctx, batch.split)
         if sp.gen_emb is None:
-            raise ValueError(f"KAR needs the generated-text embeddings of split {batch.split!r}")
+            raise UserError(f"KAR needs the generated-text embeddings of split {batch.split!r}")
         g = sp.gen_emb[batch.rows.to(sp.gen_emb.device)].to(self.z.device).float()
         return (g - self.ref_mean) / self.ref_std
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dllm2rec.io import UserError
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
 from dllm2rec.distill.hint import standardize, teacher_item_emb
 from dllm2rec.distill.rd import teacher_split
@@ -71,7 +72,7 @@ class LLMCF(DistillMethod):
         table = torch.cat([z, z.new_zeros(1, z.shape[1])], 0)
         sp = teacher_split(ctx, "train")
         if sp.gen_emb is None:
-            raise ValueError("LLM-CF needs the generated-text embeddings of the train split")
+            raise UserError("LLM-CF needs the generated-text embeddings of the train split")
         bank = sp.gen_emb  # kept in its stored precision (float16), standardised on lookup
         keys = history_signature(ctx.train_history.long(), table)
         nbr, nbr_valid = self._train_neighbors(keys, ctx.train_history.long(), ctx.train_lengths.long(), ctx.train_target.long(), chunk)

@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dllm2rec.io import UserError
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
 
 
 def teacher_split(ctx: DistillContext, split: str):
     if ctx.teacher is None or split not in ctx.teacher.splits:
-        raise KeyError(f"teacher output for split {split!r} is not loaded")
+        raise UserError(f"teacher output for split {split!r} is not loaded")
     return ctx.teacher.splits[split]
 
 
@@ -57,6 +58,13 @@ class SeededSampler:
             self._gens[key] = g
         return self._gens[key]
 
+    def get_state(self) -> dict:
+        return {key: g.get_state() for key, g in self._gens.items()}
+
+    def set_state(self, state: dict) -> None:
+        for key, st in state.items():
+            self(key).set_state(st)
+
 
 def multinomial_masked(weights: torch.Tensor, k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample k columns per row without replacement with p ∝ weights (>= 0).
@@ -92,7 +100,7 @@ class RD(DistillMethod):
         self.warmup_epochs = int(self.cfg.get("warmup_epochs", 2))
         self.weighting = str(self.cfg.get("weighting", "hybrid"))
         if self.weighting not in ("position", "dynamic", "hybrid"):
-            raise ValueError("rd.weighting must be position, dynamic or hybrid")
+            raise UserError("rd.weighting must be position, dynamic or hybrid")
 
     def weights(self, items: torch.Tensor, scores: torch.Tensor, epoch: int) -> torch.Tensor:
         k = items.shape[1]

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dllm2rec.io import UserError
+
 BACKBONES: dict[str, type["SequentialRecommender"]] = {}
 
 
@@ -35,7 +37,7 @@ def get_backbone(name: str) -> type["SequentialRecommender"]:
     from dllm2rec.student import dros, gru4rec, sasrec  # noqa: F401
 
     if name not in BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
+        raise UserError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
     return BACKBONES[name]
 
 

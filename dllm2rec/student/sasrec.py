@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dllm2rec.io import UserError
 from dllm2rec.student.base import SequentialRecommender, register_backbone
 
 
@@ -21,7 +22,7 @@ class Block(nn.Module):
     def __init__(self, hidden: int, num_heads: int, dropout: float):
         super().__init__()
         if hidden % num_heads:
-            raise ValueError(f"hidden {hidden} is not divisible by num_heads {num_heads}")
+            raise UserError(f"hidden {hidden} is not divisible by num_heads {num_heads}")
         self.h = num_heads
         self.ln_q = nn.LayerNorm(hidden)
         self.q = nn.Linear(hidden, hidden)

@@ -120,7 +120,7 @@ def _student_params(params: dict, backbone: str) -> tuple[dict, dict]:
     if bb is None:
         bb = (s.get("backbones") or {}).get(backbone, {})
     defaults = {"hidden": 64, "dropout": 0.1, "lr": 1e-3, "batch_size": 256, "weight_decay": 0.0,
-                "epochs": 40, "patience": 10, "eval_batch_size": 1024}
+                "epochs": 100, "patience": 10, "eval_batch_size": 1024}
     cfg = {k: s.get(k, v) for k, v in defaults.items()}
     return cfg, dict(bb or {})
 
@@ -228,6 +228,7 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
             meth.load_state_dict(ck["method"])
             opt.load_state_dict(ck["optimizer"])
             gen.set_state(ck["gen"])
+            meth.set_rng_state(ck.get("method_rng"))
             torch.set_rng_state(ck["torch_rng"])
             if dev.type == "cuda" and ck.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state_all(ck["cuda_rng"])
@@ -286,6 +287,7 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
         state["stopped"] = state["bad"] >= patience
         _save_torch({"fingerprint": fp, "student": student.state_dict(), "method": meth.state_dict(),
                      "optimizer": opt.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                     "method_rng": meth.rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
                      "state": state}, ckpt_path)
         _on_checkpoint(epoch + 1)

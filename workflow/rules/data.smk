@@ -12,7 +12,7 @@ rule dataset:
     conda:
         "../../envs/data.yaml"
     params:
-        cfg=lambda wildcards: jsonarg(dataset_cfg(wildcards)),
+        cfg=dataset_params,
     shell:
         "python -m dllm2rec data --name {wildcards.dataset} --params {params.cfg:q}"
         " --out $(dirname {output.items_parquet}) > {log} 2>&1"

@@ -4,7 +4,7 @@ rule table4:
         stats=expand("results/data/{dataset}/stats.json", dataset=TABLES["datasets"]),
         code=code("tables"),
     output:
-        "results/table4.csv",
+        report("results/table4.csv", caption="../report/table4.rst", category="Tables"),
     log:
         "results/logs/tables/table4.log",
     conda:
@@ -19,7 +19,9 @@ rule table5:
         unpack(table5_inputs),
         code=code("tables"),
     output:
-        table="results/table5.csv",
+        table=report(
+            "results/table5.csv", caption="../report/table5.rst", category="Tables"
+        ),
         seeds="results/table5_seeds.csv",
     log:
         "results/logs/tables/table5.log",
@@ -38,7 +40,7 @@ rule table6:
         unpack(table5_inputs),
         code=code("tables"),
     output:
-        "results/table6.csv",
+        report("results/table6.csv", caption="../report/table6.rst", category="Tables"),
     log:
         "results/logs/tables/table6.log",
     conda:
@@ -53,7 +55,9 @@ rule ablation_table:
         students=lambda wildcards: ablation_inputs(wildcards.table)(wildcards),
         code=code("tables"),
     output:
-        "results/{table}.csv",
+        report(
+            "results/{table}.csv", caption="../report/ablation.rst", category="Tables"
+        ),
     log:
         "results/logs/tables/{table}.log",
     wildcard_constraints:

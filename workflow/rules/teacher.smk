@@ -1,5 +1,7 @@
 rule base_model:
     """The teacher's base causal LM: a pointer to a local/hub model, or a safetensors copy of a PyPI GGUF."""
+    input:
+        code=code("teacher"),
     output:
         "resources/models/{teacher}/base.json",
     log:
@@ -64,9 +66,7 @@ rule item_embeddings:
         mem_mb=lambda wildcards: teacher_cfg(wildcards)["gpu_mem_mb"],
         runtime=2 * 60,
     params:
-        cfg=lambda wildcards: jsonarg(
-            {k: teacher_cfg(wildcards)[k] for k in ("dtype", "grounding")}
-        ),
+        cfg=item_embedding_params,
     shell:
         "python -m dllm2rec item-embeddings --base {input.base} --data $(dirname {input.items_parquet})"
         " --params {params.cfg:q} --out {output} > {log} 2>&1"
@@ -95,12 +95,7 @@ rule teacher_shard:
         mem_mb=lambda wildcards: teacher_cfg(wildcards)["gpu_mem_mb"],
         runtime=12 * 60,
     params:
-        cfg=lambda wildcards: jsonarg(
-            {
-                k: teacher_cfg(wildcards)[k]
-                for k in ("dtype", "generation", "grounding")
-            }
-        ),
+        cfg=shard_params,
         noun=lambda wildcards: dataset_cfg(wildcards)["noun"],
         shard=lambda wildcards: scatter_index(wildcards)[0],
         shards=lambda wildcards: scatter_index(wildcards)[1],
