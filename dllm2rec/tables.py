@@ -161,3 +161,48 @@ def ablation_table(students, out: str) -> None:
             rows.append([d, BACKBONE_NAMES.get(b, b), "DLLM2Rec" if m == "dllm2rec" else m,
                          *(_fmt(mean([r[1][k] for r in runs[d, b, m]])) for k in METRICS)])
     _write_csv(rows, out)
+
+
+FIGURE2_PARAMS = ("lambda_d", "gamma_p", "gamma_c", "gamma_o")
+
+
+def figure2(students, dllm2rec, out: str, out_table: str) -> None:
+    """Figure 2: test HR@20 / NDCG@20 of DLLM2Rec with one of lambda_d, gamma_p, gamma_c,
+    gamma_o changed (runs named ``dllm2rec-<param>-<value>``); the plain ``dllm2rec`` run is the
+    point at the configured value (``dllm2rec``: its options, JSON)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = load_runs(students)
+    base = dllm2rec if isinstance(dllm2rec, dict) else {}
+    points = []  # (param, value, dataset, HR@20, NDCG@20)
+    for (d, _, m), seeds in runs.items():
+        values = [mean([r[1][k] for r in seeds]) for k in METRICS]
+        if m == "dllm2rec":
+            points += [(p, float(base[p]), d, *values) for p in FIGURE2_PARAMS if p in base]
+            continue
+        for p in FIGURE2_PARAMS:
+            if m.startswith(f"dllm2rec-{p}-"):
+                points.append((p, float(m[len(f"dllm2rec-{p}-"):]), d, *values))
+    points = sorted(set(points))
+    if not points:
+        raise UserError("figure2: no DLLM2Rec sweep runs given (methods named dllm2rec-<param>-<value>)")
+    _write_csv([["param", "value", "dataset", *METRICS]] + [[p, f"{v:g}", d, _fmt(h), _fmt(n)] for p, v, d, h, n in points], out_table)
+
+    params = [p for p in FIGURE2_PARAMS if any(q == p for q, *_ in points)]
+    fig, axes = plt.subplots(2, len(params), figsize=(3.2 * len(params), 5.2), squeeze=False)
+    for j, p in enumerate(params):
+        for d in dict.fromkeys(q[2] for q in points):
+            xs = [(v, h, n) for q, v, dd, h, n in points if q == p and dd == d]
+            for i in range(2):
+                axes[i][j].plot([x[0] for x in xs], [x[1 + i] for x in xs], marker="o", label=d)
+        axes[1][j].set_xlabel(p)
+        for i, k in enumerate(METRICS):
+            axes[i][0].set_ylabel(k)
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

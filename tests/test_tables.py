@@ -84,3 +84,25 @@ def test_table4(tmp_path):
     stats.write_text(json.dumps({"users": 3, "items": 4, "interactions": 6, "density": 0.5, "rows": {"train": 8, "valid": 1, "test": 1}}))
     tables.table4(stats=[str(stats)], out=str(tmp_path / "t4.csv"))
     assert read(tmp_path / "t4.csv")[1] == ["ds", "3", "4", "6", "50.0000%", "8", "1", "1"]
+
+
+def test_figure2_points_and_png(tmp_path):
+    students = [
+        write_metrics(tmp_path, "ds", "dros", "dllm2rec", 0, 0.30, 0.10),
+        write_metrics(tmp_path, "ds", "dros", "dllm2rec-lambda_d-0.1", 0, 0.20, 0.05),
+        write_metrics(tmp_path, "ds", "dros", "dllm2rec-lambda_d-1", 0, 0.25, 0.07),
+        write_metrics(tmp_path, "ds", "dros", "dllm2rec-gamma_o-0.5", 0, 0.10, 0.02),
+    ]
+    png, table = tmp_path / "f2.png", tmp_path / "f2.csv"
+    tables.figure2(students=students, dllm2rec={"type": "dllm2rec", "lambda_d": 0.3, "gamma_o": 0.1},
+                   out=str(png), out_table=str(table))
+    rows = read(table)
+    assert rows[0] == ["param", "value", "dataset", "HR@20", "NDCG@20"]
+    assert rows[1:] == [
+        ["gamma_o", "0.1", "ds", "0.3000", "0.1000"],  # the plain run at its configured value
+        ["gamma_o", "0.5", "ds", "0.1000", "0.0200"],
+        ["lambda_d", "0.1", "ds", "0.2000", "0.0500"],
+        ["lambda_d", "0.3", "ds", "0.3000", "0.1000"],
+        ["lambda_d", "1", "ds", "0.2500", "0.0700"],
+    ]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

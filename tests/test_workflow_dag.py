@@ -43,10 +43,11 @@ def test_paper_config_dry_runs_every_table(project):
     t = cfg["tables"]
     grid = len(t["datasets"]) * len(t["backbones"]) * len(t["seeds"])
     ablations = {m for k in ("table7", "table8") for m in t["ablation"][k]} - set(t["methods"])
-    n_ablation = len(t["datasets"]) * len(t["seeds"]) * len(ablations)
-    assert counts["student"] == grid * len(t["methods"]) + n_ablation
+    sweeps = sum(len(t["figure2"][p]) for p in ("lambda_d", "gamma_p", "gamma_c", "gamma_o"))
+    n_extra = len(t["datasets"]) * len(t["seeds"]) * (len(ablations) + sweeps)
+    assert counts["student"] == grid * len(t["methods"]) + n_extra
     assert len(t["methods"]) == 11 and len(t["datasets"]) == 3
-    for rule in ("table4", "table5", "table6", "ablation_table", "dataset", "sft"):
+    for rule in ("table4", "table5", "table6", "ablation_table", "figure2", "dataset", "sft"):
         assert rule in counts
 
 

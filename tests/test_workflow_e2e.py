@@ -47,11 +47,12 @@ def tiny_run(tmp_path_factory):
         "teacher_shards": 2,
         "student": {"epochs": 3, "patience": 2, "batch_size": 64},
         "tables": {"teacher": "tiny-llama", "datasets": ["tiny"], "backbones": ["gru4rec", "sasrec", "dros"],
-                   "methods": METHODS, "seeds": [0]},
+                   "methods": METHODS, "seeds": [0], "figure2": {"backbone": "dros", "lambda_d": [0.9]}},
     }
     write_config(project / "tiny.yaml", config)
     # targets first: --configfile takes every following word as a config file
-    res = snakemake(project, "results/table5.csv", "results/table6.csv", "--cores", "2", "--configfile", "tiny.yaml")
+    res = snakemake(project, "results/table5.csv", "results/table6.csv", "results/figure2.png",
+                    "--cores", "2", "--configfile", "tiny.yaml")
     assert res.returncode == 0, res.stdout[-5000:]
     return project
 
@@ -80,6 +81,10 @@ def test_table5_has_every_row_with_metrics_in_unit_interval(tiny_run):
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test"]) == {f"{m}@{k}" for m in ("HR", "NDCG") for k in (1, 5, 10, 20)}
     assert (run / "model.pt").stat().st_size > 0 and len(read_csv(run / "train_log.csv")) >= 2
+    # Figure 2's sweep: the plain run at lambda_d 0.3 and the extra run at 0.9
+    points = read_csv(tiny_run / "results" / "figure2.csv")
+    assert [r[:3] for r in points[1:] if r[0] == "lambda_d"] == [["lambda_d", "0.3", "tiny"], ["lambda_d", "0.9", "tiny"]]
+    assert (tiny_run / "results" / "figure2.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_teacher_artifacts_follow_the_contract(tiny_run):

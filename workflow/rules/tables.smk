@@ -66,3 +66,24 @@ rule ablation_table:
         "../../envs/student.yaml"
     shell:
         "python -m dllm2rec ablation --students {input.students} --out {output} > {log} 2>&1"
+
+
+rule figure2:
+    """Figure 2: DLLM2Rec's test NDCG@20 and HR@20 as lambda_d and each gamma vary."""
+    input:
+        students=figure2_inputs,
+        code=code("tables"),
+    output:
+        figure=report(
+            "results/figure2.png", caption="../report/figure2.rst", category="Figures"
+        ),
+        table="results/figure2.csv",
+    log:
+        "results/logs/tables/figure2.log",
+    conda:
+        "../../envs/student.yaml"
+    params:
+        dllm2rec=lambda wildcards: jsonarg(resolve_method("dllm2rec")),
+    shell:
+        "python -m dllm2rec figure2 --students {input.students} --dllm2rec {params.dllm2rec:q}"
+        " --out {output.figure} --out-table {output.table} > {log} 2>&1"

@@ -58,6 +58,8 @@ rule item_embeddings:
         "results/teacher/{dataset}/{teacher}/item_embeddings.parquet",
     log:
         "results/logs/teacher/{dataset}/{teacher}/item_embeddings.log",
+    benchmark:
+        "results/benchmarks/teacher/{dataset}/{teacher}/item_embeddings.tsv"
     conda:
         "../../envs/teacher.yaml"
     threads: 8
