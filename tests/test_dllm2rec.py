@@ -7,7 +7,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dllm2rec.distill import DistillContext, TeacherSplit, TeacherTensors, get_method
 from dllm2rec.distill.dllm2rec import (combine_weights, consistency_weight, official_confidence, official_ranking_loss,

@@ -117,15 +117,16 @@ check_config()
 # --- code each stage runs (Snakemake does not track imported modules by itself) -------------
 def code(*parts):
     """The package's Python files under the given subpackages/modules, as inputs of the rules that
-    run them (with the I/O helpers and the CLI every rule goes through)."""
-    files = ["dllm2rec/io.py", "dllm2rec/cli.py"]
+    run them (with the I/O helpers and the CLI every rule goes through). Found beside the
+    Snakefile, so `--directory` elsewhere still tracks them."""
+    package = Path(workflow.basedir) / "dllm2rec"
+    files = [package / "io.py", package / "cli.py"]
     for part in parts:
-        path = Path("dllm2rec") / part
-        if path.is_dir():
-            files += sorted(str(p) for p in path.glob("*.py"))
-        else:
-            files.append(str(path.with_suffix(".py")))
-    return files
+        path = package / part
+        files += (
+            sorted(path.glob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+        )
+    return [os.path.relpath(f) for f in files]
 
 
 def jsonarg(obj):
@@ -176,17 +177,6 @@ def teacher_cfg(wildcards):
 
 def teacher_dir(dataset, teacher):
     return f"results/teacher/{dataset}/{teacher}"
-
-
-def teacher_outputs(dataset, teacher):
-    base = teacher_dir(dataset, teacher)
-    return {
-        "ranks": [f"{base}/ranks/{s}.parquet" for s in SPLITS],
-        "item_embeddings": f"{base}/item_embeddings.parquet",
-        "generated_embeddings": [
-            f"{base}/generated_embeddings/{s}.parquet" for s in SPLITS
-        ],
-    }
 
 
 def sft_launcher(wildcards):
