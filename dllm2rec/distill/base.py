@@ -34,6 +34,12 @@ def get_method(name: str) -> type["DistillMethod"]:
     return METHODS[name]
 
 
+def distinct_items(ids: torch.Tensor, n_items: int) -> torch.Tensor:
+    """Sorted distinct real item ids in ``ids`` (any shape), the padding id ``n_items`` dropped."""
+    items = torch.unique(ids)
+    return items[items < n_items]
+
+
 @dataclass
 class TeacherSplit:
     """Teacher output for one split, row i belongs to the split's i-th sequence (joined by seq_id)."""

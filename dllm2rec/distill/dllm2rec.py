@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
+from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, distinct_items, register_method
 from dllm2rec.io import UserError
 
 DEFAULTS = {
@@ -178,8 +178,7 @@ class DLLM2Rec(DistillMethod):
         base = student.item_emb.weight
         if not self.use_embedding:
             return base
-        used = torch.unique(history)
-        used = used[used < self.ctx.n_items]
+        used = distinct_items(history, self.ctx.n_items)
         proj = self.projector(self.z[used])
         if self.offset:
             return base.index_add(0, used, proj, alpha=self.ed_weight)

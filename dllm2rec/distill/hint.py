@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dllm2rec.io import UserError
-from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
+from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, distinct_items, register_method
 
 
 def standardize(x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
@@ -35,8 +35,7 @@ def batch_items(batch: Batch, n_items: int) -> torch.Tensor:
     parts = [batch.history.reshape(-1), batch.target.reshape(-1)]
     if batch.negative is not None:
         parts.append(batch.negative.reshape(-1))
-    items = torch.unique(torch.cat(parts))
-    return items[items < n_items]
+    return distinct_items(torch.cat(parts), n_items)
 
 
 def make_projector(kind: str, d_in: int, d_out: int) -> nn.Module:

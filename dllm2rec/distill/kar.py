@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dllm2rec.io import UserError
-from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
+from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, distinct_items, register_method
 from dllm2rec.distill.hint import standardize, teacher_item_emb
 from dllm2rec.distill.rd import teacher_split
 
@@ -84,8 +84,7 @@ class KAR(DistillMethod):
         base = student.item_emb.weight
         if not self.augment_items:
             return base
-        items = torch.unique(history)
-        items = items[items < self.ctx.n_items]
+        items = distinct_items(history, self.ctx.n_items)
         x = self.adaptor(self.z[items], "item")
         return base.index_add(0, items, x.to(base.dtype))
 
