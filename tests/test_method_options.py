@@ -3,7 +3,6 @@ the schema, config.yaml and docs/methods.md must agree with it, config entries a
 it strictly, and the workflow can ask which teacher artifacts a method reads without torch."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import subprocess
