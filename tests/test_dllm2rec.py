@@ -43,11 +43,15 @@ def test_paper_confidence_median_scaled_mean_one():
     assert torch.isfinite(big).all() and big.min() > 0
 
 
-def test_official_confidence():
-    w = official_confidence(torch.tensor([[1.0, 2.0], [100.0, 200.0]]))
+def test_official_confidence_uses_plain_l2_distance():
+    # the artifacts store squared distances; the released exp(-d) is on plain L2 (torch.cdist p=2)
+    w = official_confidence(torch.tensor([[1.0, 4.0], [100.0, 400.0], [1e6, 4e6]]))
     a, b = E(-1) + 1e-8, E(-2) + 1e-8
     assert w[0].tolist() == pytest.approx([a / (a + b), b / (a + b)])
-    assert w[1].tolist() == pytest.approx([0.5, 0.5])  # exp underflows: the released 1e-8 makes it uniform
+    a, b = E(-10) + 1e-8, E(-20) + 1e-8  # L2 10 and 20: still informative (exp(-100) would underflow)
+    assert w[1].tolist() == pytest.approx([a / (a + b), b / (a + b)], rel=1e-5)
+    assert w[1, 0] > 0.99
+    assert w[2].tolist() == pytest.approx([0.5, 0.5])  # L2 1000: exp underflows, the released 1e-8 makes it uniform
 
 
 def test_consistency_weight():
@@ -116,13 +120,16 @@ SCORES = torch.tensor([[0.5, 0.0, 1.0, 2.0, 3.0, -1.0],   # row 1 of train: cand
 
 
 def _paper_hand(gp=0.3, gc=0.5, go=0.1, lam=0.5):
+    """Every weight term on one scale: its row sum over the K = 2 candidates is 1 (w^c: on average)."""
     wp = [E(-1) / (E(-1) + E(-2)), E(-2) / (E(-1) + E(-2))]
-    # paper confidence: target_dist [2, 6], median 4 -> exp(-0.5), exp(-1.5), mean-normalised
+    # paper confidence: target_dist [2, 6], median 4 -> exp(-0.5), exp(-1.5), mean-normalised, / K
     c = [E(-0.5), E(-1.5)]
-    c = [x / (sum(c) / 2) for x in c]
-    # batch row 0 = train row 1 (cands 4, 0; overlap {4}); batch row 1 = train row 0 (cands 1, 2; overlap both)
+    c = [x / (sum(c) / 2) / 2 for x in c]
+    assert sum(2 * x for x in c) / 2 == pytest.approx(1.0)  # row sums 2·c_s average 1
+    # batch row 0 = train row 1 (cands 4, 0; overlap {4}): w^o = [1, 0];
+    # batch row 1 = train row 0 (cands 1, 2; overlap both): w^o = [1/2, 1/2]
     w1 = [gp * wp[0] + gc * c[1] + go * 1, gp * wp[1] + gc * c[1] + go * 0]
-    w0 = [gp * wp[0] + gc * c[0] + go * 1, gp * wp[1] + gc * c[0] + go * 1]
+    w0 = [gp * wp[0] + gc * c[0] + go * 0.5, gp * wp[1] + gc * c[0] + go * 0.5]
     l1 = w1[0] * ls(3.0) + w1[1] * ls(0.5)
     l0 = w0[0] * ls(1.0) + w0[1] * ls(2.0)
     return lam * (l1 + l0) / 2
@@ -146,7 +153,9 @@ def test_official_variant_loss_by_hand():
         a = [E(-x) + 1e-8 for x in d]
         return [x / sum(a) for x in a]
 
-    rows = [(conf([0.5, 1.5]), [1, 0], [3.0, 0.5], 2.0), (conf([1.0, 2.0]), [1, 1], [1.0, 2.0], 0.2)]  # (wc, wo, cand scores, neg score)
+    # (wc on the plain L2 distance = sqrt of the stored squared one, wo, cand scores, neg score)
+    rows = [(conf([math.sqrt(0.5), math.sqrt(1.5)]), [1, 0], [3.0, 0.5], 2.0),
+            (conf([1.0, math.sqrt(2.0)]), [1, 1], [1.0, 2.0], 0.2)]
     total = 0.0
     ws = []
     for wc, wo, cs, neg in rows:

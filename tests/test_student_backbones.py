@@ -54,6 +54,63 @@ def test_sasrec_heads_blocks_configurable():
     assert torch.isfinite(m.encode(history, lengths)).all()
 
 
+def _released_sasrec_state(m, states, len_states, num_heads):
+    """Transcription of the released SASRec forward (istarryn/DLLM2Rec main.py ``SASRec.forward``
+    with ``MultiHeadAttention`` and ``PositionwiseFeedForward`` of ``SASRecModules_ori.py``),
+    reading the weights of our model ``m`` (one block) by name. Written from the released
+    equations, not from our Block."""
+    blk = m.blocks[0]
+    hidden, T = m.hidden, states.shape[1]
+    ln = lambda x, mod: F.layer_norm(x, (hidden,), mod.weight, mod.bias, mod.eps)
+    lin = lambda x, mod: x @ mod.weight.T + mod.bias
+    inputs_emb = m.item_emb.weight[states] + m.pos_emb.weight[torch.arange(T)]
+    mask = (states != m.n_items).float().unsqueeze(-1)
+    seq = inputs_emb * mask
+    seq_normalized = ln(seq, blk.ln_q)  # ln_1
+    # MultiHeadAttention(queries=seq_normalized, keys=seq)
+    queries, keys = seq_normalized, seq
+    Q, K, V = lin(queries, blk.q), lin(keys, blk.k), lin(keys, blk.v)
+    split = hidden // num_heads
+    Q_, K_, V_ = (torch.cat(torch.split(t, split, dim=2), dim=0) for t in (Q, K, V))
+    mat = torch.bmm(Q_, K_.transpose(1, 2)) / hidden ** 0.5
+    key_mask = torch.sign(torch.abs(keys.sum(dim=-1))).repeat(num_heads, 1).unsqueeze(1).repeat(1, T, 1)
+    mat = torch.where(key_mask == 0, torch.full_like(mat, -2 ** 32 + 1), mat)
+    tril = torch.tril(torch.ones_like(mat[0])).unsqueeze(0).repeat(mat.shape[0], 1, 1)
+    mat = torch.where(tril == 0, torch.full_like(mat, -2 ** 32 + 1), mat)
+    sm = torch.softmax(mat, dim=-1)
+    query_mask = torch.sign(torch.abs(queries.sum(dim=-1))).repeat(num_heads, 1).unsqueeze(-1).repeat(1, 1, T)
+    out = torch.bmm(sm * query_mask, V_)
+    out = torch.cat(torch.split(out, out.shape[0] // num_heads, dim=0), dim=2)
+    mh_attn_out = out + queries
+    # PositionwiseFeedForward(ln_2(mh_attn_out)): 1x1 convolutions, then LayerNorm(output + residual)
+    x = ln(mh_attn_out, blk.ln_ff)  # ln_2
+    residual = x
+    h = F.relu(F.conv1d(x.transpose(1, 2), blk.ff1.weight.unsqueeze(-1), blk.ff1.bias))
+    o = F.conv1d(h, blk.ff2.weight.unsqueeze(-1), blk.ff2.bias).transpose(1, 2)
+    ff_out = ln(o + residual, blk.ln_ff_out)  # the feed-forward's own layer_norm
+    ff_out = ff_out * mask
+    ff_out = ln(ff_out, m.ln_out)  # ln_3
+    return ff_out[torch.arange(states.shape[0]), len_states - 1]
+
+
+@pytest.mark.parametrize("name,heads", [("sasrec", 1), ("sasrec", 2), ("dros", 1)])
+def test_sasrec_block_matches_released_equations(name, heads):
+    torch.manual_seed(0)
+    m = get_backbone(name)(N, hidden=16, dropout=0.1, max_len=6, num_heads=heads).eval()
+    with torch.no_grad():  # every weight random, LayerNorm affines included, so each one matters
+        for p in m.parameters():
+            p.copy_(torch.randn_like(p) * 0.5 + (1.0 if p.dim() == 1 and p.shape[0] == 16 else 0.0))
+        m.item_emb.weight[N].zero_()
+    history, lengths = _batch()
+    with torch.no_grad():
+        ours = m.encode(history, lengths)
+        ref = _released_sasrec_state(m, history, lengths, heads)
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+        # the check is sharp: without the feed-forward's LayerNorm the states differ clearly
+        m.blocks[0].ln_ff_out = torch.nn.Identity()
+        assert (m.encode(history, lengths) - ref).abs().max() > 1e-2
+
+
 def test_rec_loss_is_bce_with_one_negative():
     model = get_backbone("sasrec")(4, hidden=8, max_len=3)
     scores = torch.tensor([[2.0, -1.0, 0.5, 0.0], [0.3, 0.1, -2.0, 4.0]])

@@ -1,6 +1,8 @@
-"""The BIGRec prompt, its nouns and its truncation of the oldest history titles."""
+"""The BIGRec prompt, its nouns, its truncation of the oldest history titles, and the one helper
+that normalises item titles and generated answers alike."""
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 from tiny_llm import make_tokenizer
 
@@ -9,6 +11,8 @@ from dllm2rec.teacher.prompts import (
     encode_example,
     format_prompt,
     format_response,
+    item_titles,
+    normalize_title,
 )
 
 EXPECTED = (
@@ -53,11 +57,36 @@ def test_truncation_drops_oldest_titles(tok):
 
 @pytest.mark.parametrize("raw, answer", [
     ('"Heat (1995)"', "Heat (1995)"),
-    ('  "Heat (1995)", "Fargo (1996)"', "Heat (1995)"),
-    ('"Heat (1995)\n### Input', "Heat (1995)"),
+    ('"Melissa & Doug 18" Doll"', 'Melissa & Doug 18" Doll'),  # an inch mark inside the title survives
+    ('"Monitor 27""', 'Monitor 27"'),  # ... and at its end
+    ('""Weird Al" Yankovic Live"', '"Weird Al" Yankovic Live'),
+    ('  "Heat (1995)", "Fargo (1996)"', 'Heat (1995)", "Fargo (1996)'),  # one outer pair only, as BIGRec's strip
+    ('"Heat (1995)"\n"Fargo (1996)"', "Heat (1995)"),  # only the first line is grounded
+    ('\n"Heat (1995)"', "Heat (1995)"),
+    ('"Heat (1995)\n### Input', "Heat (1995)"),  # cut short: the opening quote goes
     ("Heat (1995)\nmore text", "Heat (1995)"),
     ('""', ""),
     ("", ""),
 ])
 def test_clean_generation(raw, answer):
     assert clean_generation(raw) == answer
+
+
+@pytest.mark.parametrize("title, norm", [
+    ("Doom", "Doom"), ('"Doom"', "Doom"), ("  Doom \n", "Doom"), ('Melissa & Doug 18" Doll', 'Melissa & Doug 18" Doll'),
+    ('Monitor 27"', 'Monitor 27"'), ('"Weird Al" Yankovic Live', '"Weird Al" Yankovic Live'), ('""Quoted""', '"Quoted"'),
+    ('"', '"'), (None, ""),
+])
+def test_normalize_title(title, norm):
+    assert normalize_title(title) == norm
+
+
+def test_a_perfect_generation_grounds_to_its_own_title():
+    """The teacher is trained on format_response(title) of the normalised titles; generating that
+    response exactly must give the title back after clean_generation, quotes inside or not."""
+    titles = ['Melissa & Doug 18" Doll', '"Weird Al" Yankovic Live', 'Monitor 27"', '"Doom"', " Heat (1995) ", "Mario's \"Kart\""]
+    table = pa.table({"item_id": list(range(len(titles))), "title": titles})
+    for t in item_titles(table):
+        assert clean_generation(format_response(t)) == t
+        assert clean_generation(format_response(t) + "\nmore") == t
+    assert item_titles(table)[3] == "Doom" and item_titles(table)[4] == "Heat (1995)"

@@ -127,7 +127,7 @@ def overlay(project, name, edit):
 
 
 def test_student_hyperparameter_change_reruns_only_its_jobs(tiny_run):
-    name = overlay(tiny_run, "alpha.yaml", lambda c: c["student"].update(backbones={"gru4rec": {}, "sasrec": {}, "dros": {"alpha": 0.5}}))
+    name = overlay(tiny_run, "alpha.yaml", lambda c: c["student"].update(backbones={"gru4rec": {}, "sasrec": {}, "dros": {"alpha": 0.7}}))
     _, jobs = dry_run_jobs(tiny_run, name)
     rules = [r for r, _ in jobs]
     assert set(rules) == {"student", "table5"}

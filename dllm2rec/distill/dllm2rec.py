@@ -2,16 +2,26 @@
 embedding distillation. ``L = L_r (+ α L_DRO for DROS) + λ_d L_d``; this module returns λ_d L_d
 and supplies the enriched input table e_i = b_i + ω g(z_i).
 
-Ranking term, with the teacher's top-K candidates c_1..c_K of each train sequence (rank r = 1..K):
+Ranking term, with the teacher's top-K candidates c_1..c_K of each train sequence (rank r = 1..K).
+The teacher artifacts store *squared* L2 grounding distances (``target_dist``, ``topk_dist``;
+docs/teacher.md). Each weight is put on one scale in both variants: its row sum over the K
+candidates is 1 (on average over the train sequences for ``paper``'s w^c).
 
 * position    w^p_r  = exp(-r/β) / Σ_r' exp(-r'/β)                                (both variants)
-* confidence  ``paper``:    w^c_s = exp(-(d_s/median_train(d))/β), scaled to mean 1 over the
-                            train sequences (d_s = target_dist, Eq. 7; one weight per sequence)
-              ``official``: w^c_sk = (exp(-d_{s,c_k}) + 1e-8) / Σ_k (...)  (the candidate's own
-                            grounding distance, topk_dist, as the released code)
-* consistency w^o_sk = [c_k in the student's top-K of this same forward pass] (no gradient);
-              ``official`` adds the released 1e-8.
-* w = γ_p w^p + γ_c w^c + γ_o w^o;  ``official`` renormalises each row to sum 1.
+* confidence  ``paper``:    w^c_sk = c_s / K,  c_s = exp(-(d_s/median_train(d))/β) scaled to mean 1
+                            over the train sequences (d_s = target_dist, the squared distance of
+                            Eq. 7; one weight per sequence, shared by its K candidates)
+              ``official``: w^c_sk = (exp(-√d_{s,c_k}) + 1e-8) / Σ_k (...): the candidate's own
+                            *plain* L2 distance, as the released code reads BIGRec's
+                            ``torch.cdist(p=2)`` distances (istarryn/DLLM2Rec main.py,
+                            ``confidence_train.txt``; SAI990323/BIGRec data/*/evaluate.py)
+* consistency o_sk = [c_k in the student's top-K of this same forward pass] (no gradient);
+              ``paper``:    w^o_sk = o_sk / Σ_k o_sk (0 for a row without overlap)
+              ``official``: w^o_sk = o_sk + 1e-8, as released
+* w = γ_p w^p + γ_c w^c + γ_o w^o;  ``official`` renormalises each row to sum 1 (as released).
+  ``paper`` keeps Eq. 10 unnormalised, so removing one weight (Table 7) removes its share of the
+  loss without rescaling the others, and the γ's weigh terms of equal size as in the released
+  code.
 * ``paper``    (Eq. 5): L_d = mean_s Σ_k w_sk · (-log σ(ŷ_{s,c_k}))
   ``official``:         L_d = Σ_k mean_s w_sk · (-log σ(ŷ_{s,c_k}) - log σ(1 - ŷ_{s,neg}))
                               + [DROS] α Σ_k mean_s(w_sk) · mean_s L_DRO(s, c_k)
@@ -58,15 +68,21 @@ def paper_confidence(target_dist: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 def official_confidence(topk_dist: torch.Tensor) -> torch.Tensor:
-    """Per-candidate w^c (official): exp(-d_{s,c_k}) + 1e-8, normalised over the K candidates. [S, K]"""
-    w = torch.exp(-topk_dist.to(torch.float32)) + 1e-8
+    """Per-candidate w^c (official) from *squared* distances [S, K]: exp(-√d) + 1e-8, normalised
+    over the K candidates (the released code applies exp(-d) to plain L2 distances)."""
+    w = torch.exp(-topk_dist.to(torch.float32).clamp_min(0).sqrt()) + 1e-8
     return w / w.sum(1, keepdim=True)
 
 
 def consistency_weight(candidates: torch.Tensor, scores: torch.Tensor, k: int) -> torch.Tensor:
-    """w^o: 1 where the candidate is in the student's top-k (``scores``, no gradient), else 0. [B, K]"""
+    """o: 1 where the candidate is in the student's top-k (``scores``, no gradient), else 0. [B, K]"""
     top = scores.detach().topk(k, dim=1).indices  # [B, k]
     return (candidates.unsqueeze(2) == top.unsqueeze(1)).any(2).to(scores.dtype)
+
+
+def row_normalise(w: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to sum 1; an all-zero row stays 0. [B, K]"""
+    return w / w.sum(1, keepdim=True).clamp_min(1e-30)
 
 
 def combine_weights(wp, wc, wo, gamma_p: float, gamma_c: float, gamma_o: float, renormalise: bool) -> torch.Tensor:
@@ -159,11 +175,11 @@ class DLLM2Rec(DistillMethod):
     # --- importance-aware ranking distillation --------------------------------------------
     def weights(self, rows: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         cand = self.cand[rows]
-        wo = consistency_weight(cand, scores, self.k)
-        if self.variant == "paper":
-            return combine_weights(self.w_p.unsqueeze(0), self.w_c[rows].unsqueeze(1), wo,
+        o = consistency_weight(cand, scores, self.k)
+        if self.variant == "paper":  # every term's row sum is 1 (w^c: on average), see the module docstring
+            return combine_weights(self.w_p.unsqueeze(0), self.w_c[rows].unsqueeze(1) / self.k, row_normalise(o),
                                    self.gamma_p, self.gamma_c, self.gamma_o, renormalise=False)
-        return combine_weights(self.w_p.unsqueeze(0), self.w_c[rows], wo + 1e-8,
+        return combine_weights(self.w_p.unsqueeze(0), self.w_c[rows], o + 1e-8,
                                self.gamma_p, self.gamma_c, self.gamma_o, renormalise=True)
 
     def loss(self, batch: Batch, scores: torch.Tensor, state: torch.Tensor, student, epoch: int) -> torch.Tensor:

@@ -146,7 +146,7 @@ class DLLM2RecOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks", "item_embeddings"})
 
     variant: Literal["paper", "official"] = "paper"
-    lambda_d: float = 0.3
+    lambda_d: float = 0.7
     k: int = 10
     beta: float = 1.0
     gamma_p: float = 0.3

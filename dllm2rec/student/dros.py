@@ -6,6 +6,11 @@
 :func:`dro_loss` is the one implementation (DLLM2Rec's ``official`` variant reuses it with the
 teacher's candidates as positives). It is computed in log space: the released ``log(Σ exp(.))``
 overflows float32 once ps·ŷ²/β passes ~88.
+
+Defaults (docs/students.md has the sources): α = 0.5, the authors' DLLM2Rec run command
+(istarryn/DLLM2Rec README.md, ``--alpha 0.5``; DROS's own scripts, YangZhengyi98/DROS
+``A_SASRec_final_*.py``, default to α = 0, i.e. DRO off, and take α from the command line);
+β = 1.0 and ps_power = 0.05 as DLLM2Rec's ``main.py`` (DROS's scripts use ps_power 0.5).
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ def dro_loss(scores: torch.Tensor, ps: torch.Tensor, target: torch.Tensor, beta:
 @register_backbone("dros")
 class DROS(SASRec):
     def __init__(self, n_items: int, hidden: int = 64, dropout: float = 0.1, max_len: int = 10,
-                 num_heads: int = 1, num_blocks: int = 1, alpha: float = 1.0, beta: float = 1.0,
+                 num_heads: int = 1, num_blocks: int = 1, alpha: float = 0.5, beta: float = 1.0,
                  ps_power: float = 0.05, item_counts: torch.Tensor | None = None, **kwargs):
         super().__init__(n_items, hidden, dropout, max_len, num_heads=num_heads, num_blocks=num_blocks, **kwargs)
         self.alpha = float(alpha)

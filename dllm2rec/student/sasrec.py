@@ -1,12 +1,22 @@
-"""SASRec (SPEC §3) in the shapes of the released DLLM2Rec/DROS code (``SASRecModules_ori``).
+"""SASRec as released with DLLM2Rec and DROS: ``SASRec`` in istarryn/DLLM2Rec ``main.py`` (and
+YangZhengyi98/DROS ``A_SASRec_final_bce.py``) with ``MultiHeadAttention`` and
+``PositionwiseFeedForward`` from their ``SASRecModules_ori.py``.
 
-Per block: ``q = LN(x)``; attention with queries from ``q`` and keys/values from ``x``, scores
-scaled by sqrt(hidden) (not per head, as released), causal mask and padded keys masked, residual
-onto ``q``; then ``LN`` -> point-wise feed-forward (two width-``hidden`` linears with ReLU, as the
-released 1x1 convolutions) with dropout and residual; padding positions zeroed. A final LN, then
-the state at the last real position. Input: item embeddings + learned positions, dropout, padding
-zeroed. Right padding plus the causal mask means real positions never see padding, so the
-released query mask (it only touches padding rows) is not needed.
+Input: item embeddings + learned positions, dropout, padding positions zeroed (``x``). Per block:
+
+    q   = LN_1(x)
+    a   = softmax(Q K^T / sqrt(hidden) + causal and padded-key masks) V + q,
+          Q = W_q q, K = W_k x, V = W_v x (heads split along the width; the scale is sqrt of the
+          whole hidden size, not of the head width, as released)
+    y   = LN_2(a)
+    out = LN_ff(dropout(W_2 relu(W_1 y)) + y)       (the released feed-forward ends with its own
+          LayerNorm of output + residual; W_1, W_2 are its 1x1 convolutions, width ``hidden``)
+    x   = out * mask                                 (padding positions zeroed)
+
+then a final LN_3 and the state at the last real position. Right padding plus the causal mask
+means real positions never see padding, so the released query mask (it only touches padding
+rows) is not needed. ``tests/test_student_backbones.py`` checks a block against a transcription of
+the released equations with the same weights.
 """
 from __future__ import annotations
 
@@ -33,6 +43,7 @@ class Block(nn.Module):
         self.ff1 = nn.Linear(hidden, hidden)
         self.ff2 = nn.Linear(hidden, hidden)
         self.ff_drop = nn.Dropout(dropout)
+        self.ln_ff_out = nn.LayerNorm(hidden)  # PositionwiseFeedForward.layer_norm of the released code
         self.scale = hidden ** -0.5
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -45,7 +56,7 @@ class Block(nn.Module):
         att = self.attn_drop(att.softmax(-1))
         x = (att @ v).transpose(1, 2).reshape(B, L, d) + q_in
         y = self.ln_ff(x)
-        x = self.ff_drop(self.ff2(F.relu(self.ff1(y)))) + y
+        x = self.ln_ff_out(self.ff_drop(self.ff2(F.relu(self.ff1(y)))) + y)
         return x * mask
 
 

@@ -5,7 +5,7 @@ One shard of one split per call (the workflow scatters a split over ``shards`` j
 round-robin: row r belongs to shard ``r % shards + 1``.
 
 Per sequence the top beam's response is decoded (``generated``: the raw response text), its
-answer (first quoted title, see :func:`~dllm2rec.teacher.prompts.clean_generation`) is embedded
+answer (first line, one outer pair of quotes stripped, see :func:`~dllm2rec.teacher.prompts.clean_generation`) is embedded
 by the base model with the LoRA adapter disabled, and the ``topn`` nearest items by squared L2
 are kept together with the distance to the target item.
 """
@@ -28,7 +28,7 @@ from dllm2rec.teacher.ground import (
     read_item_embeddings,
     read_items,
 )
-from dllm2rec.teacher.prompts import clean_generation, encode_example
+from dllm2rec.teacher.prompts import clean_generation, encode_example, item_titles
 
 RANKS_SCHEMA = pa.schema([
     ("seq_id", pa.int64()), ("generated", pa.string()), ("topk_items", pa.list_(pa.int32())),
@@ -147,7 +147,7 @@ def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, sha
     if not Path(adapter).exists():
         raise UserError(f"LoRA adapter not found: {adapter}. Run the sft rule first.")
     items = read_items(data)
-    titles = items.column("title").to_pylist()
+    titles = item_titles(items)
     rows = shard_rows(read_parquet(Path(data) / "sequences.parquet", "sequences table"), split, shard, shards)
     model, tokenizer = load_base(base, dtype=params.get("dtype"))
     model = PeftModel.from_pretrained(model, adapter).eval()

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from dllm2rec.io import UserError, read_json, read_parquet, write_parquet
+from dllm2rec.teacher.prompts import item_titles
 
 SOURCES_WITH_TITLES = "ml-100k, ml-1m, ml-10m, games, toys, or an official export that includes id2name.txt"
 
@@ -127,7 +128,7 @@ def embed_items(base: str, data: str, params: dict, out: str) -> None:
     items = read_items(data)
     model, tokenizer = load_base(base, dtype=params.get("dtype"))
     t0 = time.time()
-    titles = [t or "" for t in items.column("title").to_pylist()]
+    titles = item_titles(items)  # normalised as the generations are (prompts.normalize_title)
     emb = embed_texts(model, tokenizer, titles, int(params["grounding"]["batch_size"]), desc="item titles")
     table = pa.table({"item_id": pa.array(items.column("item_id").to_numpy().astype(np.int32)),
                       "embedding": fixed_list(emb, np.float32)})

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from dllm2rec.io import UserError, parquet_metadata, read_parquet, write_json
+from dllm2rec.teacher.prompts import item_titles
 
 KS = (1, 5, 10, 20)
 
@@ -49,7 +50,7 @@ def teacher_metrics(ranks: str, data: str, out: str) -> None:
     if not np.array_equal(table.column("seq_id").to_numpy(), test.column("seq_id").to_numpy()):
         raise UserError(f"{ranks} does not hold exactly the test sequences of {data} "
                         f"({table.num_rows} rows vs {test.num_rows}); rerun the teacher for this dataset.")
-    titles = items.column("title").to_pylist()
+    titles = item_titles(items)
     r = hit_ranks(table.column("topk_items").to_pylist(), test.column("target").to_pylist(), titles)
     meta = parquet_metadata(ranks)
     write_json({

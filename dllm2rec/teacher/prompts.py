@@ -54,18 +54,39 @@ def format_response(title: str) -> str:
     return f'"{title}"'
 
 
-def clean_generation(text: str) -> str:
-    """The answer inside a generated response: its first line, without surrounding quotes.
+def normalize_title(title: str | None) -> str:
+    """A title as the teacher sees it: surrounding whitespace removed and one outer pair of double
+    quotes stripped (``"Doom"`` -> ``Doom``; ``Melissa & Doug 18" Doll`` and ``"Weird Al" Live``
+    are unchanged). BIGRec strips quotes off both its generations and its item titles before
+    embedding them (``.strip('"')`` in SAI990323/BIGRec data/game/evaluate.py and
+    data/movie/evaluate.py); stripping exactly one pair keeps inch marks and inner quotes."""
+    text = (title or "").strip()
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        text = text[1:-1].strip()
+    return text
 
-    A trained teacher answers ``"Title"`` then EOS; an under-trained one may go on (a second
-    title, a new section), so only the first quoted title (or the first line) is grounded.
+
+def item_titles(items) -> list[str]:
+    """The ``title`` column of an items table, each through :func:`normalize_title`: the one
+    place the teacher reads titles (prompts, SFT targets, grounding, title matches)."""
+    return [normalize_title(t) for t in items.column("title").to_pylist()]
+
+
+def clean_generation(text: str) -> str:
+    """The answer inside a generated response: its first non-empty line, normalised like the item
+    titles (:func:`normalize_title`), so that a generation of exactly ``format_response(t)`` gives
+    back ``t`` for every normalised title ``t``.
+
+    A trained teacher answers ``"Title"`` then EOS (BIGRec grounds the whole response); an
+    under-trained one may go on (a new section, a second title on the next line), so only the first
+    line is grounded (our choice). A line cut short (``"Title`` with no closing quote) loses its
+    opening quote.
     """
-    text = text.strip()
-    if text.startswith('"'):
-        end = text.find('"', 1)
-        text = text[1:end] if end > 0 else text[1:]
-    text = text.split("\n", 1)[0]
-    return text.strip().strip('"').strip()
+    lines = [line for line in text.strip().split("\n") if line.strip()]
+    line = lines[0].strip() if lines else ""
+    if line.startswith('"') and not (len(line) >= 2 and line.endswith('"')):
+        line = line[1:]
+    return normalize_title(line)
 
 
 def encode_example(tokenizer, titles: list[str], noun: str, cutoff_len: int, target: str | None = None):

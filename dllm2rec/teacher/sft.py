@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from dllm2rec.io import UserError, atomic_path, read_json, read_parquet
 from dllm2rec.teacher.ground import read_items
-from dllm2rec.teacher.prompts import encode_example
+from dllm2rec.teacher.prompts import encode_example, item_titles
 
 
 def sample_examples(data: str, split: str, n: int, seed: int) -> tuple[list, list]:
@@ -116,7 +116,7 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     work.mkdir(parents=True, exist_ok=True)
     log = accelerator.print
 
-    titles = read_items(data).column("title").to_pylist()
+    titles = item_titles(read_items(data))
     model, tokenizer = load_base(base, device=str(accelerator.device), dtype=dtype)
     cutoff = int(sft["cutoff_len"])
     train_ids, train_trunc = encode_split(tokenizer, titles, *sample_examples(data, "train", int(sft["train_samples"]), seed), noun, cutoff)
