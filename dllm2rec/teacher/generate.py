@@ -7,7 +7,9 @@ round-robin: row r belongs to shard ``r % shards + 1``.
 Per sequence the top beam's response is decoded (``generated``: the raw response text), its
 answer (first line, one outer pair of quotes stripped, see :func:`~dllm2rec.teacher.prompts.clean_generation`) is embedded
 by the base model with the LoRA adapter disabled, and the ``topn`` nearest items by squared L2
-are kept together with the distance to the target item.
+are kept together with the distance to the target item. With ``grounding.popularity_gamma`` > 0
+the ranking injects item popularity (counts as a target in the dataset's train split) as BIGRec's
+second grounding step does (see :mod:`dllm2rec.teacher.ground`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from dllm2rec.io import UserError, parquet_metadata, read_parquet, write_parquet
 from dllm2rec.teacher.ground import (
     embed_texts,
     fixed_list,
+    item_popularity,
     nearest_items,
     read_item_embeddings,
     read_items,
@@ -39,6 +42,11 @@ RANKS_SCHEMA = pa.schema([
 def generation_cutoff(params: dict) -> int:
     """Prompt token budget: generation.cutoff_len, else sft.cutoff_len, else 512."""
     return int(params.get("generation", {}).get("cutoff_len") or params.get("sft", {}).get("cutoff_len") or 512)
+
+
+def popularity_gamma(params: dict) -> float:
+    """grounding.popularity_gamma (0, the default, = plain nearest-item grounding)."""
+    return float(params.get("grounding", {}).get("popularity_gamma") or 0.0)
 
 
 def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progress: bool = True) -> list[str]:
@@ -80,12 +88,13 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progre
 
 
 def generate_and_ground(model, tokenizer, histories: list[list[str]], targets, item_emb, params: dict,
-                        noun: str, progress: bool = True) -> dict:
+                        noun: str, progress: bool = True, popularity=None) -> dict:
     """The in-memory core of :func:`run_shard` (also used by benchmarks/teacher_generation.py).
 
     ``histories``: the history titles per sequence (oldest first); ``targets``: target item ids;
     ``item_emb``: torch [n_items, d] on the model's device. ``model`` may be a PeftModel (its
-    adapter is disabled for grounding) or a plain model.
+    adapter is disabled for grounding) or a plain model. ``popularity``: [n_items] in [0, 1]
+    (:func:`~dllm2rec.teacher.ground.item_popularity`), needed when ``grounding.popularity_gamma`` > 0.
     """
     cutoff = generation_cutoff(params)
     t0 = time.time()
@@ -101,7 +110,8 @@ def generate_and_ground(model, tokenizer, histories: list[list[str]], targets, i
                           desc="ground" if progress else None)
     import torch
     q = torch.from_numpy(emb).to(item_emb.device)
-    topk_items, topk_dist, target_dist = nearest_items(q, item_emb, int(params["grounding"]["topn"]), targets)
+    topk_items, topk_dist, target_dist = nearest_items(q, item_emb, int(params["grounding"]["topn"]), targets,
+                                                       popularity=popularity, gamma=popularity_gamma(params))
     t2 = time.time()
     return {
         "generated": generated, "answers": answers, "embeddings": emb, "topk_items": topk_items,
@@ -148,14 +158,19 @@ def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, sha
         raise UserError(f"LoRA adapter not found: {adapter}. Run the sft rule first.")
     items = read_items(data)
     titles = item_titles(items)
-    rows = shard_rows(read_parquet(Path(data) / "sequences.parquet", "sequences table"), split, shard, shards)
+    sequences = read_parquet(Path(data) / "sequences.parquet", "sequences table")
+    rows = shard_rows(sequences, split, shard, shards)
+    popularity = None
+    if popularity_gamma(params) > 0:
+        train = sequences.filter(pc.equal(sequences.column("split"), "train"))
+        popularity = item_popularity(train.column("target").to_numpy(), len(titles))
     model, tokenizer = load_base(base, dtype=params.get("dtype"))
     model = PeftModel.from_pretrained(model, adapter).eval()
     device = next(model.parameters()).device
     emb_items = torch.from_numpy(read_item_embeddings(item_emb, len(titles))).to(device)
     histories = [[titles[i] for i in h] for h in rows.column("history").to_pylist()]
     targets = rows.column("target").to_numpy()
-    res = generate_and_ground(model, tokenizer, histories, targets, emb_items, params, noun)
+    res = generate_and_ground(model, tokenizer, histories, targets, emb_items, params, noun, popularity=popularity)
     ranks, emb = _tables(rows.column("seq_id").to_numpy(), res, emb_items.shape[1])
     meta = {k: res[k] for k in ("generation_seconds", "grounding_seconds", "n_truncated_prompts", "n_empty_generations")}
     meta.update(split=split, shard=shard, shards=shards, n_sequences=rows.num_rows, params=params, noun=noun,

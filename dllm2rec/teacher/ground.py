@@ -5,6 +5,13 @@ from the **base** model (no LoRA), exactly as BIGRec does. Batches are padded on
 given explicit position ids, so an embedding does not depend on which batch it was in.
 Distances are **squared** L2, ``d_si = ||z_gs - z_i||^2`` as Eq. 4 and Eq. 7 write it (the
 ranking is the same as with plain L2; the values feed the confidence weights of Eq. 7).
+
+Optional second grounding step (BIGRec's popularity injection, ``grounding.popularity_gamma``,
+off at 0): items are ranked by ``(1 + p_i)^(-gamma) * dn_si`` instead of the distance, where
+``dn_si`` is the plain L2 distance min-max scaled to [0, 1] over the items of each query and
+``p_i`` is the item's popularity (its count as a training target) min-max scaled to [0, 1] over
+the items; as in SAI990323/BIGRec data/movie/adjust_pda.py (``torch.pow((1 + pop_rank), -gamma) *
+dist`` on min-max-normalised ``cdist`` distances), where gamma is chosen on validation.
 """
 from __future__ import annotations
 
@@ -59,12 +66,24 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int, desc: str |
     return out
 
 
-def nearest_items(queries, items, topn: int, targets=None, chunk: int = 256):
+def item_popularity(train_targets, n_items: int) -> np.ndarray:
+    """float32 [n_items]: each item's count as a training target, min-max scaled to [0, 1]
+    (BIGRec's ``pop_rank``; all zeros when every item is equally popular)."""
+    counts = np.bincount(np.asarray(train_targets, dtype=np.int64), minlength=n_items)[:n_items].astype(np.float64)
+    span = counts.max() - counts.min() if n_items else 0.0
+    return ((counts - counts.min()) / span if span > 0 else np.zeros(n_items)).astype(np.float32)
+
+
+def nearest_items(queries, items, topn: int, targets=None, chunk: int = 256, popularity=None, gamma: float = 0.0):
     """Squared-L2 nearest items for each query row.
 
     ``queries`` [m, d] and ``items`` [n, d] are tensors on one device. Returns numpy
     ``topk_items`` int32 [m, N], ``topk_dist`` float32 [m, N] (N = min(topn, n), ascending,
     ties broken by item id) and, with ``targets`` (item ids), ``target_dist`` float32 [m].
+
+    With ``gamma`` > 0 and ``popularity`` ([n] in [0, 1], see :func:`item_popularity`) the
+    items are ranked by BIGRec's popularity-adjusted score (module docstring) instead;
+    ``topk_dist`` still holds each listed item's squared L2 distance (then not ascending).
     """
     import torch
 
@@ -72,12 +91,25 @@ def nearest_items(queries, items, topn: int, targets=None, chunk: int = 256):
     k = min(int(topn), n)
     items = items.float()
     item_sq = (items * items).sum(-1)
+    gamma = float(gamma or 0.0)
+    if gamma > 0:
+        if popularity is None or len(popularity) != n:
+            raise UserError(f"popularity grounding needs one popularity value per item ({n} items)")
+        pop_factor = torch.pow(1.0 + torch.as_tensor(np.asarray(popularity), dtype=torch.float32,
+                                                     device=items.device), -gamma)
     top_i, top_d, tgt = [], [], []
     for s in range(0, queries.shape[0], chunk):
         q = queries[s:s + chunk].to(items.device).float()
         d = (q * q).sum(-1, keepdim=True) + item_sq[None, :] - 2.0 * q @ items.T
         d = d.clamp_(min=0.0)
-        dist, order = torch.sort(d, dim=-1, stable=True)
+        if gamma > 0:
+            l2 = d.sqrt()
+            low, high = l2.min(-1, keepdim=True).values, l2.max(-1, keepdim=True).values
+            score = (l2 - low) / (high - low).clamp(min=1e-12) * pop_factor[None, :]
+            order = torch.sort(score, dim=-1, stable=True).indices[:, :k]
+            dist = d.gather(1, order)
+        else:
+            dist, order = torch.sort(d, dim=-1, stable=True)
         top_i.append(order[:, :k].cpu())
         top_d.append(dist[:, :k].cpu())
         if targets is not None:
