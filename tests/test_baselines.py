@@ -545,7 +545,8 @@ def test_kar_student_learns_from_generated_knowledge():
     def fit_and_hr(name):
         torch.manual_seed(0)
         student = TinyStudent(n, hidden=HIDDEN, dropout=0.0)
-        method = get_method(name)({"type": name, "n_shared": 1, "n_specific": 1, "expert_hidden": 16}, ctx, student)
+        opts = {"n_shared": 1, "n_specific": 1, "expert_hidden": 16} if name == "kar" else {}
+        method = get_method(name)({"type": name, **opts}, ctx, student)
         opt = torch.optim.Adam(list(student.parameters()) + list(method.parameters()), lr=0.03)
         batch = Batch("train", torch.arange(S), th, torch.full((S,), L), tt, (tt + 1) % n)
         for _ in range(150):

@@ -231,7 +231,7 @@ def test_required_parts_follow_switches():
     assert cls.required_parts({"type": "dllm2rec", "embedding": False}) == {"ranks"}
     assert cls.required_parts({"type": "dllm2rec", "ranking": False}) == {"item_embeddings"}
     assert get_method("none").required_parts({"type": "none"}) == frozenset()
-    with pytest.raises(UserError, match="unknown key"):
+    with pytest.raises(UserError, match="methods.dllm2rec.lamda_d: unknown option"):
         cls.required_parts({"type": "dllm2rec", "lamda_d": 1})
 
 

@@ -18,28 +18,24 @@ import torch
 from torch import nn
 
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
-from dllm2rec.distill.rd import (
-    SeededSampler,
-    multinomial_masked,
-    student_ranks,
-    teacher_rows,
-)
+from dllm2rec.distill.common import SeededSampler, multinomial_masked, student_ranks, teacher_rows
 from dllm2rec.distill.rrd import relaxed_ranking_loss
+from dllm2rec.distill.spec import DCDOptions
 
 
 @register_method("dcd")
 class DCD(DistillMethod):
     """L = lambda_kd * mean_s RRD(under-estimated ; over-estimated)."""
 
-    needs = frozenset({"ranks"})
+    Options = DCDOptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        self.lambda_kd = float(self.cfg.get("lambda_kd", 0.01))
-        self.k_up = int(self.cfg.get("k_up", 10))
-        self.k_down = int(self.cfg.get("k_down", 10))
-        self.eps = float(self.cfg.get("eps", 0.01))
-        self.top_n = int(self.cfg.get("top_n", 100))
+        self.lambda_kd = self.opt.lambda_kd
+        self.k_up = self.opt.k_up
+        self.k_down = self.opt.k_down
+        self.eps = self.opt.eps
+        self.top_n = self.opt.top_n
         self.sampler = SeededSampler(ctx.seed, salt=7)
 
     @torch.no_grad()

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
-from dllm2rec.distill.hint import batch_items, standardize, teacher_item_emb
+from dllm2rec.distill.common import batch_items, standardize, teacher_item_emb
+from dllm2rec.distill.spec import HTDOptions
 
 
 def spherical_kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Tensor:
@@ -41,14 +42,14 @@ def spherical_kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Te
 
 @register_method("htd")
 class HTD(DistillMethod):
-    needs = frozenset({"item_embeddings"})
+    Options = HTDOptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        self.lambda_kd = float(self.cfg.get("lambda_kd", 1.0))
-        self.n_groups = int(self.cfg.get("n_groups", 30))
-        self.alpha = float(self.cfg.get("alpha", 0.5))
-        iters = int(self.cfg.get("kmeans_iters", 25))
+        self.lambda_kd = self.opt.lambda_kd
+        self.n_groups = self.opt.n_groups
+        self.alpha = self.opt.alpha
+        iters = self.opt.kmeans_iters
         z = standardize(teacher_item_emb(ctx))
         groups = spherical_kmeans(z, self.n_groups, iters, ctx.seed)
         self.n_groups = int(groups.max()) + 1 if groups.numel() else 0

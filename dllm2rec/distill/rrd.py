@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
-from dllm2rec.distill.rd import SeededSampler, multinomial_masked, teacher_rows
+from dllm2rec.distill.common import SeededSampler, multinomial_masked, teacher_rows
+from dllm2rec.distill.spec import RRDOptions
 
 _NEG = -1e9  # stands for -inf in masked log-sum-exps (finite, so gradients stay finite)
 
@@ -36,15 +37,15 @@ def relaxed_ranking_loss(pos: torch.Tensor, pos_valid: torch.Tensor, neg: torch.
 class RRD(DistillMethod):
     """L = lambda_kd * mean_s L_s (relaxed ranking, see module docstring)."""
 
-    needs = frozenset({"ranks"})
+    Options = RRDOptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        self.lambda_kd = float(self.cfg.get("lambda_kd", 0.01))
-        self.k = int(self.cfg.get("k", 10))
-        self.l = int(self.cfg.get("l", 40))
-        self.temp = float(self.cfg.get("temp", 10.0))
-        self.top_n = int(self.cfg.get("top_n", 100))
+        self.lambda_kd = self.opt.lambda_kd
+        self.k = self.opt.k
+        self.l = self.opt.l
+        self.temp = self.opt.temp
+        self.top_n = self.opt.top_n
         self.sampler = SeededSampler(ctx.seed, salt=5)
 
     def sample(self, batch: Batch, device, n_items: int):

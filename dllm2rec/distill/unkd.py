@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
-from dllm2rec.distill.rd import SeededSampler, multinomial_masked, teacher_rows
+from dllm2rec.distill.common import SeededSampler, multinomial_masked, teacher_rows
+from dllm2rec.distill.spec import UnKDOptions
 
 
 def popularity_groups(counts: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -39,16 +40,16 @@ def popularity_groups(counts: torch.Tensor, n_groups: int) -> torch.Tensor:
 
 @register_method("unkd")
 class UnKD(DistillMethod):
-    needs = frozenset({"ranks"})
+    Options = UnKDOptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        self.lambda_kd = float(self.cfg.get("lambda_kd", 0.5))
-        self.n_groups = int(self.cfg.get("n_groups", 4))
-        self.n_pos = int(self.cfg.get("n_pos", 5))
-        self.n_neg = int(self.cfg.get("n_neg", 5))
-        self.temp = float(self.cfg.get("temp", 10.0))
-        self.top_n = int(self.cfg.get("top_n", 100))
+        self.lambda_kd = self.opt.lambda_kd
+        self.n_groups = self.opt.n_groups
+        self.n_pos = self.opt.n_pos
+        self.n_neg = self.opt.n_neg
+        self.temp = self.opt.temp
+        self.top_n = self.opt.top_n
         groups = popularity_groups(ctx.item_counts.cpu(), self.n_groups)
         sizes = torch.bincount(groups, minlength=self.n_groups)
         order = torch.argsort(groups, stable=True)
