@@ -42,6 +42,7 @@ from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register
 from dllm2rec.distill.common import SeededSampler
 from dllm2rec.distill.knowledge import Knowledge
 from dllm2rec.distill.spec import LLMCFOptions
+from dllm2rec.io import UserError
 
 _NEG = -1e9
 
@@ -147,6 +148,9 @@ class LLMCF(DistillMethod):
         self.register_buffer("train_nbr", nbr, persistent=False)  # positions in the base
         self.register_buffer("train_nbr_valid", nbr_valid, persistent=False)
         h = ctx.hidden
+        if h % o.n_heads or (h // o.n_heads) % 2:
+            raise UserError(f"methods.llmcf.n_heads: the student's hidden size {h} must split into {o.n_heads} heads "
+                            "of even width (rotary positions rotate pairs)")
         self.w_c = nn.Linear(kn.dim, h)  # every text vector -> student width (bge_emb_mapping)
         self.w_h = nn.Linear(4 * h, h)  # interaction token (history_mlp)
         self.label = nn.Parameter(torch.randn(h) * 0.02)  # label embedding of a (positive) demonstration
@@ -195,16 +199,19 @@ class LLMCF(DistillMethod):
         student, ctx = self._student, self.ctx
         nbr, valid = self.neighbors(batch)
         B, R = nbr.shape
-        rows = self.base[nbr.reshape(-1)].to(ctx.train_history.device)
         dev = state.device
+        # each distinct demonstration once (a base row recurs across the batch), then gathered
+        uniq, inv = torch.unique(nbr.reshape(-1), return_inverse=True)
+        rows = self.base[uniq].to(ctx.train_history.device)
         h_hist = ctx.train_history[rows].to(dev).long()
         h_len = ctx.train_lengths[rows].to(dev).long()
         h_tgt = ctx.train_target[rows].to(dev).long()
         table = self.item_table(student)
         enc = student.encode(h_hist, h_len, table)  # the demonstrations' histories, by the student
         inter = self.w_h(torch.cat([enc, self.w_c(history_text(h_hist, self.text)), student.item_emb.weight[h_tgt],
-                                    self.w_c(self.text[h_tgt])], dim=1)).view(B, R, -1)
-        cot = self.w_c(self.cot[nbr.reshape(-1)].to(dev)).view(B, R, -1)
+                                    self.w_c(self.text[h_tgt])], dim=1))
+        inter = inter[inv.to(dev)].view(B, R, -1)
+        cot = self.w_c(self.cot[uniq].to(dev))[inv.to(dev)].view(B, R, -1)
         label = self.label.expand(B, R, -1)
         demos = torch.stack([inter, cot, label], dim=2).reshape(B, 3 * R, -1)
         hist = batch.history.to(dev).long()
