@@ -7,7 +7,7 @@ rule text_embeddings:
         ranks=expand("results/teacher/{{dataset}}/{{teacher}}/ranks/{split}.parquet", split=SPLITS),
         code=code("teacher"),
     output:
-        items="results/teacher/{dataset}/{teacher}/text_embeddings/item_embeddings.parquet",
+        item_emb="results/teacher/{dataset}/{teacher}/text_embeddings/item_embeddings.parquet",
         generated=expand(
             "results/teacher/{{dataset}}/{{teacher}}/text_embeddings/generated_embeddings/{split}.parquet",
             split=SPLITS,
@@ -21,5 +21,5 @@ rule text_embeddings:
     threads: 2
     shell:
         "python -m dllm2rec text-embeddings --data $(dirname {input.items_parquet})"
-        " --ranks $(dirname {input.ranks[0]}) --out $(dirname {output.items})"
+        " --ranks $(dirname {input.ranks[0]}) --out $(dirname {output.item_emb})"
         " --cache resources/downloads --device auto > {log} 2>&1"
