@@ -87,3 +87,28 @@ def test_missing_generated_column_is_a_user_error(encoder_cache, tmp_path):
         pq.write_table(pa.table({"seq_id": pa.array([1], pa.int64())}), ranks / f"{split}.parquet")
     with pytest.raises(UserError, match="no 'generated' column"):
         text_embeddings(str(data), str(ranks), str(tmp_path / "out"), cache=encoder_cache)
+
+
+def test_kar_and_llmcf_train_on_the_encoded_texts(encoder_cache, tmp_path):
+    """The synthetic teacher's titles and generations, encoded, then KAR and LLM-CF with
+    ``encoder: minilm`` through the real trainer (which loads only the text parts)."""
+    import json
+
+    from synthetic import write_synthetic_dataset, write_synthetic_teacher
+
+    from dllm2rec.distill.spec import parse_options
+    from dllm2rec.student.train import train_student
+
+    write_synthetic_dataset(tmp_path / "data", n_items=40, n_sequences=300, p_rule=0.5, seed=0)
+    write_synthetic_teacher(tmp_path / "teacher", tmp_path / "data", topn=10, width=8, quality=1.0, rule_seed=0)
+    text_embeddings(str(tmp_path / "data"), str(tmp_path / "teacher" / "ranks"),
+                    str(tmp_path / "teacher" / "text_embeddings"), cache=encoder_cache, batch_size=64)
+    student = {"hidden": 16, "dropout": 0.1, "lr": 0.005, "weight_decay": 0.0, "batch_size": 64, "epochs": 2,
+               "patience": 5, "eval_batch_size": 256, "device": "cpu", "backbone": {}}
+    for method in ({"type": "kar", "encoder": "minilm"}, {"type": "llmcf", "encoder": "minilm", "base_fraction": 0.5}):
+        assert parse_options(method).teacher_parts() == {"text_item_embeddings", "text_generated_embeddings"}
+        out = tmp_path / method["type"]
+        m = train_student(str(tmp_path / "data"), "gru4rec", method["type"], {"student": student, "method": method}, 0,
+                          str(out / "out"), str(out / "work"), teacher=str(tmp_path / "teacher"), threads=1)
+        assert 0.0 <= m["test"]["NDCG@20"] <= 1.0 and m["epochs_run"] == 2
+        assert json.loads((out / "out" / "metrics.json").read_text())["method"] == method["type"]
