@@ -26,6 +26,7 @@ COMMANDS = {
     "teacher-shard": "dllm2rec.teacher.generate:run_shard",
     "teacher-gather": "dllm2rec.teacher.generate:gather_shards",
     "teacher-metrics": "dllm2rec.teacher.metrics:teacher_metrics",
+    "text-embeddings": "dllm2rec.teacher.text_encoder:text_embeddings",
     # students (dllm2rec/student)
     "train-student": "dllm2rec.student.train:train_student",
     # tables (dllm2rec/tables.py)

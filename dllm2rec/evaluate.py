@@ -62,7 +62,7 @@ def evaluate(student, method, split: str, history: torch.Tensor, lengths: torch.
         def score(rows: torch.Tensor) -> torch.Tensor:
             batch = Batch(split, rows, history[rows], lengths[rows], target[rows])
             state = student.encode(batch.history, batch.lengths, table)
-            return student.scores(method.adjust_state(state, batch))
+            return method.scores(student, method.adjust_state(state, batch), batch)
 
         return metrics_from_ranks(ranks_in_batches(score, target, batch_size), ks)
     finally:

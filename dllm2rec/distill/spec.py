@@ -24,7 +24,31 @@ from typing import ClassVar, Literal
 from dllm2rec.io import UserError
 
 SPLITS = ("train", "valid", "test")
-TEACHER_PARTS = ("ranks", "item_embeddings", "generated_embeddings")
+TEACHER_PARTS = ("ranks", "item_embeddings", "generated_embeddings", "text_item_embeddings",
+                 "text_generated_embeddings")
+# the text encoder's outputs (dllm2rec/teacher/text_encoder.py), in the teacher's folder
+TEXT_EMBEDDINGS_DIR = "text_embeddings"
+
+
+# the knowledge-text parts KAR / LLM-CF read per ``encoder`` (dllm2rec/distill/knowledge.py)
+_ENCODER_PARTS = {
+    "teacher": frozenset({"item_embeddings", "generated_embeddings"}),
+    "minilm": frozenset({"text_item_embeddings", "text_generated_embeddings"}),
+}
+
+
+def part_files(part: str, splits) -> list[str]:
+    """The files of a teacher part, relative to the teacher's folder (one per split for the
+    per-sequence parts, one for the per-item parts)."""
+    if part == "item_embeddings":
+        return ["item_embeddings.parquet"]
+    if part == "text_item_embeddings":
+        return [f"{TEXT_EMBEDDINGS_DIR}/item_embeddings.parquet"]
+    if part == "text_generated_embeddings":
+        return [f"{TEXT_EMBEDDINGS_DIR}/generated_embeddings/{s}.parquet" for s in splits]
+    if part in TEACHER_PARTS:
+        return [f"{part}/{s}.parquet" for s in splits]
+    raise ValueError(f"unknown teacher part {part!r}; known: {TEACHER_PARTS}")
 RESERVED_KEYS = ("type", "extends")  # config keys every entry may carry; not options
 
 OPTIONS: dict[str, type["MethodOptions"]] = {}
@@ -206,10 +230,10 @@ class RDOptions(MethodOptions):
 class CDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
 
-    lambda_kd: float = 0.5
-    n_samples: int = 10
-    rank_temp: float = 10.0
-    t1: float = 1.0
+    lambda_kd: float = 1.0
+    n_samples: int = 50
+    lam: float = 0.05
+    t1: float = 2.0
     t2: float = 0.0
     top_n: int = 100
 
@@ -257,12 +281,16 @@ class KAROptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings", "generated_embeddings"})
     uses_teacher_at_inference: ClassVar[bool] = True
 
+    encoder: Literal["teacher", "minilm"] = "teacher"
     n_shared: int = 2
     n_specific: int = 6
     expert_hidden: int = 128
     dropout: float = 0.0
     augment_items: bool = True
-    augment_sequence: bool = True
+    augment_user: bool = True
+
+    def teacher_parts(self) -> frozenset[str]:
+        return _ENCODER_PARTS[self.encoder]
 
 
 @options("llmcf")
@@ -271,6 +299,13 @@ class LLMCFOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings", "generated_embeddings"})
     uses_teacher_at_inference: ClassVar[bool] = False  # retrieval reads train generations only
 
+    encoder: Literal["teacher", "minilm"] = "teacher"
     n_neighbors: int = 4
-    retrieval_dim: int = 64
+    base_fraction: float = 0.1
+    icl_weight: float = 0.1
+    n_layers: int = 2
+    n_heads: int = 2
     chunk: int = 256
+
+    def teacher_parts(self) -> frozenset[str]:
+        return _ENCODER_PARTS[self.encoder]

@@ -16,9 +16,10 @@ import pyarrow as pa
 import torch
 
 from dllm2rec.distill.base import TeacherSplit, TeacherTensors
+from dllm2rec.distill.spec import TEACHER_PARTS, part_files
 from dllm2rec.io import UserError, read_parquet
 
-PARTS = frozenset({"ranks", "item_embeddings", "generated_embeddings"})
+PARTS = frozenset(TEACHER_PARTS)
 
 
 def _fix(teacher_dir: Path) -> str:
@@ -118,10 +119,12 @@ def _read_items(path: Path, n_items: int, teacher_dir: Path) -> torch.Tensor:
 
 
 def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: int,
-                 parts: Iterable[str] = PARTS) -> TeacherTensors:
+                 parts: Iterable[str] = ("ranks", "item_embeddings", "generated_embeddings")) -> TeacherTensors:
     """Teacher tensors for ``sequences`` ({split: seq_id array in the student's row order}).
 
-    ``parts`` ⊆ {"ranks", "item_embeddings", "generated_embeddings"}: only these files are read.
+    ``parts`` ⊆ PARTS (default: the teacher's own three): only these files are read. The text
+    encoder's parts (``text_item_embeddings``, ``text_generated_embeddings``, in the teacher's
+    ``text_embeddings/`` folder) fill ``TeacherTensors.text_item_emb`` and ``TeacherSplit.text_gen_emb``.
     ``item_emb`` is an empty [0, 0] tensor when "item_embeddings" is not asked for; a split's
     ``topk_items``/``topk_dist``/``target_dist`` are empty [S, 0]/[S] tensors when "ranks" is not.
     """
@@ -132,6 +135,9 @@ def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: i
         raise ValueError(f"unknown teacher parts {sorted(unknown)}; known: {sorted(PARTS)}")
     item_emb = _read_items(teacher_dir / "item_embeddings.parquet", n_items, teacher_dir) \
         if "item_embeddings" in parts else torch.zeros(0, 0)
+    text_item_emb = None
+    if "text_item_embeddings" in parts:
+        text_item_emb = _read_items(teacher_dir / part_files("text_item_embeddings", [])[0], n_items, teacher_dir)
     splits = {}
     for split, ids in sequences.items():
         ids = np.asarray(ids, dtype=np.int64)
@@ -141,5 +147,7 @@ def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: i
             ts = TeacherSplit(torch.zeros(len(ids), 0, dtype=torch.long), torch.zeros(len(ids), 0), torch.zeros(len(ids)))
         if "generated_embeddings" in parts:
             ts.gen_emb = _read_gen(teacher_dir / "generated_embeddings" / f"{split}.parquet", ids, teacher_dir)
+        if "text_generated_embeddings" in parts:
+            ts.text_gen_emb = _read_gen(teacher_dir / part_files("text_generated_embeddings", [split])[0], ids, teacher_dir)
         splits[split] = ts
-    return TeacherTensors(item_emb=item_emb, splits=splits)
+    return TeacherTensors(item_emb=item_emb, splits=splits, text_item_emb=text_item_emb)

@@ -251,7 +251,7 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
             batch = Batch("train", rows, dtr.history[rows], dtr.lengths[rows], dtr.target[rows], negs_d[start:start + bs])
             table = meth.item_table_for(student, batch.history)
             st = meth.adjust_state(student.encode(batch.history, batch.lengths, table), batch)
-            scores = student.scores(st)
+            scores = meth.scores(student, st, batch)
             rec = student.rec_loss(scores, batch.target, batch.negative)
             dist = meth.loss(batch, scores, st, student, epoch)
             loss = rec + dist
@@ -328,7 +328,7 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
 def load_model(path, device: str = "cpu"):
     """``(student, item_table)`` from a model.pt, ready for inference without the teacher:
     ``student.scores(student.encode(history, lengths, item_table))`` (methods that use the teacher
-    at inference, KAR / LLM-CF, also need their ``adjust_state``)."""
+    at inference, KAR / LLM-CF, also need their ``adjust_state`` and ``scores``)."""
     m = torch.load(path, map_location=device, weights_only=False)
     if m.get("format") != FORMAT:
         raise UserError(f"{path}: not a dllm2rec student model")
