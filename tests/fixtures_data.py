@@ -109,7 +109,9 @@ def write_sasrec(tmp: Path, titles: bool = True) -> dict:
 
 def params(source: str, paths: dict | None = None, rule: str = "amazon", max_history: int = 3,
            sample: dict | None = None) -> dict:
-    p = {"source": source, "sample_rule": rule, "noun": "item", "max_history": max_history, "sample": sample}
+    # the worked example drops its duplicate E4@45 (the default keeps duplicates, as BIGRec does)
+    p = {"source": source, "sample_rule": rule, "noun": "item", "max_history": max_history, "sample": sample,
+         "drop_duplicates": True}
     if paths is not None:
         p["paths"] = paths
     return p
