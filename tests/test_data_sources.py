@@ -53,21 +53,26 @@ def test_sasrec_format_has_no_time_and_splits_per_user(tmp_path):
     history = {"A": [f"I{k}" for k in range(1, 10)], "B": ["J1", "J3", "J2"], "C": ["C1"],
                "D": [f"K{k}" for k in range(1, 6)], "E": ["E1", "E2", "E3", "E4"]}
     expected = {"train": [], "valid": [], "test": []}
+
+    def sample(u, its, i):
+        return (u, [ID[r] for r in its[max(i - 2, 0):i]], ID[its[i]])
     for u, its in history.items():
-        rows = [(u, [ID[r] for r in its[max(i - 2, 0):i]], ID[its[i]]) for i in range(max(min(2, len(its) - 1), 1), len(its))]
-        if len(rows) >= 3:  # A (7 samples), D (3); B (1), C (0) and E (2) are train only
-            expected["train"] += rows[:-2]
-            expected["valid"].append(rows[-2])
-            expected["test"].append(rows[-1])
-        else:
-            expected["train"] += rows
+        m = len(its) - 2 if len(its) >= 3 else len(its)  # leave-one-out: the last two are valid, test
+        expected["train"] += [sample(u, its, i) for i in range(max(min(2, m - 1), 1), m)]
+        if len(its) >= 3:  # A, B, D, E; C has one interaction
+            expected["valid"].append(sample(u, its, len(its) - 2))
+            expected["test"].append(sample(u, its, len(its) - 1))
     got = {s: [(r["user"], r["history"], r["target"]) for r in seqs.filter(pl.col("split") == s).iter_rows(named=True)]
            for s in ("train", "valid", "test")}
     assert got == expected
-    assert stats["rows"] == {"train": 9, "valid": 2, "test": 2}
-    assert seqs["seq_id"].to_list() == list(range(13))
-    # every test user is also seen in training (a split by file order would put them apart)
-    assert set(seqs.filter(pl.col("split") == "test")["user"]) <= set(seqs.filter(pl.col("split") == "train")["user"])
+    assert stats["rows"] == {"train": 7, "valid": 4, "test": 4}
+    assert expected["test"][0] == ("A", [ID["I7"], ID["I8"]], ID["I9"])
+    assert expected["valid"][1] == ("B", [ID["J1"]], ID["J3"])
+    assert seqs["seq_id"].to_list() == list(range(15))
+    # test users are training users too (a split by file order would put them apart); B's three
+    # interactions give only a valid and a test target
+    test_users = set(seqs.filter(pl.col("split") == "test")["user"])
+    assert test_users - {"B"} <= set(seqs.filter(pl.col("split") == "train")["user"]) and len(test_users) == 4
 
 
 def test_sasrec_without_titles_is_accepted_and_marked(tmp_path):
@@ -75,7 +80,7 @@ def test_sasrec_without_titles_is_accepted_and_marked(tmp_path):
     items, seqs, stats = load(tmp_path / "out")
     assert stats["has_titles"] is False
     assert items["title"].null_count() == items.height == 22
-    assert seqs.height == 10
+    assert seqs.height == 14
 
 
 def test_ml10m_dat_files(tmp_path):

@@ -101,58 +101,46 @@ def make_samples(df: pl.DataFrame, rule: str, L: int, report: Report,
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     pos = np.arange(len(u)) - starts[u]
     n_u = counts[u]
+    labels = None
+    if not timed:
+        # leave-one-out per user (SASRec's partition): with 3 or more interactions, the last is the
+        # test target, the one before the valid target, and the rule cuts train samples from the rest
+        loo = n_u >= 3
+        labels = np.where(loo & (pos == n_u - 1), 2, np.where(loo & (pos == n_u - 2), 1, 0)).astype(np.int8)
+        n_u = np.where(loo, n_u - 2, n_u)  # the train part's length
     if rule == "amazon":
         first = np.minimum(L, n_u - 1)
-        keep = (pos >= first) & (pos >= 1)
+        keep = (pos >= first) & (pos >= 1) & (pos < n_u)
         report.set("empty_history_skipped", int((counts == 1).sum()))
     else:
-        keep = pos >= L
+        keep = (pos >= L) & (pos < n_u)
         report.set("users_without_samples", int((counts <= L).sum()))
+    if labels is not None:  # valid and test targets, with the histories the rule allows
+        keep |= (labels > 0) & (pos >= (1 if rule == "amazon" else L))
     p = np.nonzero(keep)[0]
+    split = None
+    if labels is not None:  # train, then valid, then test; each in user order
+        p = p[np.argsort(labels[p], kind="stable")]
+        split = labels[p]
     lo = np.maximum(p - L, starts[u[p]])
     samples = SampleSet(pool=items, lo=lo.astype(np.int64), hi=p.astype(np.int64), target=items[p],
-                        timestamp=t[p] if timed else None, user=pa.array(user_order, pa.string()).take(pa.array(u[p])))
+                        timestamp=t[p] if timed else None, user=pa.array(user_order, pa.string()).take(pa.array(u[p])),
+                        split=split)
     users_with_interactions = len(user_order)
     base = {"users": users_with_interactions, "items": len(item_order), "interactions": int(codes.height)}
     return samples, item_order, base
 
 
-def leave_one_out_labels(user: pa.Array) -> np.ndarray:
-    """Per sample: 2 (test) for each user's last sample, 1 (valid) for the one before, 0 else.
-
-    Samples come grouped by user, in each user's order. A user with fewer than 3 samples has all
-    of them in train (as SASRec's own partition does for users with fewer than 3 interactions).
-    """
-    codes = user.dictionary_encode().indices.to_numpy(zero_copy_only=False)
-    n = len(codes)
-    labels = np.zeros(n, dtype=np.int8)
-    if n == 0:
-        return labels
-    starts = np.concatenate([[True], codes[1:] != codes[:-1]])
-    group = np.cumsum(starts) - 1
-    sizes = np.bincount(group)
-    ends = np.cumsum(sizes)
-    from_end = ends[group] - np.arange(n)  # 1 for the last sample of a user
-    big = sizes[group] >= 3
-    labels[big & (from_end == 1)] = 2
-    labels[big & (from_end == 2)] = 1
-    return labels
-
-
 def chronological_split(s: SampleSet) -> tuple[np.ndarray, np.ndarray]:
     """Order of samples and the split label of each position.
 
-    Given split (official import): file order. No timestamps: leave-one-out per user, ordered
-    train, valid, test (each in user order). Else: stable by target timestamp, then 8:1:1.
+    A split fixed before (official import, or leave-one-out for sources without timestamps, made
+    in :func:`make_samples`): the samples' order. Else: stable by target timestamp, then 8:1:1.
     """
     n = len(s.target)
     if s.split is not None:
         order = np.arange(n)
         labels = s.split.astype(np.int8)
-    elif s.timestamp is None:
-        per_sample = leave_one_out_labels(s.user)
-        order = np.argsort(per_sample, kind="stable")
-        labels = per_sample[order]
     else:
         order = np.argsort(s.timestamp, kind="stable")
         labels = np.full(n, 2, dtype=np.int8)
@@ -201,8 +189,9 @@ def finish(s: SampleSet, params: dict, name: str) -> tuple[pa.Table, dict]:
     for split, count in before.items():
         if count == 0:
             if method == "leave_one_out":
-                why = ("no user has 3 or more samples, and leave-one-out (used because the source has no "
-                       "timestamps) needs them for valid and test")
+                why = ("leave-one-out (used because the source has no timestamps) takes valid and test "
+                       "targets from users with 3 or more interactions (and, for sample_rule movielens, "
+                       "a full max_history before them), and none qualifies")
             else:
                 why = f"the raw data gives too few sequences for the {method} split"
             raise UserError(f"dataset {name!r}: the {split} split is empty ({n} samples in all): {why}. "
@@ -226,9 +215,9 @@ def finish(s: SampleSet, params: dict, name: str) -> tuple[pa.Table, dict]:
 
 
 def split_method(s: SampleSet) -> str:
-    if s.split is not None:
-        return "given"
-    return "leave_one_out" if s.timestamp is None else "chronological"
+    if s.timestamp is None:
+        return "leave_one_out"
+    return "given" if s.split is not None else "chronological"
 
 
 def items_table(order: list[str], titles: dict[str, str] | None) -> pa.Table:
