@@ -70,7 +70,8 @@ def test_train_csv_spelling_and_missing_split_file(tmp_path):
     build_dataset("o", official(src), str(tmp_path / "out"))
     assert load(tmp_path / "out")[2]["rows"]["train"] == 10
     (src / "test_data.csv").unlink()
-    with pytest.raises(UserError, match=r"no test file \(test_data.csv / Test_data.csv / test_data.df / Test_data.df\)"):
+    spellings = r"test_data.csv / Test_data.csv / test_data.df / Test_data.df"
+    with pytest.raises(UserError, match=rf"no test file \({spellings}\)"):
         build_dataset("o", official(src), str(tmp_path / "out2"))
 
 

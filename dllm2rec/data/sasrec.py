@@ -1,8 +1,9 @@
 """The plain SASRec format: one ``user item`` pair per line, each user's lines in time order.
 
 There are no timestamps: each user's lines give the order of that user's history, and the
-split is per user (leave-one-out, docs/datasets.md); the samples carry no time (null). Titles, when wanted, come from ``paths.titles``
-(``item::title`` lines; ``title<TAB>item`` and ``item<TAB>title`` are read too).
+split is per user (leave-one-out, docs/datasets.md); the samples carry no time (null).
+Titles, when wanted, come from ``paths.titles`` (``item::title`` lines; ``title<TAB>item`` and
+``item<TAB>title`` are read too).
 """
 from __future__ import annotations
 
