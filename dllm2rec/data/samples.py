@@ -30,7 +30,7 @@ class SampleSet:
     target: np.ndarray      # int32
     timestamp: np.ndarray | None  # int64; None when the source has no timestamps (split per user)
     user: pa.Array          # str, one per sample
-    split: np.ndarray | None = None  # int8 0/1/2 when the source fixes the split (official import)
+    split: np.ndarray | None = None  # int8 0/1/2 when fixed before the split step (official; leave-one-out)
 
 
 def index_ids(values: pl.Series) -> tuple[np.ndarray, list[str]]:
