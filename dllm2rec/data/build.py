@@ -17,6 +17,7 @@ SOURCES = {
     "toys": "paths.reviews, paths.meta",
     "official": "paths.dir (optional paths.titles)",
     "sasrec": "paths.file (optional paths.titles)",
+    "recbole": "paths.inter (optional paths.item; fields.*)",
 }
 
 
@@ -30,6 +31,9 @@ def read_raw(source: str, params: dict, name: str, cache: str):
     if source in ("games", "toys"):
         from dllm2rec.data.amazon import read_amazon
         return read_amazon(source, params, name)
+    if source == "recbole":
+        from dllm2rec.data.recbole import read_recbole
+        return read_recbole(params, name)
     from dllm2rec.data.sasrec import read_sasrec
     return read_sasrec(params, name)
 
@@ -50,11 +54,10 @@ def build_dataset(name: str, params: dict, out: str, cache: str = "resources/dow
         raise UserError(f"datasets.{name}.min_title_chars must be a non-negative integer, got {min_chars!r}")
     if source == "official":
         from dllm2rec.data.official import read_official
-        order, titles, samples, report, base, seq_size = read_official(params, name, L)
-        titles = apply_title_rule(titles, min_chars, report)
-        if titles is not None:
-            report.set("items_without_title", len(order) - len(titles))
-        timestamps, info = "row_order", {"dir": str((params.get("paths") or {}).get("dir"))}
+        order, titles, samples, report, base, seq_size, info = read_official(params, name, L)
+        # ids and splits are fixed by the release: a short title is kept (and counted), never dropped
+        titles = apply_title_rule(titles, min_chars, report, keep_short=True)
+        timestamps = "row_order"
     else:
         if rule not in S.RULES:
             raise UserError(f"datasets.{name}.sample_rule {rule!r} is unknown; use amazon or movielens (SPEC §1.3)")
@@ -65,7 +68,8 @@ def build_dataset(name: str, params: dict, out: str, cache: str = "resources/dow
         if df.height == 0:
             raise UserError(f"dataset {name!r}: no interaction left after dropping those on untitled items "
                             f"(see the counts above). Check that paths.* name matching review and metadata files.")
-        samples, order, base = S.make_samples(df, rule, L, report, bool(params.get("drop_duplicates", True)))
+        samples, order, base = S.make_samples(df, rule, L, report, S.drop_duplicates_setting(params, rule, name),
+                                              timed=timestamps == "file")
         seq_size = L
     seqs, split_stats = S.finish(samples, params, name)
     items = S.items_table(order, titles)

@@ -25,8 +25,9 @@ RAW_PATHS = {
     "ml-10m": ["ratings", "movies"],
     "official": ["dir"],
     "sasrec": ["file"],
+    "recbole": ["inter"],
 }
-OPTIONAL_RAW_PATHS = {"official": ["titles"], "sasrec": ["titles"]}
+OPTIONAL_RAW_PATHS = {"official": ["titles"], "sasrec": ["titles"], "recbole": ["item"]}
 
 
 def fail(msg):
@@ -109,6 +110,11 @@ def check_config():
             fail(
                 f"datasets.{name} (source {ds['source']}) needs paths.{', paths.'.join(missing)}: set them to the raw files (see docs/datasets.md)."
             )
+        from dllm2rec.data.check import dataset_problem
+
+        problem = dataset_problem(name, ds, needs_titles=name in tables["datasets"])
+        if problem:
+            fail(problem)
 
 
 check_config()
