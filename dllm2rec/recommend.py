@@ -5,13 +5,13 @@ Python::
     from dllm2rec.recommend import Recommender, recommend
 
     rec = Recommender.load("results/students/ml-100k/smollm2-135m/dros/dllm2rec/seed0/model.pt")
-    rec.recommend([[50, 172, 181], [1, 2]], k=10)           # item ids, oldest first
+    rec.recommend([[49, 99, 180], [1, 2]], k=10)            # item ids, oldest first
     rec.recommend([["Star Wars (1977)", "Fargo (1996)"]], by="title", exclude_history=True)
     recommend(model_path, histories, k=10)                  # the same, loading the model each call
 
 Command line (``python -m dllm2rec recommend``)::
 
-    python -m dllm2rec recommend --model M/model.pt --history 50 172 181 --k 10
+    python -m dllm2rec recommend --model M/model.pt --history 49 99 180 --k 10
     python -m dllm2rec recommend --model M/model.pt --by title --history "Star Wars (1977)" "Fargo (1996)"
     python -m dllm2rec recommend --model M/model.pt --file histories.txt --out top10.json   # or .csv
 
