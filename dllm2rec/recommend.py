@@ -114,18 +114,25 @@ def _load_scorer(model: Path, device: str) -> tuple[torch.nn.Module, dict]:
         if not model.exists():
             raise UserError(f"exported student not found: {model}")
         extra = {EXPORT_META: ""}
-        program = torch.export.load(str(model), extra_files=extra)
+        try:
+            program = torch.export.load(str(model), extra_files=extra)
+        except Exception as err:  # noqa: BLE001 - truncated or not an exported program: say which file
+            raise UserError(f"{model}: cannot read it as an exported program ({err.__class__.__name__}); "
+                            "export it again with `python -m dllm2rec export-student`") from None
         if not extra[EXPORT_META]:
             raise UserError(f"{model}: not a student exported by `python -m dllm2rec export-student`")
         meta = json.loads(extra[EXPORT_META])
-        return program.module().to(device), meta
+        if torch.device(meta["device"]).type != torch.device(device).type:
+            raise UserError(f"{model} was exported for device {meta['device']}; serve it there, or export "
+                            f"the model.pt again with --device {device}")
+        return program.module(), meta
     m = _read_student(model)
     _check_servable(m, model)
     from dllm2rec.student.train import load_model
 
     student, table = load_model(model, device=device)
     meta = {k: m[k] for k in ("n_items", "max_len", "backbone", "method", "seed")}
-    meta["source"] = str(model.resolve())
+    meta.update(source=str(model.resolve()), device=str(device))
     return _Scorer(student, table).to(device).eval(), meta
 
 
@@ -332,8 +339,9 @@ def recommend_command(model, history=None, file=None, data=None, k: int = 10, by
 def export_student(model, out, device: str = "cpu") -> None:
     """Export a student's scoring (item table + backbone) to a ``torch.export`` program ``out``
     (``.pt2``): ``torch.export.load(out).module()(history, lengths) -> scores``, any batch size;
-    ``history`` [B, max_len] right-padded with ``n_items``. Its metadata (n_items, max_len,
-    backbone, method) is stored in the file (``dllm2rec.json``)."""
+    ``history`` [B, max_len] right-padded with ``n_items``, on the ``device`` it was exported
+    for. Its metadata (n_items, max_len, backbone, method, device, source model) is stored in the
+    file (``dllm2rec.json``)."""
     model, out = Path(model), Path(out)
     if out.suffix != ".pt2":
         raise UserError(f"--out {out}: the exported program is a .pt2 file")

@@ -131,9 +131,23 @@ def test_ambiguous_title_and_wrong_dataset(results, tmp_path):
         Recommender.load(model_path(results), data=other)
 
 
-def test_teacher_at_inference_methods_are_refused(results):
+def test_unreadable_models_are_refused(results, tmp_path):
     with pytest.raises(UserError, match="method 'kar' adds teacher features .* cannot be served"):
         Recommender.load(model_path(results, "sasrec", "kar"))
+    truncated = tmp_path / "model.pt"
+    truncated.write_bytes(model_path(results).read_bytes()[:1000])
+    with pytest.raises(UserError, match="model.pt: cannot read it as a student model"):
+        Recommender.load(truncated)
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="other.pt: not a dllm2rec student model"):
+        Recommender.load(tmp_path / "other.pt")
+    (tmp_path / "bad.pt2").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="bad.pt2: cannot read it as an exported program"):
+        Recommender.load(tmp_path / "bad.pt2")
+    (tmp_path / "moved.pt").write_bytes(model_path(results).read_bytes())
+    with pytest.raises(UserError, match="not under results/students/.*pass --data"):
+        Recommender.load(tmp_path / "moved.pt")
+    assert Recommender.load(tmp_path / "moved.pt", data=results / "data" / "synth").recommend([[1]], k=3)
 
 
 def test_cli(results, tmp_path, capsys):
