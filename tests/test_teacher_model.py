@@ -68,7 +68,7 @@ def test_gguf_conversion_keeps_generations(tmp_path, request):
     src = tmp_path / "gguf" / member
     ref = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32).eval()
     ref_tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    model, tok = load_base(str(out), device="cpu")
+    model, tok = load_base(str(out), device="cpu", dtype="float32")  # the conversion is exact in fp32
 
     prompt = 'The user has watched the following movies before: "Toy Story (1995)", "Fargo (1996)". Recommend a new movie:'
     ids = tok(prompt, return_tensors="pt")
