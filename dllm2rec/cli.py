@@ -29,6 +29,8 @@ COMMANDS = {
     "text-embeddings": "dllm2rec.teacher.text_encoder:text_embeddings",
     # students (dllm2rec/student)
     "train-student": "dllm2rec.student.train:train_student",
+    "recommend": "dllm2rec.recommend:recommend_command",
+    "export-student": "dllm2rec.recommend:export_student",
     # tables (dllm2rec/tables.py)
     "table4": "dllm2rec.tables:table4",
     "table5": "dllm2rec.tables:table5",
