@@ -120,7 +120,9 @@ rule table2:
             teacher=TABLES["teacher"],
         ),
         student_ranks=student_files("ranks.parquet", ["dros"], ["none"]),
-        items_parquet=expand("results/data/{dataset}/items.parquet", dataset=TABLES["datasets"]),
+        items_parquet=expand(
+            "results/data/{dataset}/items.parquet", dataset=TABLES["datasets"]
+        ),
         code=code("tables", "teacher/metrics"),
     output:
         report("results/table2.csv", caption="../report/table2.rst", category="Tables"),
@@ -142,7 +144,9 @@ rule table3:
             teacher=TABLES["teacher"],
         ),
         student_ranks=student_files("ranks.parquet", ["dros"], ["none"]),
-        items_parquet=expand("results/data/{dataset}/items.parquet", dataset=TABLES["datasets"]),
+        items_parquet=expand(
+            "results/data/{dataset}/items.parquet", dataset=TABLES["datasets"]
+        ),
         code=code("tables", "teacher/metrics"),
     output:
         report("results/table3.csv", caption="../report/table3.rst", category="Tables"),
