@@ -130,12 +130,12 @@ def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None
             for d in datasets:
                 for i, k in enumerate(METRICS):
                     best = max(baselines, key=lambda m: values[m][d][i] if values[m][d][i] == values[m][d][i] else -1.0)
-                    cell = gain(values["dllm2rec"][d][i], values[best][d][i])
-                    if seq_ranks and cell:
+                    text = gain(values["dllm2rec"][d][i], values[best][d][i])
+                    if seq_ranks and text:
                         _, n, p = significance(seq_ranks, d, b, "dllm2rec", best, k)
                         tests[d, b, k] = (best, n, p)
-                        cell += f" (p={_fmt_p(p)})" if p == p else ""
-                    cells.append(cell)
+                        text += f" (p={_fmt_p(p)})" if p == p else ""
+                    cells.append(text)
             rows.append([BACKBONE_NAMES.get(b, b), "Gain.B"] + cells)
     _write_csv(rows, out)
 

@@ -155,17 +155,20 @@ def test_table5_p_value_of_dllm2rec_against_the_best_baseline(tmp_path):
     ranks = {("dllm2rec", 0): [1, 5, 2], ("rd", 0): [30, 5, 25], ("dllm2rec", 1): [2, 40, 7], ("rd", 1): [30, 40, 7],
              ("none", 0): [30] * 3, ("none", 1): [30] * 3}
     hr = {"none": 0.0, "rd": 0.33, "dllm2rec": 0.83}
-    students = [write_metrics(tmp_path, "ds", "sasrec", m, s, hr[m], hr[m] / 2) for m, s in ranks]
-    rank_files = [write_student_ranks(p, r) for p, r in zip(students, ranks.values())]
+    students, rank_files = [], []
+    for backbone in ("sasrec", "dros"):  # two backbones: the same test per backbone
+        students += [write_metrics(tmp_path, "ds", backbone, m, s, hr[m], hr[m] / 2) for m, s in ranks]
+        rank_files += [write_student_ranks(p, r) for p, r in zip(students[-len(ranks):], ranks.values())]
     teacher = [write_teacher(tmp_path, "ds", 0.12, 0.05)]
     out, seeds = tmp_path / "t5.csv", tmp_path / "t5s.csv"
     tables.table5(teacher=teacher, students=students, ranks=rank_files, methods=["none", "rd", "dllm2rec"],
                   out=str(out), out_seeds=str(seeds))
-    gain_b = read(out)[-1]
-    assert gain_b[1] == "Gain.B" and gain_b[2] == "+151.52% (p=0.076)"
+    gain_b = [r for r in read(out) if r[1] == "Gain.B"]
+    assert [r[0] for r in gain_b] == ["SASRec", "DROS"] and all(r[2] == "+151.52% (p=0.076)" for r in gain_b)
     rows = read(seeds)
-    p_row = [r for r in rows if r[3] == "p_value"][0]
-    assert p_row[:3] == ["ds", "sasrec", "dllm2rec"]
+    p_rows = [r for r in rows if r[3] == "p_value"]
+    assert [r[:3] for r in p_rows] == [["ds", "dros", "dllm2rec"], ["ds", "sasrec", "dllm2rec"]]
+    p_row = p_rows[1]
     assert float(p_row[rows[0].index("HR@20")]) == pytest.approx(0.07559, abs=1e-4)
     assert p_row[rows[0].index("HR@1")] == ""
     assert "HR@20 vs rd over 6 pairs" in p_row[rows[0].index("p_value_test")]
