@@ -481,7 +481,7 @@ def _pyplot():
 def _save(fig, out: str) -> None:
     fig.tight_layout()
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     _pyplot().close(fig)
 
 
@@ -503,14 +503,14 @@ def training_curves(logs, out: str) -> None:
     for ax, key in zip(axes[0], panels):
         colours = {}
         for method, seed, x, y in sorted(curves[key]):
-            colour = colours.setdefault(method, f"C{len(colours) % 10}")
+            colour = colours.setdefault(method, plt.get_cmap("tab20")(len(colours) % 20))
             ax.plot(x, y, color=colour, lw=1, label=METHOD_NAMES.get(method, method) if seed == min(
                 s for m, s, *_ in curves[key] if m == method) else None)
         ax.set_title(f"{key[0]}: {BACKBONE_NAMES.get(key[1], key[1])}")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("validation NDCG@20")
-    axes[0][-1].legend(fontsize="x-small", loc="best")
+    axes[0][-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, out)
 
 
@@ -549,10 +549,10 @@ def table5_bars(teacher, students, out: str, methods=None) -> None:
                 vals = [[r[1][k] for r in runs.get((d, b, m), [])] for b in backbones]
                 ax.bar([x + (n - len(methods) / 2 + 0.5) * width for x in range(len(backbones))],
                        [mean(v) for v in vals], width, yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in vals],
-                       label=METHOD_NAMES.get(m, m), color=f"C{n % 10}")
+                       label=METHOD_NAMES.get(m, m), color=plt.get_cmap("tab20")(n % 20))
             if d in teachers:
                 ax.axhline(teachers[d]["test"][k], color="k", ls="--", lw=1, label="BIGRec (teacher)")
             ax.set_xticks(range(len(backbones)), [BACKBONE_NAMES.get(b, b) for b in backbones])
             ax.set_title(f"{d}: test {k}")
-    axes[0][-1].legend(fontsize="x-small", ncol=2)
+    axes[0][-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, out)
