@@ -3,7 +3,8 @@
 Student runs are identified by their path,
 ``results/students/{dataset}/{teacher}/{backbone}/{method}/seed{seed}/metrics.json``.
 Every table is a mean over the seeds present; ``table5_seeds.csv`` keeps each seed, the mean and
-the standard deviation.
+the standard deviation. Tables 1-3 compare the teacher with the plain DROS student, Tables 2-3
+and Table 5's significance test read the students' per-sequence ``ranks.parquet`` (docs/tables.md).
 """
 from __future__ import annotations
 
