@@ -37,3 +37,4 @@ rule all:
     default_target: True
     input:
         final_targets(),
+        report_targets(),

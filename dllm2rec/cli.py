@@ -37,6 +37,13 @@ COMMANDS = {
     "table6": "dllm2rec.tables:table6",
     "ablation": "dllm2rec.tables:ablation_table",
     "figure2": "dllm2rec.tables:figure2",
+    "table1": "dllm2rec.tables:table1",
+    "table2": "dllm2rec.tables:table2",
+    "table3": "dllm2rec.tables:table3",
+    "teacher-table": "dllm2rec.tables:teacher_table",
+    "training-curves": "dllm2rec.tables:training_curves",
+    "sft-curve": "dllm2rec.tables:sft_curve",
+    "table5-bars": "dllm2rec.tables:table5_bars",
 }
 
 

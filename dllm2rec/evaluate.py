@@ -74,3 +74,55 @@ def popularity_metrics(item_counts: torch.Tensor, target: torch.Tensor, ks: Sequ
     """The popularity ranking (train target counts, ties pessimistic) as a reference point."""
     scores = item_counts.to(torch.float64).view(1, -1)
     return metrics_from_ranks(ranks_in_batches(lambda rows: scores.expand(len(rows), -1), target, 4096), ks)
+
+
+TOP_K = 20  # the student's top-K list kept per sequence (Table 3's overlap)
+
+
+@torch.no_grad()
+def ranks_and_topk(student, method, split: str, history: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor,
+                   batch_size: int = 1024, k: int = TOP_K) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence: the target's 0-based pessimistic rank (as :func:`evaluate` counts it) and the
+    ``k`` highest-scored item ids, best first (CPU tensors [B] and [B, k])."""
+    from dllm2rec.distill.base import Batch
+
+    modes = student.training, method.training
+    student.eval()
+    method.eval()
+    try:
+        table = method.item_table(student)
+        ranks, tops = [], []
+        for start in range(0, len(target), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(target)), device=target.device)
+            batch = Batch(split, rows, history[rows], lengths[rows], target[rows])
+            scores = student.scores(method.adjust_state(student.encode(batch.history, batch.lengths, table), batch))
+            ranks.append(target_rank(scores, batch.target).cpu())
+            tops.append(scores.topk(min(k, scores.shape[1]), dim=1).indices.cpu())
+        empty = torch.zeros(0, dtype=torch.long)
+        return (torch.cat(ranks) if ranks else empty), (torch.cat(tops) if tops else empty.view(0, k))
+    finally:
+        student.train(modes[0])
+        method.train(modes[1])
+
+
+def save_ranks(path, student, method, splits: dict, batch_size: int = 1024, k: int = TOP_K) -> None:
+    """Write the per-sequence ranks of ``splits`` ({split: object with seq_id, history, lengths,
+    target}) to one Parquet file: split, seq_id, target, rank (1-based, ties pessimistic, so
+    HR@K = mean(rank <= K)) and topk (the student's top-``k`` item ids, best first)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from dllm2rec.io import write_parquet
+
+    columns = {"split": [], "seq_id": [], "target": [], "rank": [], "topk": []}
+    for split, data in splits.items():
+        ranks, topk = ranks_and_topk(student, method, split, data.history, data.lengths, data.target, batch_size, k)
+        columns["split"] += [split] * len(ranks)
+        columns["seq_id"].append(np.asarray(data.seq_id, dtype=np.int64))
+        columns["target"].append(data.target.cpu().numpy().astype(np.int64))
+        columns["rank"].append(ranks.numpy().astype(np.int64) + 1)
+        columns["topk"] += topk.tolist()
+    cat = {c: np.concatenate(columns[c]) if columns[c] else np.zeros(0, np.int64) for c in ("seq_id", "target", "rank")}
+    table = pa.table({"split": pa.array(columns["split"], pa.string()), **{c: pa.array(v) for c, v in cat.items()},
+                      "topk": pa.array(columns["topk"], pa.list_(pa.int64()))})
+    write_parquet(table, path, metadata={"k": k, "rank": "1-based, ties pessimistic"})

@@ -150,3 +150,25 @@ def test_cli_and_errors(synth, tmp_path):
     with pytest.raises(UserError, match="rerun the teacher"):
         train_student(str(synth / "data"), "gru4rec", "dllm2rec", params("gru4rec", DLLM2REC, epochs=1), 0,
                       str(tmp_path / "y"), str(tmp_path / "yw"), teacher=str(other / "teacher"))
+
+
+def test_ranks_artifact_reproduces_the_metrics(synth, tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    m, out, _ = run(synth, tmp_path, "gru4rec", NONE, "ranks", teacher=False, epochs=2)
+    t = pq.read_table(out / "ranks.parquet").to_pandas()
+    assert list(t.columns) == ["split", "seq_id", "target", "rank", "topk"]
+    _, _, splits = load_sequences(synth / "data")
+    for split in ("valid", "test"):
+        part = t[t.split == split]
+        assert part.seq_id.tolist() == splits[split].seq_id.tolist()
+        rank = part["rank"].to_numpy()  # 1-based
+        assert rank.min() >= 1
+        assert np.mean(rank <= 20) == pytest.approx(m[split]["HR@20"])
+        assert np.mean(np.where(rank <= 20, 1 / np.log2(rank + 1), 0)) == pytest.approx(m[split]["NDCG@20"])
+        topk = np.stack(part.topk.to_numpy())
+        assert topk.shape == (len(part), 20)
+        # a target ranked r <= 20 sits at position r in the top-20 list (ties aside: random floats)
+        top = rank <= 20
+        assert (topk[top, rank[top] - 1] == part.target.to_numpy()[top]).all()

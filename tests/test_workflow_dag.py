@@ -47,7 +47,8 @@ def test_paper_config_dry_runs_every_table(project):
     n_extra = len(t["datasets"]) * len(t["seeds"]) * (len(ablations) + sweeps)
     assert counts["student"] == grid * len(t["methods"]) + n_extra
     assert len(t["methods"]) == 11 and len(t["datasets"]) == 3
-    for rule in ("table4", "table5", "table6", "ablation_table", "figure2", "dataset", "sft"):
+    for rule in ("table4", "table5", "table6", "ablation_table", "figure2", "dataset", "sft", "table1", "table2",
+                 "table3", "teacher_table", "valid_ndcg_figure", "sft_loss_figure", "table5_bars"):
         assert rule in counts
 
 

@@ -50,11 +50,20 @@ def tiny_run(tmp_path_factory):
                    "methods": METHODS, "seeds": [0], "figure2": {"backbone": "dros", "lambda_d": [0.9]}},
     }
     write_config(project / "tiny.yaml", config)
-    # targets first: --configfile takes every following word as a config file
-    res = snakemake(project, "results/table5.csv", "results/table6.csv", "results/figure2.png",
-                    "--cores", "2", "--configfile", "tiny.yaml")
+    # the default targets: every table, figure and what the report shows
+    res = snakemake(project, "--cores", "2", "--configfile", "tiny.yaml")
     assert res.returncode == 0, res.stdout[-5000:]
     return project
+
+
+def test_report_builds_without_mailto_links(tiny_run):
+    res = snakemake(tiny_run, "--report", "report.html", "--configfile", "tiny.yaml")
+    assert res.returncode == 0, res.stdout[-3000:]
+    html = (tiny_run / "report.html").read_text()
+    assert "mailto:HR" not in html and "mailto:NDCG" not in html  # captions escape HR\@20 (docutils links x@y)
+    for name in ("table1.csv", "table2.csv", "table3.csv", "teacher_metrics.csv", "valid_ndcg.png", "sft_loss.png",
+                 "table5_bars.png", "figure2.png"):
+        assert name in html, name
 
 
 def read_csv(path):
@@ -73,9 +82,17 @@ def test_table5_has_every_row_with_metrics_in_unit_interval(tiny_run):
                          "+DLLM2Rec", "Gain.S", "Gain.B"]
     for r in rows[1:]:
         if not r[1].startswith("Gain"):
-            assert all(0.0 <= float(v) <= 1.0 for v in r[2:]), r
+            assert all(0.0 <= float(v.strip("*_")) <= 1.0 for v in r[2:]), r  # **best**, _runner-up_
         else:
-            assert all(v.endswith("%") for v in r[2:]), r
+            assert all(v.split(" (p=")[0].endswith("%") for v in r[2:]), r
+    # Tables 1-3 and the per-sequence ranks they read
+    assert [r[1] for r in read_csv(tiny_run / "results" / "table1.csv")[1:]] == ["DROS", "BIGRec", "Gain"]
+    t2 = read_csv(tiny_run / "results" / "table2.csv")
+    assert [r[1] for r in t2[1:]] == ["BIGRec > DROS", "BIGRec < DROS", "tie (not counted)"]
+    assert sum(int(r[3]) for r in t2[1:]) == json.loads(
+        (tiny_run / "results" / "teacher" / "tiny" / "tiny-llama" / "metrics.json").read_text())["n_test"]
+    t3 = read_csv(tiny_run / "results" / "table3.csv")
+    assert float(t3[1][2].rstrip("%")) + float(t3[3][2].rstrip("%")) == pytest.approx(100.0, abs=0.02)
     # the artifact contract of one student run
     run = tiny_run / "results" / "students" / "tiny" / "tiny-llama" / "sasrec" / "dllm2rec" / "seed0"
     metrics = json.loads((run / "metrics.json").read_text())

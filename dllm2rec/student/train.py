@@ -18,7 +18,8 @@ after every epoch; the epoch with the best validation NDCG@20 is kept and traini
 is written to ``work/checkpoint.pt`` after every epoch (model, method, optimizer, RNG states,
 best state, log) and a rerun continues from it; it is deleted once ``out/`` is complete.
 
-Outputs (each written atomically): ``out/model.pt``, ``out/metrics.json``, ``out/train_log.csv``.
+Outputs (each written atomically): ``out/model.pt``, ``out/metrics.json``, ``out/train_log.csv``,
+``out/ranks.parquet`` (per valid/test sequence: the target's rank and the top-20 items).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import pyarrow.compute as pc
 import torch
 
 from dllm2rec.distill.base import Batch, DistillContext, get_method
-from dllm2rec.evaluate import evaluate
+from dllm2rec.evaluate import evaluate, save_ranks
 from dllm2rec.io import UserError, atomic_path, read_parquet, write_json
 from dllm2rec.student.base import get_backbone
 
@@ -320,6 +321,7 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
     w.writerows(state["log"])
     with atomic_path(out / "train_log.csv") as tmp:
         tmp.write_text(buf.getvalue())
+    save_ranks(out / "ranks.parquet", student, meth, {s: dsplits[s] for s in ("valid", "test")}, ebs)
     write_json(metrics, out / "metrics.json")
     ckpt_path.unlink(missing_ok=True)
     return metrics

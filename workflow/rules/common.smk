@@ -318,3 +318,38 @@ def final_targets():
     if any(FIGURE2.get(p) for p in FIGURE2_PARAMS):
         targets.append("results/figure2.png")
     return targets
+
+
+# --- Tables 1-3 and the report's extra inputs (tables.smk) ------------------------------------
+# Tables 1-3 compare the teacher with the plain DROS student (method none) of Table 5's runs.
+def analysis_tables():
+    tables = ("table1", "table2", "table3")
+    ok = "dros" in TABLES["backbones"] and "none" in TABLES["methods"]
+    return [f"results/{t}.csv" for t in tables] if ok else []
+
+
+def student_files(name, backbones=None, methods=None):
+    """Getter: file `name` (ranks.parquet, train_log.csv, ...) of Table 5's runs, or of the
+    given backbones x methods, beside each metrics.json."""
+
+    def getter(wildcards):
+        runs = student_metrics(
+            TABLES["datasets"],
+            TABLES["teacher"],
+            backbones or TABLES["backbones"],
+            methods or TABLES["methods"],
+            TABLES["seeds"],
+        )
+        return [str(Path(p).with_name(name)) for p in runs]
+
+    return getter
+
+
+def report_targets():
+    """What `snakemake --report` shows besides Tables 4-8 and Figure 2."""
+    figures = ("table5_bars", "valid_ndcg", "sft_loss")
+    return [
+        *analysis_tables(),
+        "results/teacher_metrics.csv",
+        *(f"results/figures/{f}.png" for f in figures),
+    ]

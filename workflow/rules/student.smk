@@ -7,6 +7,7 @@ rule student:
         metrics="results/students/{dataset}/{teacher}/{backbone}/{method}/seed{seed}/metrics.json",
         model="results/students/{dataset}/{teacher}/{backbone}/{method}/seed{seed}/model.pt",
         log_csv="results/students/{dataset}/{teacher}/{backbone}/{method}/seed{seed}/train_log.csv",
+        ranks="results/students/{dataset}/{teacher}/{backbone}/{method}/seed{seed}/ranks.parquet",
     log:
         "results/logs/students/{dataset}/{teacher}/{backbone}/{method}/seed{seed}.log",
     benchmark:

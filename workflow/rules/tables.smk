@@ -17,12 +17,17 @@ rule table5:
     """Table 5: the teacher, then per backbone every method; mean over seeds, Gain.S and Gain.B."""
     input:
         unpack(table5_inputs),
+        ranks=student_files("ranks.parquet"),
         code=code("tables"),
     output:
         table=report(
             "results/table5.csv", caption="../report/table5.rst", category="Tables"
         ),
-        seeds="results/table5_seeds.csv",
+        seeds=report(
+            "results/table5_seeds.csv",
+            caption="../report/table5_seeds.rst",
+            category="Tables",
+        ),
     log:
         "results/logs/tables/table5.log",
     conda:
@@ -31,7 +36,8 @@ rule table5:
         methods=TABLES["methods"],
     shell:
         "python -m dllm2rec table5 --teacher {input.teacher} --students {input.students}"
-        " --methods {params.methods} --out {output.table} --out-seeds {output.seeds} > {log} 2>&1"
+        " --methods {params.methods} --ranks {input.ranks}"
+        " --out {output.table} --out-seeds {output.seeds} > {log} 2>&1"
 
 
 rule table6:
@@ -87,3 +93,150 @@ rule figure2:
     shell:
         "python -m dllm2rec figure2 --students {input.students} --dllm2rec {params.dllm2rec:q}"
         " --out {output.figure} --out-table {output.table} > {log} 2>&1"
+
+
+rule table1:
+    """Table 1: the teacher against the plain DROS student, accuracy and inference time."""
+    input:
+        teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
+        students=student_files("metrics.json", ["dros"], ["none"]),
+        code=code("tables"),
+    output:
+        report("results/table1.csv", caption="../report/table1.rst", category="Tables"),
+    log:
+        "results/logs/tables/table1.log",
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec table1 --teacher {input.teacher} --students {input.students} --out {output} > {log} 2>&1"
+
+
+rule table2:
+    """Table 2: how often the teacher ranks the test target better, and worse, than the plain DROS student."""
+    input:
+        teacher_ranks=expand(
+            "results/teacher/{dataset}/{teacher}/ranks/test.parquet",
+            dataset=TABLES["datasets"],
+            teacher=TABLES["teacher"],
+        ),
+        student_ranks=student_files("ranks.parquet", ["dros"], ["none"]),
+        items_parquet=expand(
+            "results/data/{dataset}/items.parquet", dataset=TABLES["datasets"]
+        ),
+        code=code("tables", "teacher/metrics"),
+    output:
+        report("results/table2.csv", caption="../report/table2.rst", category="Tables"),
+    log:
+        "results/logs/tables/table2.log",
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec table2 --teacher-ranks {input.teacher_ranks} --student-ranks {input.student_ranks}"
+        " --items {input.items_parquet} --out {output} > {log} 2>&1"
+
+
+rule table3:
+    """Table 3: overlap of the teacher's and the plain DROS student's top-20 lists, and their hit rates."""
+    input:
+        teacher_ranks=expand(
+            "results/teacher/{dataset}/{teacher}/ranks/test.parquet",
+            dataset=TABLES["datasets"],
+            teacher=TABLES["teacher"],
+        ),
+        student_ranks=student_files("ranks.parquet", ["dros"], ["none"]),
+        items_parquet=expand(
+            "results/data/{dataset}/items.parquet", dataset=TABLES["datasets"]
+        ),
+        code=code("tables", "teacher/metrics"),
+    output:
+        report("results/table3.csv", caption="../report/table3.rst", category="Tables"),
+    log:
+        "results/logs/tables/table3.log",
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec table3 --teacher-ranks {input.teacher_ranks} --student-ranks {input.student_ranks}"
+        " --items {input.items_parquet} --out {output} > {log} 2>&1"
+
+
+rule teacher_table:
+    """The teacher's test metrics at every K and its inference time, per dataset."""
+    input:
+        teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
+        code=code("tables"),
+    output:
+        report(
+            "results/teacher_metrics.csv",
+            caption="../report/teacher_metrics.rst",
+            category="Teacher",
+        ),
+    log:
+        "results/logs/tables/teacher_metrics.log",
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec teacher-table --teacher {input.teacher} --out {output} > {log} 2>&1"
+
+
+rule sft_loss_figure:
+    """The teacher's fine-tuning loss per epoch."""
+    input:
+        adapters=expand(
+            "results/teacher/{dataset}/{teacher}/adapter",
+            dataset=TABLES["datasets"],
+            teacher=TABLES["teacher"],
+        ),
+        code=code("tables"),
+    output:
+        report(
+            "results/figures/sft_loss.png",
+            caption="../report/sft_loss.rst",
+            category="Teacher",
+        ),
+    log:
+        "results/logs/tables/sft_loss.log",
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec sft-curve --adapters {input.adapters} --out {output} > {log} 2>&1"
+
+
+rule valid_ndcg_figure:
+    """Validation NDCG@20 per epoch of every run of Table 5."""
+    input:
+        logs=student_files("train_log.csv"),
+        code=code("tables"),
+    output:
+        report(
+            "results/figures/valid_ndcg.png",
+            caption="../report/valid_ndcg.rst",
+            category="Training",
+        ),
+    log:
+        "results/logs/tables/valid_ndcg.log",
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec training-curves --logs {input.logs} --out {output} > {log} 2>&1"
+
+
+rule table5_bars:
+    """Table 5 as bars."""
+    input:
+        unpack(table5_inputs),
+        code=code("tables"),
+    output:
+        report(
+            "results/figures/table5_bars.png",
+            caption="../report/table5_bars.rst",
+            category="Figures",
+        ),
+    log:
+        "results/logs/tables/table5_bars.log",
+    conda:
+        "../../envs/student.yaml"
+    params:
+        methods=TABLES["methods"],
+    shell:
+        "python -m dllm2rec table5-bars --teacher {input.teacher} --students {input.students}"
+        " --methods {params.methods} --out {output} > {log} 2>&1"
