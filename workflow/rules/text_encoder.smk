@@ -4,7 +4,10 @@ rule text_embeddings:
     layout under text_embeddings/. Read by methods configured with `encoder: minilm`."""
     input:
         **data_files("{dataset}"),
-        ranks=expand("results/teacher/{{dataset}}/{{teacher}}/ranks/{split}.parquet", split=SPLITS),
+        ranks=expand(
+            "results/teacher/{{dataset}}/{{teacher}}/ranks/{split}.parquet",
+            split=SPLITS,
+        ),
         code=code("teacher"),
     output:
         item_emb="results/teacher/{dataset}/{teacher}/text_embeddings/item_embeddings.parquet",
