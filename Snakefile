@@ -14,7 +14,8 @@ scattergather:
     teacher_gen=config.get("teacher_shards", 1),
 
 
-include: "workflow/rules/common.smk"
+include: "workflow/rules/config.smk"
+include: "workflow/rules/paths.smk"
 
 
 wildcard_constraints:

@@ -1,6 +1,10 @@
-"""Full-ranking evaluation (SPEC §6): HR@K and NDCG@K over all n items, K in (1, 5, 10, 20).
+"""Evaluation of students and teacher (docs/method.md §6): HR@K and NDCG@K, K in (1, 5, 10, 20).
 
-The target's 0-based rank is the number of items, other than itself, that score at least as high
+The one place for the metrics and the K list: students rank all n items (below); the teacher's
+grounded top-N list gives each test sequence a rank too (:mod:`dllm2rec.teacher.metrics`), and
+both go through :func:`metrics_from_ranks`.
+
+Students: full ranking over all n items. The target's 0-based rank is the number of items, other than itself, that score at least as high
 as the target (**ties are pessimistic**: an item tied with the target counts as ranked above it,
 so a constant or collapsed model gets rank n-1, not 0). A NaN target score ranks last; NaN scores
 of other items count as above the target. No sort is materialised: each batch counts
@@ -23,9 +27,11 @@ def target_rank(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return not_below.sum(1) - 1
 
 
-def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
-    """{"HR@K": .., "NDCG@K": ..} for every K from 0-based ranks."""
-    r = ranks.to(torch.float64)
+def metrics_from_ranks(ranks, ks: Sequence[int] = KS) -> dict[str, float]:
+    """{"HR@K": .., "NDCG@K": ..} for every K from 0-based ranks (a tensor or array; a rank of
+    -1 means the target was not ranked at all, a miss at every K)."""
+    r = torch.as_tensor(ranks).to(torch.float64)
+    r = torch.where(r < 0, torch.full_like(r, float("inf")), r)
     out: dict[str, float] = {}
     for k in ks:
         out[f"HR@{k}"] = (r < k).to(torch.float64).mean().item() if len(r) else 0.0

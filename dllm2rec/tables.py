@@ -1,7 +1,7 @@
-"""The paper's tables, assembled from the stages' JSON outputs (SPEC §6: K = 20 in the tables).
+"""The paper's tables, assembled from the stages' JSON outputs (docs/method.md §6: K = 20 in the tables).
 
-Student runs are identified by their path,
-``results/students/{dataset}/{teacher}/{backbone}/{method}/seed{seed}/metrics.json``.
+A run is identified by what its metrics.json records (:mod:`dllm2rec.student_run`: dataset,
+teacher, backbone, method, params, seed; the teacher's metrics.json: dataset), never by its path.
 Every table is a mean over the seeds present; ``table5_seeds.csv`` keeps each seed, the mean and
 the standard deviation.
 """
@@ -13,7 +13,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from dllm2rec import student_run, teacher_artifacts
 from dllm2rec.io import UserError, atomic_path, read_json
+from dllm2rec.sweeps import FIGURE2_PARAMS, parse_sweep_method
 
 METRICS = ("HR@20", "NDCG@20")
 BACKBONE_NAMES = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "dros": "DROS"}
@@ -30,27 +32,22 @@ def _as_list(x) -> list:
     return [x] if isinstance(x, str) else list(x)
 
 
-def parse_run(path: str) -> dict:
-    parts = Path(path).parts
-    if len(parts) < 6 or not parts[-2].startswith("seed"):
-        raise UserError(f"{path} is not a student metrics path (.../{{dataset}}/{{teacher}}/{{backbone}}/{{method}}/seed{{seed}}/metrics.json)")
-    dataset, teacher, backbone, method, seed = parts[-6:-1]
-    return {"dataset": dataset, "teacher": teacher, "backbone": backbone, "method": method, "seed": int(seed[4:])}
-
-
 def load_runs(paths) -> dict:
     """(dataset, backbone, method) -> list of (seed, test metrics dict, full metrics dict)."""
     runs = defaultdict(list)
     for path in _as_list(paths):
-        key = parse_run(path)
-        metrics = read_json(path)
-        runs[key["dataset"], key["backbone"], key["method"]].append((key["seed"], metrics["test"], metrics))
+        metrics = student_run.read_metrics(path)
+        runs[metrics["dataset"], metrics["backbone"], metrics["method"]].append((metrics["seed"], metrics["test"], metrics))
     return runs
 
 
-def dataset_of_teacher(path: str) -> str:
-    # results/teacher/{dataset}/{teacher}/metrics.json
-    return Path(path).parts[-3]
+def load_teachers(paths) -> dict:
+    """dataset -> the teacher's metrics."""
+    teachers = {}
+    for path in _as_list(paths):
+        metrics = teacher_artifacts.read_metrics(path)
+        teachers[metrics["dataset"]] = metrics
+    return teachers
 
 
 def mean(values) -> float:
@@ -81,7 +78,7 @@ def table4(stats, out: str) -> None:
         s = read_json(path)
         split = s.get("rows", {})
         density = "" if s.get("density") is None else f"{s['density'] * 100:.4f}%"  # imports may lack users
-        rows.append([Path(path).parent.name, *("" if s.get(k) is None else s[k] for k in ("users", "items", "interactions")),
+        rows.append([s.get("dataset") or Path(path).parent.name, *("" if s.get(k) is None else s[k] for k in ("users", "items", "interactions")),
                      density, split.get("train", ""), split.get("valid", ""), split.get("test", "")])
     _write_csv(rows, out)
 
@@ -90,7 +87,7 @@ def table5(teacher, students, out: str, out_seeds: str, methods=None) -> None:
     """Table 5: rows = the teacher, then per backbone each method, Gain.S and Gain.B;
     columns = dataset x (HR@20, NDCG@20)."""
     runs = load_runs(students)
-    teachers = {dataset_of_teacher(p): read_json(p) for p in _as_list(teacher)}
+    teachers = load_teachers(teacher)
     datasets = list(dict.fromkeys([*teachers, *(d for d, _, _ in runs)]))
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     methods = _as_list(methods) or list(dict.fromkeys(m for _, _, m in runs))
@@ -131,7 +128,7 @@ def table5(teacher, students, out: str, out_seeds: str, methods=None) -> None:
 def table6(teacher, students, out: str, backbone: str | None = None) -> None:
     """Table 6: BIGRec against the DLLM2Rec student (DROS by default), accuracy and inference time."""
     runs = load_runs(students)
-    teachers = {dataset_of_teacher(p): read_json(p) for p in _as_list(teacher)}
+    teachers = load_teachers(teacher)
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     if not backbones:
         raise UserError("table6 needs student runs of the method dllm2rec; none were given")
@@ -163,9 +160,6 @@ def ablation_table(students, out: str) -> None:
     _write_csv(rows, out)
 
 
-FIGURE2_PARAMS = ("lambda_d", "gamma_p", "gamma_c", "gamma_o")
-
-
 def figure2(students, dllm2rec, out: str, out_table: str) -> None:
     """Figure 2: test HR@20 / NDCG@20 of DLLM2Rec with one of lambda_d, gamma_p, gamma_c,
     gamma_o changed (runs named ``dllm2rec-<param>-<value>``); the plain ``dllm2rec`` run is the
@@ -183,9 +177,9 @@ def figure2(students, dllm2rec, out: str, out_table: str) -> None:
         if m == "dllm2rec":
             points += [(p, float(base[p]), d, *values) for p in FIGURE2_PARAMS if p in base]
             continue
-        for p in FIGURE2_PARAMS:
-            if m.startswith(f"dllm2rec-{p}-"):
-                points.append((p, float(m[len(f"dllm2rec-{p}-"):]), d, *values))
+        sweep = parse_sweep_method(m)
+        if sweep:
+            points.append((*sweep, d, *values))
     points = sorted(set(points))
     if not points:
         raise UserError("figure2: no DLLM2Rec sweep runs given (methods named dllm2rec-<param>-<value>)")

@@ -13,15 +13,17 @@ def write_metrics(root, dataset, backbone, method, seed, hr, ndcg, inference=0.5
     path.parent.mkdir(parents=True)
     test = {f"{m}@{k}": 0.0 for m in ("HR", "NDCG") for k in (1, 5, 10, 20)}
     test.update({"HR@20": hr, "NDCG@20": ndcg})
-    path.write_text(json.dumps({"valid": test, "test": test, "best_epoch": 3, "train_seconds": 1.0,
-                                "inference_seconds": inference}))
+    path.write_text(json.dumps({"dataset": dataset, "teacher": "tch", "backbone": backbone, "method": method,
+                                "params": {}, "seed": seed, "valid": test, "test": test, "best_epoch": 3,
+                                "train_seconds": 1.0, "inference_seconds": inference}))
     return str(path)
 
 
 def write_teacher(root, dataset, hr, ndcg, seconds=100.0):
     path = root / "teacher" / dataset / "tch" / "metrics.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"test": {"HR@20": hr, "NDCG@20": ndcg}, "inference_seconds": seconds, "n_test": 10}))
+    path.write_text(json.dumps({"dataset": dataset, "teacher": "tch", "test": {"HR@20": hr, "NDCG@20": ndcg},
+                                "inference_seconds": seconds, "n_test": 10}))
     return str(path)
 
 
@@ -106,3 +108,19 @@ def test_figure2_points_and_png(tmp_path):
         ["lambda_d", "1", "ds", "0.2500", "0.0700"],
     ]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_are_identified_by_their_metrics_not_their_path(tmp_path):
+    """A run copied to another folder keeps its identity; a file without one is a clear error."""
+    import shutil
+
+    original = write_metrics(tmp_path, "ds", "sasrec", "none", 0, 0.10, 0.04)
+    moved = tmp_path / "elsewhere" / "metrics.json"
+    moved.parent.mkdir()
+    shutil.copy(original, moved)
+    runs = tables.load_runs([str(moved)])
+    assert list(runs) == [("ds", "sasrec", "none")] and runs["ds", "sasrec", "none"][0][0] == 0
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"test": {"HR@20": 0.1}}))
+    with pytest.raises(UserError, match="rerun the student rule"):
+        tables.load_runs([str(old)])

@@ -1,12 +1,12 @@
 rule table4:
     """Table 4: dataset statistics."""
     input:
-        stats=expand("results/data/{dataset}/stats.json", dataset=TABLES["datasets"]),
-        code=code("tables"),
+        stats=[L.data_file("stats", d) for d in TABLES["datasets"]],
+        code=code("tables", "student_run", "teacher_artifacts", "sweeps"),
     output:
-        report("results/table4.csv", caption="../report/table4.rst", category="Tables"),
+        report(L.table("table4"), caption="../report/table4.rst", category="Tables"),
     log:
-        "results/logs/tables/table4.log",
+        L.log("tables", "table4"),
     conda:
         "../../envs/student.yaml"
     shell:
@@ -17,14 +17,14 @@ rule table5:
     """Table 5: the teacher, then per backbone every method; mean over seeds, Gain.S and Gain.B."""
     input:
         unpack(table5_inputs),
-        code=code("tables"),
+        code=code("tables", "student_run", "teacher_artifacts", "sweeps"),
     output:
         table=report(
-            "results/table5.csv", caption="../report/table5.rst", category="Tables"
+            L.table("table5"), caption="../report/table5.rst", category="Tables"
         ),
-        seeds="results/table5_seeds.csv",
+        seeds=L.TABLE5_SEEDS,
     log:
-        "results/logs/tables/table5.log",
+        L.log("tables", "table5"),
     conda:
         "../../envs/student.yaml"
     params:
@@ -38,11 +38,11 @@ rule table6:
     """Table 6: accuracy and inference time of the teacher against the best distilled student."""
     input:
         unpack(table5_inputs),
-        code=code("tables"),
+        code=code("tables", "student_run", "teacher_artifacts", "sweeps"),
     output:
-        report("results/table6.csv", caption="../report/table6.rst", category="Tables"),
+        report(L.table("table6"), caption="../report/table6.rst", category="Tables"),
     log:
-        "results/logs/tables/table6.log",
+        L.log("tables", "table6"),
     conda:
         "../../envs/student.yaml"
     shell:
@@ -53,13 +53,11 @@ rule ablation_table:
     """Tables 7 (ranking distillation) and 8 (embedding distillation): DLLM2Rec variants."""
     input:
         students=lambda wildcards: ablation_inputs(wildcards.table)(wildcards),
-        code=code("tables"),
+        code=code("tables", "student_run", "teacher_artifacts", "sweeps"),
     output:
-        report(
-            "results/{table}.csv", caption="../report/ablation.rst", category="Tables"
-        ),
+        report(L.TABLE, caption="../report/ablation.rst", category="Tables"),
     log:
-        "results/logs/tables/{table}.log",
+        L.log("tables", "{table}"),
     wildcard_constraints:
         table="table7|table8",
     conda:
@@ -72,14 +70,12 @@ rule figure2:
     """Figure 2: DLLM2Rec's test NDCG@20 and HR@20 as lambda_d and each gamma vary."""
     input:
         students=figure2_inputs,
-        code=code("tables"),
+        code=code("tables", "student_run", "teacher_artifacts", "sweeps"),
     output:
-        figure=report(
-            "results/figure2.png", caption="../report/figure2.rst", category="Figures"
-        ),
-        table="results/figure2.csv",
+        figure=report(L.FIGURE2, caption="../report/figure2.rst", category="Figures"),
+        table=L.FIGURE2_TABLE,
     log:
-        "results/logs/tables/figure2.log",
+        L.log("tables", "figure2"),
     conda:
         "../../envs/student.yaml"
     params:
