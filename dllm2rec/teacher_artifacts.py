@@ -46,14 +46,16 @@ def fixed_list(matrix: np.ndarray, dtype) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
 
 
-def ranks_table(seq_ids, generated: list[str], topk_items, topk_dist, target_dist) -> pa.Table:
+def ranks_table(seq_ids, columns: dict) -> pa.Table:
+    """The ranks table of ``seq_ids``; ``columns`` holds the other columns by name (the generator's
+    result dict: generated, topk_items, topk_dist, target_dist)."""
     n = len(seq_ids)
     return pa.table({
         "seq_id": pa.array(np.asarray(seq_ids, dtype=np.int64)),
-        "generated": pa.array(generated, type=pa.string()),
-        "topk_items": pa.array(list(topk_items), type=pa.list_(pa.int32())) if n else pa.array([], pa.list_(pa.int32())),
-        "topk_dist": pa.array(list(topk_dist), type=pa.list_(pa.float32())) if n else pa.array([], pa.list_(pa.float32())),
-        "target_dist": pa.array(np.asarray(target_dist, dtype=np.float32)),
+        "generated": pa.array(columns["generated"], type=pa.string()),
+        "topk_items": pa.array(list(columns["topk_items"]), type=pa.list_(pa.int32())) if n else pa.array([], pa.list_(pa.int32())),
+        "topk_dist": pa.array(list(columns["topk_dist"]), type=pa.list_(pa.float32())) if n else pa.array([], pa.list_(pa.float32())),
+        "target_dist": pa.array(np.asarray(columns["target_dist"], dtype=np.float32)),
     }, schema=RANKS_SCHEMA)
 
 

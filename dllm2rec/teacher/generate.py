@@ -113,7 +113,7 @@ def shard_rows(dataset: ds.Dataset, split: str, shard: int, shards: int) -> pa.T
 
 def _tables(seq_ids, res: dict, dim: int) -> tuple[pa.Table, pa.Table]:
     n = len(seq_ids)
-    ranks = ta.ranks_table(seq_ids, res["generated"], res["topk_items"], res["topk_dist"], res["target_dist"])
+    ranks = ta.ranks_table(seq_ids, res)
     emb = ta.generated_embeddings_table(seq_ids, np.asarray(res["embeddings"]).reshape(n, dim))
     return ranks, emb
 
