@@ -27,7 +27,7 @@ class RawInteractions:
 def usable_title(title) -> str | None:
     """A title stripped of surrounding blanks, or None when it is missing, not text, or blank.
 
-    The length rule (SPEC §1.1) is applied afterwards by :func:`apply_title_rule`.
+    The length rule (docs/method.md §1.1) is applied afterwards by :func:`apply_title_rule`.
     """
     if not isinstance(title, str):
         return None
@@ -36,7 +36,7 @@ def usable_title(title) -> str | None:
 
 
 def apply_title_rule(titles: dict[str, str] | None, min_chars: int, report) -> dict[str, str] | None:
-    """SPEC §1.1: keep titles longer than ``min_chars`` characters (default 1); count the rest."""
+    """docs/method.md §1.1: keep titles longer than ``min_chars`` characters (default 1); count the rest."""
     if titles is None:
         return None
     kept = {}

@@ -1,4 +1,4 @@
-"""SASRec (SPEC §3) in the shapes of the released DLLM2Rec/DROS code (``SASRecModules_ori``).
+"""SASRec (docs/method.md §3) in the shapes of the released DLLM2Rec/DROS code (``SASRecModules_ori``).
 
 Per block: ``q = LN(x)``; attention with queries from ``q`` and keys/values from ``x``, scores
 scaled by sqrt(hidden) (not per head, as released), causal mask and padded keys masked, residual
