@@ -101,3 +101,41 @@ def test_the_schema_lists_exactly_the_data_sources():
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     enum = schema["$defs"]["dataset"]["properties"]["source"]["enum"]
     assert enum == list(SOURCES)
+
+
+def test_the_schema_sweeps_exactly_figure2s_parameters():
+    from dllm2rec.sweeps import FIGURE2_PARAMS, parse_sweep_method, sweep_method
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    figure2 = schema["properties"]["tables"]["properties"]["figure2"]["properties"]
+    assert set(figure2) - {"backbone"} == set(FIGURE2_PARAMS)
+    assert parse_sweep_method(sweep_method("gamma_c", 0.25)) == ("gamma_c", 0.25)
+    assert parse_sweep_method("dllm2rec") is None and parse_sweep_method("dllm2rec-wo-wc") is None
+
+
+def test_load_dataset_reads_and_checks_the_dataset_contract(tmp_path):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    import pytest
+
+    from synthetic import write_synthetic_dataset
+
+    from dllm2rec.dataset import load_dataset
+    from dllm2rec.io import UserError
+
+    info = write_synthetic_dataset(tmp_path / "d", n_items=30, n_sequences=100)
+    ds = load_dataset(tmp_path / "d")
+    assert ds.n_items == 30 and ds.name == "d"
+    assert {s: ds.split(s).num_rows for s in ("train", "valid", "test")} == info["splits"]
+    padded = ds.padded()
+    assert padded.history.shape == (100, int(padded.lengths.max())) and (padded.history[padded.lengths < padded.history.shape[1], -1] == 30).all()
+
+    seqs = pq.read_table(tmp_path / "d" / "sequences.parquet")
+    no_valid = seqs.set_column(seqs.schema.get_field_index("split"), "split",
+                               pc.replace_substring(seqs.column("split"), "valid", "train"))
+    pq.write_table(no_valid, tmp_path / "d" / "sequences.parquet")
+    with pytest.raises(UserError, match=r"sequences\.parquet: split 'valid' is empty; rebuild the dataset"):
+        load_dataset(tmp_path / "d")
+    pq.write_table(seqs.drop_columns(["target"]), tmp_path / "d" / "sequences.parquet")
+    with pytest.raises(UserError, match=r"missing column\(s\) \['target'\]"):
+        load_dataset(tmp_path / "d")
