@@ -78,6 +78,11 @@ def targets(rows: pa.Table) -> np.ndarray:
     return rows.column("target").to_numpy()
 
 
+def read_stats(path) -> dict:
+    """A dataset's stats.json (Table 4's counts; ``dataset`` is its config name)."""
+    return read_json(path)
+
+
 @dataclass
 class Dataset:
     """One dataset folder, read and checked. ``sequences`` keeps the file's row order."""

@@ -14,7 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from dllm2rec import student_run, teacher_artifacts
-from dllm2rec.io import UserError, atomic_path, read_json
+from dllm2rec.dataset import read_stats
+from dllm2rec.io import UserError, atomic_path
 from dllm2rec.sweeps import FIGURE2_PARAMS, parse_sweep_method
 
 METRICS = ("HR@20", "NDCG@20")
@@ -75,7 +76,7 @@ def table4(stats, out: str) -> None:
     """Table 4: users, items, interactions, density and rows per split of each dataset."""
     rows = [["dataset", "users", "items", "interactions", "density", "train", "valid", "test"]]
     for path in _as_list(stats):
-        s = read_json(path)
+        s = read_stats(path)
         split = s.get("rows", {})
         density = "" if s.get("density") is None else f"{s['density'] * 100:.4f}%"  # imports may lack users
         rows.append([s.get("dataset") or Path(path).parent.name, *("" if s.get(k) is None else s[k] for k in ("users", "items", "interactions")),

@@ -2,7 +2,7 @@ rule table4:
     """Table 4: dataset statistics."""
     input:
         stats=[L.data_file("stats", d) for d in TABLES["datasets"]],
-        code=code("tables", "student_run", "teacher_artifacts", "sweeps"),
+        code=code("tables", "student_run", "teacher_artifacts", "dataset", "sweeps"),
     output:
         report(L.table("table4"), caption="../report/table4.rst", category="Tables"),
     log:
@@ -17,7 +17,7 @@ rule table5:
     """Table 5: the teacher, then per backbone every method; mean over seeds, Gain.S and Gain.B."""
     input:
         unpack(table5_inputs),
-        code=code("tables", "student_run", "teacher_artifacts", "sweeps"),
+        code=code("tables", "student_run", "teacher_artifacts", "dataset", "sweeps"),
     output:
         table=report(
             L.table("table5"), caption="../report/table5.rst", category="Tables"
@@ -38,7 +38,7 @@ rule table6:
     """Table 6: accuracy and inference time of the teacher against the best distilled student."""
     input:
         unpack(table5_inputs),
-        code=code("tables", "student_run", "teacher_artifacts", "sweeps"),
+        code=code("tables", "student_run", "teacher_artifacts", "dataset", "sweeps"),
     output:
         report(L.table("table6"), caption="../report/table6.rst", category="Tables"),
     log:
@@ -53,7 +53,7 @@ rule ablation_table:
     """Tables 7 (ranking distillation) and 8 (embedding distillation): DLLM2Rec variants."""
     input:
         students=lambda wildcards: ablation_inputs(wildcards.table)(wildcards),
-        code=code("tables", "student_run", "teacher_artifacts", "sweeps"),
+        code=code("tables", "student_run", "teacher_artifacts", "dataset", "sweeps"),
     output:
         report(L.TABLE, caption="../report/ablation.rst", category="Tables"),
     log:
@@ -70,7 +70,7 @@ rule figure2:
     """Figure 2: DLLM2Rec's test NDCG@20 and HR@20 as lambda_d and each gamma vary."""
     input:
         students=figure2_inputs,
-        code=code("tables", "student_run", "teacher_artifacts", "sweeps"),
+        code=code("tables", "student_run", "teacher_artifacts", "dataset", "sweeps"),
     output:
         figure=report(L.FIGURE2, caption="../report/figure2.rst", category="Figures"),
         table=L.FIGURE2_TABLE,
