@@ -23,10 +23,6 @@ def jsonarg(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def stage_log(stage, name):
-    return L.log(stage, name)
-
-
 # --- datasets --------------------------------------------------------------------------------
 def dataset_cfg(wildcards):
     return config["datasets"][wildcards.dataset]
