@@ -14,7 +14,8 @@ scattergather:
     teacher_gen=config.get("teacher_shards", 1),
 
 
-include: "workflow/rules/common.smk"
+include: "workflow/rules/config.smk"
+include: "workflow/rules/paths.smk"
 
 
 wildcard_constraints:
@@ -29,6 +30,7 @@ wildcard_constraints:
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
+include: "workflow/rules/text_encoder.smk"
 include: "workflow/rules/student.smk"
 include: "workflow/rules/tables.smk"
 

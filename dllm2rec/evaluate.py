@@ -1,6 +1,10 @@
-"""Full-ranking evaluation (SPEC §6): HR@K and NDCG@K over all n items, K in (1, 5, 10, 20).
+"""Evaluation of students and teacher (docs/method.md §6): HR@K and NDCG@K, K in (1, 5, 10, 20).
 
-The target's 0-based rank is the number of items, other than itself, that score at least as high
+The one place for the metrics and the K list: students rank all n items (below); the teacher's
+grounded top-N list gives each test sequence a rank too (:mod:`dllm2rec.teacher.metrics`), and
+both go through :func:`metrics_from_ranks`.
+
+Students: full ranking over all n items. The target's 0-based rank is the number of items, other than itself, that score at least as high
 as the target (**ties are pessimistic**: an item tied with the target counts as ranked above it,
 so a constant or collapsed model gets rank n-1, not 0). A NaN target score ranks last; NaN scores
 of other items count as above the target. No sort is materialised: each batch counts
@@ -23,9 +27,11 @@ def target_rank(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return not_below.sum(1) - 1
 
 
-def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
-    """{"HR@K": .., "NDCG@K": ..} for every K from 0-based ranks."""
-    r = ranks.to(torch.float64)
+def metrics_from_ranks(ranks, ks: Sequence[int] = KS) -> dict[str, float]:
+    """{"HR@K": .., "NDCG@K": ..} for every K from 0-based ranks (a tensor or array; a rank of
+    -1 means the target was not ranked at all, a miss at every K)."""
+    r = torch.as_tensor(ranks).to(torch.float64)
+    r = torch.where(r < 0, torch.full_like(r, float("inf")), r)
     out: dict[str, float] = {}
     for k in ks:
         out[f"HR@{k}"] = (r < k).to(torch.float64).mean().item() if len(r) else 0.0
@@ -48,26 +54,41 @@ def ranks_in_batches(score_fn: Callable[[torch.Tensor], torch.Tensor], target: t
 
 
 @torch.no_grad()
-def evaluate(student, method, split: str, history: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor,
-             batch_size: int = 1024, ks: Sequence[int] = KS) -> dict[str, float]:
-    """Full-ranking metrics of ``student`` (with distillation ``method``) on one split's tensors."""
+def rank_split(student, method, split: str, history: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor,
+               batch_size: int = 1024, top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Full ranking of one split's tensors by ``student`` (with distillation ``method``): every
+    target's 0-based pessimistic rank [S], and with ``top_k`` the student's top-k item ids [S, k]
+    (best first), both on the CPU."""
     from dllm2rec.distill.base import Batch
 
     modes = student.training, method.training
     student.eval()
     method.eval()
+    tops = []
     try:
         table = method.item_table(student)  # fixed in eval mode: computed once per split
 
         def score(rows: torch.Tensor) -> torch.Tensor:
             batch = Batch(split, rows, history[rows], lengths[rows], target[rows])
             state = student.encode(batch.history, batch.lengths, table)
-            return method.scores(student, method.adjust_state(state, batch), batch)
+            scores = method.scores(student, method.adjust_state(state, batch), batch)
+            if top_k:
+                tops.append(scores.topk(min(top_k, scores.shape[1]), dim=1).indices.cpu())
+            return scores
 
-        return metrics_from_ranks(ranks_in_batches(score, target, batch_size), ks)
+        ranks = ranks_in_batches(score, target, batch_size)
     finally:
         student.train(modes[0])
         method.train(modes[1])
+    if not top_k:
+        return ranks, None
+    return ranks, (torch.cat(tops) if tops else torch.zeros(0, top_k, dtype=torch.long))
+
+
+def evaluate(student, method, split: str, history: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor,
+             batch_size: int = 1024, ks: Sequence[int] = KS) -> dict[str, float]:
+    """Full-ranking metrics of ``student`` (with distillation ``method``) on one split's tensors."""
+    return metrics_from_ranks(rank_split(student, method, split, history, lengths, target, batch_size)[0], ks)
 
 
 def popularity_metrics(item_counts: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
@@ -76,53 +97,4 @@ def popularity_metrics(item_counts: torch.Tensor, target: torch.Tensor, ks: Sequ
     return metrics_from_ranks(ranks_in_batches(lambda rows: scores.expand(len(rows), -1), target, 4096), ks)
 
 
-TOP_K = 20  # the student's top-K list kept per sequence (Table 3's overlap)
-
-
-@torch.no_grad()
-def ranks_and_topk(student, method, split: str, history: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor,
-                   batch_size: int = 1024, k: int = TOP_K) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sequence: the target's 0-based pessimistic rank (as :func:`evaluate` counts it) and the
-    ``k`` highest-scored item ids, best first (CPU tensors [B] and [B, k])."""
-    from dllm2rec.distill.base import Batch
-
-    modes = student.training, method.training
-    student.eval()
-    method.eval()
-    try:
-        table = method.item_table(student)
-        ranks, tops = [], []
-        for start in range(0, len(target), batch_size):
-            rows = torch.arange(start, min(start + batch_size, len(target)), device=target.device)
-            batch = Batch(split, rows, history[rows], lengths[rows], target[rows])
-            scores = student.scores(method.adjust_state(student.encode(batch.history, batch.lengths, table), batch))
-            ranks.append(target_rank(scores, batch.target).cpu())
-            tops.append(scores.topk(min(k, scores.shape[1]), dim=1).indices.cpu())
-        empty = torch.zeros(0, dtype=torch.long)
-        return (torch.cat(ranks) if ranks else empty), (torch.cat(tops) if tops else empty.view(0, k))
-    finally:
-        student.train(modes[0])
-        method.train(modes[1])
-
-
-def save_ranks(path, student, method, splits: dict, batch_size: int = 1024, k: int = TOP_K) -> None:
-    """Write the per-sequence ranks of ``splits`` ({split: object with seq_id, history, lengths,
-    target}) to one Parquet file: split, seq_id, target, rank (1-based, ties pessimistic, so
-    HR@K = mean(rank <= K)) and topk (the student's top-``k`` item ids, best first)."""
-    import numpy as np
-    import pyarrow as pa
-
-    from dllm2rec.io import write_parquet
-
-    columns = {"split": [], "seq_id": [], "target": [], "rank": [], "topk": []}
-    for split, data in splits.items():
-        ranks, topk = ranks_and_topk(student, method, split, data.history, data.lengths, data.target, batch_size, k)
-        columns["split"] += [split] * len(ranks)
-        columns["seq_id"].append(np.asarray(data.seq_id, dtype=np.int64))
-        columns["target"].append(data.target.cpu().numpy().astype(np.int64))
-        columns["rank"].append(ranks.numpy().astype(np.int64) + 1)
-        columns["topk"] += topk.tolist()
-    cat = {c: np.concatenate(columns[c]) if columns[c] else np.zeros(0, np.int64) for c in ("seq_id", "target", "rank")}
-    table = pa.table({"split": pa.array(columns["split"], pa.string()), **{c: pa.array(v) for c, v in cat.items()},
-                      "topk": pa.array(columns["topk"], pa.list_(pa.int64()))})
-    write_parquet(table, path, metadata={"k": k, "rank": "1-based, ties pessimistic"})
+TOP_K = 20  # the student's top-K list kept per sequence in ranks.parquet (Table 3's overlap)

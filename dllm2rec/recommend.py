@@ -54,33 +54,41 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dllm2rec import dataset as ds
+from dllm2rec import layout
 from dllm2rec.io import UserError, atomic_path, read_parquet
+from dllm2rec.student_run import MODEL_FORMAT
 
-BY = ("item_id", "raw_id", "title")
+BY = ("item_id", "raw_id", "title")  # the dataset's item columns a history entry may name
 EXPORT_META = "dllm2rec.json"  # the metadata file inside an exported .pt2
+MODEL = layout.RUN_FILES["model"]
+ITEMS = layout.DATASET_FILES["items"]
 
 
 # --- loading -------------------------------------------------------------------------------
 def default_data_dir(model) -> Path | None:
-    """``results/data/{dataset}`` for a model at ``results/students/{dataset}/{teacher}/{backbone}/{method}/seed{s}/``."""
-    parts = Path(model).resolve().parents
-    if len(parts) > 6 and parts[5].name == "students":
-        return parts[6] / "data" / parts[4].name
-    return None
+    """The dataset folder (``layout.DATA_DIR``) of a model inside a student run folder
+    (``layout.STUDENT_RUN_DIR``), both under the same working directory; None elsewhere."""
+    template = Path(layout.STUDENT_RUN_DIR).parts  # results, students, {dataset}, ..., seed{seed}
+    run = Path(model).resolve().parent.parts
+    if len(run) <= len(template):
+        return None
+    root, tail = run[:-len(template)], run[-len(template):]
+    if any(t != p for t, p in zip(template, tail) if "{" not in t):
+        return None
+    return Path(*root) / layout.data_dir(tail[template.index("{dataset}")])
 
 
 def _read_student(model: Path) -> dict:
     if not model.exists():
-        raise UserError(f"student model not found: {model}. Train it first (results/students/.../model.pt).")
+        raise UserError(f"student model not found: {model}. Train it first ({layout.student_file('model')}).")
     try:
         m = torch.load(model, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - truncated or not a torch file: say which file
         raise UserError(f"{model}: cannot read it as a student model ({err.__class__.__name__}); "
                         "rerun the student's training rule.") from None
-    from dllm2rec.student.train import FORMAT
-
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise UserError(f"{model}: not a dllm2rec student model (format {FORMAT})")
+    if not isinstance(m, dict) or m.get("format") != MODEL_FORMAT:
+        raise UserError(f"{model}: not a dllm2rec student model (format {MODEL_FORMAT})")
     return m
 
 
@@ -92,7 +100,7 @@ def _check_servable(m: dict, model: Path) -> None:
         raise UserError(
             f"{model}: method {m['method']!r} adds teacher features to each sequence at inference "
             "(KAR: the teacher's generation for the history; LLM-CF: retrieval over the teacher's train "
-            "generations), which model.pt does not hold, so it cannot be served on its own. "
+            f"generations), which {MODEL} does not hold, so it cannot be served on its own. "
             "Serve a student of another method (e.g. dllm2rec or none).")
 
 
@@ -124,7 +132,7 @@ def _load_scorer(model: Path, device: str) -> tuple[torch.nn.Module, dict]:
         meta = json.loads(extra[EXPORT_META])
         if torch.device(meta["device"]).type != torch.device(device).type:
             raise UserError(f"{model} was exported for device {meta['device']}; serve it there, or export "
-                            f"the model.pt again with --device {device}")
+                            f"the {MODEL} again with --device {device}")
         return program.module(), meta
     m = _read_student(model)
     _check_servable(m, model)
@@ -162,11 +170,12 @@ class Recommender:
         if data is None:
             data = default_data_dir(meta.get("source", model))
             if data is None:
-                raise UserError(f"{model} is not under results/students/{{dataset}}/...: pass --data "
-                                "results/data/<dataset> (the dataset it was trained on)")
-        items = read_parquet(Path(data) / "items.parquet", "items table")
+                raise UserError(f"{model} is not under {layout.STUDENT_RUN_DIR}: pass "
+                                f"--data {layout.data_dir('<dataset>')} (the dataset it was trained on)")
+        path = ds.paths(data)["items"]
+        items = read_parquet(path, "items table")
         if items.num_rows != int(meta["n_items"]) or sorted(items.column("item_id").to_pylist()) != list(range(items.num_rows)):
-            raise UserError(f"{Path(data) / 'items.parquet'} has {items.num_rows} items, the model "
+            raise UserError(f"{path} has {items.num_rows} items, the model "
                             f"{meta['n_items']}: pass --data with the dataset the student was trained on")
         return cls(scorer, meta, items, device)
 
@@ -185,7 +194,7 @@ class Recommender:
             return i
         if by == "raw_id":
             if str(entry) not in self._by_raw:
-                raise UserError(f"{at}unknown raw item id {entry!r} (the dataset's items.parquet has no such raw_id)")
+                raise UserError(f"{at}unknown raw item id {entry!r} (the dataset's {ITEMS} has no such raw_id)")
             return self._by_raw[str(entry)]
         if by == "title":
             hits = self._by_title.get(str(entry), [])
@@ -195,7 +204,7 @@ class Recommender:
                 raise UserError(f"{at}title {entry!r} is shared by items {hits}: give item ids instead (--by item_id)")
             close = difflib.get_close_matches(str(entry), self._by_title, n=3)
             hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-            raise UserError(f"{at}unknown title {entry!r} (titles must match items.parquet exactly){hint}")
+            raise UserError(f"{at}unknown title {entry!r} (titles must match {ITEMS} exactly){hint}")
         raise UserError(f"by must be one of {', '.join(BY)}, got {by!r}")
 
     def encode_histories(self, histories, by: str = "item_id") -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,7 @@
-"""The paper's tables, assembled from the stages' JSON outputs (SPEC §6: K = 20 in the tables).
+"""The paper's tables, assembled from the stages' JSON outputs (docs/method.md §6: K = 20 in the tables).
 
-Student runs are identified by their path,
-``results/students/{dataset}/{teacher}/{backbone}/{method}/seed{seed}/metrics.json``.
+A run is identified by what its metrics.json records (:mod:`dllm2rec.student_run`: dataset,
+teacher, backbone, method, params, seed; the teacher's metrics.json: dataset), never by its path.
 Every table is a mean over the seeds present; ``table5_seeds.csv`` keeps each seed, the mean and
 the standard deviation. Tables 1-3 compare the teacher with the plain DROS student, Tables 2-3
 and Table 5's significance test read the students' per-sequence ``ranks.parquet`` (docs/tables.md).
@@ -14,7 +14,10 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from dllm2rec.io import UserError, atomic_path, read_json
+from dllm2rec import student_run, teacher_artifacts
+from dllm2rec.dataset import read_stats
+from dllm2rec.io import UserError, atomic_path
+from dllm2rec.sweeps import FIGURE2_PARAMS, parse_sweep_method
 
 METRICS = ("HR@20", "NDCG@20")
 BACKBONE_NAMES = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "dros": "DROS"}
@@ -31,27 +34,22 @@ def _as_list(x) -> list:
     return [x] if isinstance(x, str) else list(x)
 
 
-def parse_run(path: str) -> dict:
-    parts = Path(path).parts
-    if len(parts) < 6 or not parts[-2].startswith("seed"):
-        raise UserError(f"{path} is not a student metrics path (.../{{dataset}}/{{teacher}}/{{backbone}}/{{method}}/seed{{seed}}/metrics.json)")
-    dataset, teacher, backbone, method, seed = parts[-6:-1]
-    return {"dataset": dataset, "teacher": teacher, "backbone": backbone, "method": method, "seed": int(seed[4:])}
-
-
 def load_runs(paths) -> dict:
     """(dataset, backbone, method) -> list of (seed, test metrics dict, full metrics dict)."""
     runs = defaultdict(list)
     for path in _as_list(paths):
-        key = parse_run(path)
-        metrics = read_json(path)
-        runs[key["dataset"], key["backbone"], key["method"]].append((key["seed"], metrics["test"], metrics))
+        metrics = student_run.read_metrics(path)
+        runs[metrics["dataset"], metrics["backbone"], metrics["method"]].append((metrics["seed"], metrics["test"], metrics))
     return runs
 
 
-def dataset_of_teacher(path: str) -> str:
-    # results/teacher/{dataset}/{teacher}/metrics.json
-    return Path(path).parts[-3]
+def load_teachers(paths) -> dict:
+    """dataset -> the teacher's metrics."""
+    teachers = {}
+    for path in _as_list(paths):
+        metrics = teacher_artifacts.read_metrics(path)
+        teachers[metrics["dataset"]] = metrics
+    return teachers
 
 
 def mean(values) -> float:
@@ -89,10 +87,10 @@ def table4(stats, out: str) -> None:
     """Table 4: users, items, interactions, density and rows per split of each dataset."""
     rows = [["dataset", "users", "items", "interactions", "density", "train", "valid", "test"]]
     for path in _as_list(stats):
-        s = read_json(path)
+        s = read_stats(path)
         split = s.get("rows", {})
         density = "" if s.get("density") is None else f"{s['density'] * 100:.4f}%"  # imports may lack users
-        rows.append([Path(path).parent.name, *("" if s.get(k) is None else s[k] for k in ("users", "items", "interactions")),
+        rows.append([s.get("dataset") or Path(path).parent.name, *("" if s.get(k) is None else s[k] for k in ("users", "items", "interactions")),
                      density, split.get("train", ""), split.get("valid", ""), split.get("test", "")])
     _write_csv(rows, out)
 
@@ -106,7 +104,7 @@ def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None
     runs = load_runs(students)
     seq_ranks = load_test_ranks(ranks) if ranks else {}
     tests = {}  # (dataset, backbone, metric) -> (best baseline, n pairs, p)
-    teachers = {dataset_of_teacher(p): read_json(p) for p in _as_list(teacher)}
+    teachers = load_teachers(teacher)
     datasets = list(dict.fromkeys([*teachers, *(d for d, _, _ in runs)]))
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     methods = _as_list(methods) or list(dict.fromkeys(m for _, _, m in runs))
@@ -164,7 +162,7 @@ def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None
 def table6(teacher, students, out: str, backbone: str | None = None) -> None:
     """Table 6: BIGRec against the DLLM2Rec student (DROS by default), accuracy and inference time."""
     runs = load_runs(students)
-    teachers = {dataset_of_teacher(p): read_json(p) for p in _as_list(teacher)}
+    teachers = load_teachers(teacher)
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     if not backbones:
         raise UserError("table6 needs student runs of the method dllm2rec; none were given")
@@ -196,9 +194,6 @@ def ablation_table(students, out: str) -> None:
     _write_csv(rows, out)
 
 
-FIGURE2_PARAMS = ("lambda_d", "gamma_p", "gamma_c", "gamma_o")
-
-
 def figure2(students, dllm2rec, out: str, out_table: str) -> None:
     """Figure 2: test HR@20 / NDCG@20 of DLLM2Rec with one of lambda_d, gamma_p, gamma_c,
     gamma_o changed (runs named ``dllm2rec-<param>-<value>``); the plain ``dllm2rec`` run is the
@@ -216,10 +211,10 @@ def figure2(students, dllm2rec, out: str, out_table: str) -> None:
         if m == "dllm2rec":
             points += [(p, float(base[p]), d, *values) for p in FIGURE2_PARAMS if p in base]
             continue
-        for p in FIGURE2_PARAMS:
-            if m.startswith(f"dllm2rec-{p}-"):
-                points.append((p, float(m[len(f"dllm2rec-{p}-"):]), d, *values))
-    swept = {p for (_, _, m) in runs for p in FIGURE2_PARAMS if m.startswith(f"dllm2rec-{p}-")}
+        sweep = parse_sweep_method(m)
+        if sweep:
+            points.append((*sweep, d, *values))
+    swept = {sweep[0] for (_, _, m) in runs if (sweep := parse_sweep_method(m))}
     points = sorted({q for q in points if q[0] in swept})  # a parameter held at its value is not drawn
     if not points:
         raise UserError("figure2: no DLLM2Rec sweep runs given (methods named dllm2rec-<param>-<value>)")
@@ -311,16 +306,11 @@ def per_sequence_metrics(rank, k: int = 20) -> dict:
 
 def load_test_ranks(paths) -> dict:
     """(dataset, backbone, method) -> {(seed, seq_id): 1-based test rank} from students' ranks.parquet."""
-    import pyarrow.compute as pc
-
-    from dllm2rec.io import read_parquet
-
     out = defaultdict(dict)
     for path in _as_list(paths):
-        key = parse_run(path)
-        t = read_parquet(path, "student ranks")
-        t = t.filter(pc.equal(t.column("split"), "test"))
-        for seq, rank in zip(t.column("seq_id").to_pylist(), t.column("rank").to_pylist()):
+        r = student_run.read_ranks(path, "test")
+        key = r.identity
+        for seq, rank in zip(r.seq_id, r.rank):
             out[key["dataset"], key["backbone"], key["method"]][key["seed"], seq] = rank
     return out
 
@@ -359,7 +349,7 @@ def table1(teacher, students, out: str) -> None:
     """Table 1: the teacher (BIGRec) against the plain student (DROS + None) per dataset:
     HR@20, NDCG@20 and test inference wall time; Gain = BIGRec over the student."""
     runs = load_runs(students)
-    teachers = {dataset_of_teacher(p): read_json(p) for p in _as_list(teacher)}
+    teachers = load_teachers(teacher)
     rows = [["dataset", "model", *METRICS, "inference_seconds"]]
     for d, t in teachers.items():
         found = [(b, seeds) for (dd, b, _), seeds in runs.items() if dd == d]
@@ -375,38 +365,39 @@ def table1(teacher, students, out: str) -> None:
     _write_csv(rows, out)
 
 
-def _analysis_cases(teacher_ranks, student_ranks, items) -> dict:
+def _analysis_cases(teacher, teacher_ranks, student_ranks, items) -> dict:
     """dataset -> (student name, rows): one row per (seed, test sequence) with the teacher's and the
     student's 0-based rank of the target (teacher: first title-equivalent item of its grounded
-    list, as its metrics count it; beyond its list = ANALYSIS_K), the target, and both top-20 lists."""
-    import pyarrow.compute as pc
-
+    list, as its metrics count it; beyond its list = ANALYSIS_K), the target, and both top-20 lists.
+    ``teacher`` (metrics.json, which names the dataset), ``teacher_ranks`` (ranks/test.parquet) and
+    ``items`` (the dataset's items.parquet) are given in the same dataset order."""
+    from dllm2rec.dataset import read_titles
     from dllm2rec.io import read_parquet
     from dllm2rec.teacher.metrics import hit_ranks
 
-    titles = {Path(p).parent.name: read_parquet(p, "items table").sort_by("item_id").column("title").to_pylist()
-              for p in _as_list(items)}
-    teachers = {}
-    for p in _as_list(teacher_ranks):  # results/teacher/{dataset}/{teacher}/ranks/test.parquet
-        t = read_parquet(p, "teacher ranks")
-        teachers[Path(p).parts[-4]] = dict(zip(t.column("seq_id").to_pylist(), t.column("topk_items").to_pylist()))
+    teacher, teacher_ranks, items = _as_list(teacher), _as_list(teacher_ranks), _as_list(items)
+    if not len(teacher) == len(teacher_ranks) == len(items):
+        raise UserError("tables 2-3 need one teacher metrics file, test ranks file and items table per dataset")
+    titles, teachers = {}, {}
+    for m, r, i in zip(teacher, teacher_ranks, items):
+        d = teacher_artifacts.read_metrics(m)["dataset"]
+        titles[d] = read_titles(i)
+        t = read_parquet(r, "teacher ranks")
+        teachers[d] = dict(zip(teacher_artifacts.seq_ids(t).tolist(), teacher_artifacts.topk_items(t)))
     out = {}
     for p in _as_list(student_ranks):
-        run = parse_run(p)
-        d = run["dataset"]
-        if d not in teachers or d not in titles:
+        r = student_run.read_ranks(p, "test")
+        d = r.identity["dataset"]
+        if d not in teachers:
             raise UserError(f"{p}: the teacher's test ranks and the items table of {d} are needed too")
-        t = read_parquet(p, "student ranks")
-        t = t.filter(pc.equal(t.column("split"), "test"))
-        seqs, targets = t.column("seq_id").to_pylist(), t.column("target").to_pylist()
-        missing = [s for s in seqs if s not in teachers[d]]
+        missing = [s for s in r.seq_id if s not in teachers[d]]
         if missing:
             raise UserError(f"{p}: test sequence {missing[0]} has no teacher ranks; rerun the teacher for {d}")
-        t_lists = [teachers[d][s] for s in seqs]
-        t_rank = hit_ranks(t_lists, targets, titles[d])
-        rows = out.setdefault(d, (BACKBONE_NAMES.get(run["backbone"], run["backbone"]), []))[1]
-        for tr, sr, target, tl, sl in zip(t_rank, t.column("rank").to_pylist(), targets, t_lists,
-                                          t.column("topk").to_pylist()):
+        t_lists = [teachers[d][s] for s in r.seq_id]
+        t_rank = hit_ranks(t_lists, r.target, titles[d])
+        backbone = r.identity["backbone"]
+        rows = out.setdefault(d, (BACKBONE_NAMES.get(backbone, backbone), []))[1]
+        for tr, sr, target, tl, sl in zip(t_rank, r.rank, r.target, t_lists, r.topk):
             rows.append((int(tr) if 0 <= tr < ANALYSIS_K else ANALYSIS_K, min(sr - 1, ANALYSIS_K), target,
                          tl[:ANALYSIS_K], sl[:ANALYSIS_K]))
     return out
@@ -416,12 +407,12 @@ def _pct(x: float) -> str:
     return "" if x != x else f"{x * 100:.2f}%"
 
 
-def table2(teacher_ranks, student_ranks, items, out: str) -> None:
+def table2(teacher, teacher_ranks, student_ranks, items, out: str) -> None:
     """Table 2: over the test sequences (and seeds), the share where the teacher ranks the target
     better than the student and the share where it ranks it worse, among the sequences where the
     two differ; ranks beyond 20 count as equal (so both missing the top-20 is a tie, not counted)."""
     rows = [["dataset", "condition", "relative_ratio", "sequences"]]
-    for d, (student, cases) in _analysis_cases(teacher_ranks, student_ranks, items).items():
+    for d, (student, cases) in _analysis_cases(teacher, teacher_ranks, student_ranks, items).items():
         better = sum(tr < sr for tr, sr, *_ in cases)
         worse = sum(tr > sr for tr, sr, *_ in cases)
         decided = better + worse
@@ -431,12 +422,12 @@ def table2(teacher_ranks, student_ranks, items, out: str) -> None:
     _write_csv(rows, out)
 
 
-def table3(teacher_ranks, student_ranks, items, out: str) -> None:
+def table3(teacher, teacher_ranks, student_ranks, items, out: str) -> None:
     """Table 3: the two top-20 lists split into teacher-only, student-only and overlapped items:
     each set's share of its list (overlap: of the teacher's list) and the share of its items that
     are the target ("hit items"), pooled over test sequences (and seeds)."""
     rows = [["dataset", "rec_space", "items_ratio", "hit_items"]]
-    for d, (student, cases) in _analysis_cases(teacher_ranks, student_ranks, items).items():
+    for d, (student, cases) in _analysis_cases(teacher, teacher_ranks, student_ranks, items).items():
         sizes = defaultdict(int)
         hits = defaultdict(int)
         for _, _, target, tl, sl in cases:
@@ -461,11 +452,11 @@ def teacher_table(teacher, out: str) -> None:
     """The teacher's test HR@K / NDCG@K (K = 1, 5, 10, 20), test sequences and inference seconds."""
     rows = []
     for p in _as_list(teacher):
-        t = read_json(p)
+        t = teacher_artifacts.read_metrics(p)
         keys = sorted(t["test"], key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
         if not rows:
             rows.append(["dataset", *keys, "n_test", "inference_seconds"])
-        rows.append([dataset_of_teacher(p), *(_fmt(t["test"][k]) for k in keys), t.get("n_test", ""),
+        rows.append([t["dataset"], *(_fmt(t["test"][k]) for k in keys), t.get("n_test", ""),
                      f"{t['inference_seconds']:.4g}"])
     _write_csv(rows, out)
 
@@ -486,19 +477,18 @@ def _save(fig, out: str) -> None:
     _pyplot().close(fig)
 
 
-def training_curves(logs, out: str) -> None:
-    """Validation NDCG@20 per epoch of each student run (its train_log.csv beside metrics.json):
-    one panel per dataset x backbone, one line per method and seed."""
+def training_curves(students, out: str) -> None:
+    """Validation NDCG@20 per epoch of each student run (``students``: metrics.json files, whose
+    run folders hold train_log.csv): one panel per dataset x backbone, one line per method and seed."""
     plt = _pyplot()
     curves = defaultdict(list)  # (dataset, backbone) -> [(method, seed, epochs, values)]
-    for p in _as_list(logs):
-        run = parse_run(p)
-        with open(p) as f:
-            log = list(csv.DictReader(f))
+    for p in _as_list(students):
+        run = student_run.read_metrics(p)
+        log = student_run.read_log(student_run.paths(Path(p).parent)["log_csv"])
         curves[run["dataset"], run["backbone"]].append(
-            (run["method"], run["seed"], [int(r["epoch"]) for r in log], [float(r["valid_NDCG@20"]) for r in log]))
+            (run["method"], run["seed"], [r["epoch"] for r in log], [r["valid_NDCG@20"] for r in log]))
     if not curves:
-        raise UserError("training_curves: no train_log.csv given")
+        raise UserError("training_curves: no student runs given")
     panels = list(curves)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
     for ax, key in zip(axes[0], panels):
@@ -515,13 +505,14 @@ def training_curves(logs, out: str) -> None:
     _save(fig, out)
 
 
-def sft_curve(adapters, out: str) -> None:
-    """The teacher's LoRA fine-tuning: train and validation loss per epoch (adapter/teacher_sft.json)."""
+def sft_curve(teacher, adapters, out: str) -> None:
+    """The teacher's LoRA fine-tuning: train and validation loss per epoch (the adapter's SFT
+    record); ``teacher`` (metrics.json, naming the dataset) and ``adapters`` in the same order."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for p in _as_list(adapters):  # results/teacher/{dataset}/{teacher}/adapter
-        curve = read_json(Path(p) / "teacher_sft.json")["curve"]
-        name = Path(p).parts[-3]
+    for m, p in zip(_as_list(teacher), _as_list(adapters), strict=True):
+        curve = teacher_artifacts.read_sft_info(p)["curve"]
+        name = teacher_artifacts.read_metrics(m)["dataset"]
         train = [(c["epoch"], c["train_loss"]) for c in curve if c["train_loss"] is not None]
         ax.plot([c["epoch"] for c in curve], [c["eval_loss"] for c in curve], marker="o", label=f"{name}: validation")
         ax.plot([e for e, _ in train], [v for _, v in train], marker="s", ls="--", label=f"{name}: train")
@@ -537,7 +528,7 @@ def table5_bars(teacher, students, out: str, methods=None) -> None:
     error bars), the teacher as a dashed line."""
     plt = _pyplot()
     runs = load_runs(students)
-    teachers = {dataset_of_teacher(p): read_json(p) for p in _as_list(teacher)}
+    teachers = load_teachers(teacher)
     datasets = list(dict.fromkeys([*teachers, *(d for d, _, _ in runs)]))
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     methods = _as_list(methods) or list(dict.fromkeys(m for _, _, m in runs))

@@ -8,6 +8,7 @@ import polars as pl
 from fixtures_data import ID, params, write_games, write_sasrec, write_toys
 
 from dllm2rec.data.build import build_dataset
+from dllm2rec.dataset import load_dataset
 
 
 def load(out: Path):
@@ -73,6 +74,10 @@ def test_sasrec_format_has_no_time_and_splits_per_user(tmp_path):
     # interactions give only a valid and a test target
     test_users = set(seqs.filter(pl.col("split") == "test")["user"])
     assert test_users - {"B"} <= set(seqs.filter(pl.col("split") == "train")["user"]) and len(test_users) == 4
+    # the dataset contract takes null timestamps: the later stages read it as any other
+    ds = load_dataset(tmp_path / "out")
+    assert {s: ds.split(s).num_rows for s in ("train", "valid", "test")} == stats["rows"]
+    assert ds.padded().target.tolist() == seqs["target"].to_list()
 
 
 def test_sasrec_without_titles_is_accepted_and_marked(tmp_path):

@@ -62,10 +62,11 @@ def test_artifacts(synth, tmp_path):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["test"] == pytest.approx(m["test"])
     assert set(on_disk) == {"valid", "test", "best_epoch", "epochs_run", "train_seconds", "inference_seconds",
-                            "backbone", "method", "seed", "n_params"}
+                            "dataset", "teacher", "backbone", "method", "params", "seed", "n_params"}
     keys = {f"{k}@{K}" for k in ("HR", "NDCG") for K in KS}
     assert set(on_disk["valid"]) == keys and set(on_disk["test"]) == keys
     assert on_disk["epochs_run"] == 3 and on_disk["backbone"] == "sasrec" and on_disk["method"] == "dllm2rec"
+    assert on_disk["dataset"] == "data" and on_disk["params"]["method"] == DLLM2REC  # identity: the folder's name
     rows = list(csv.DictReader((out / "train_log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert list(rows[0]) == ["epoch", "loss", "rec_loss", "distill_loss", "valid_HR@20", "valid_NDCG@20", "seconds",

@@ -13,15 +13,17 @@ def write_metrics(root, dataset, backbone, method, seed, hr, ndcg, inference=0.5
     path.parent.mkdir(parents=True)
     test = {f"{m}@{k}": 0.0 for m in ("HR", "NDCG") for k in (1, 5, 10, 20)}
     test.update({"HR@20": hr, "NDCG@20": ndcg})
-    path.write_text(json.dumps({"valid": test, "test": test, "best_epoch": 3, "train_seconds": 1.0,
-                                "inference_seconds": inference}))
+    path.write_text(json.dumps({"dataset": dataset, "teacher": "tch", "backbone": backbone, "method": method,
+                                "params": {}, "seed": seed, "valid": test, "test": test, "best_epoch": 3,
+                                "train_seconds": 1.0, "inference_seconds": inference}))
     return str(path)
 
 
 def write_teacher(root, dataset, hr, ndcg, seconds=100.0):
     path = root / "teacher" / dataset / "tch" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"test": {"HR@20": hr, "NDCG@20": ndcg}, "inference_seconds": seconds, "n_test": 10}))
+    path.write_text(json.dumps({"dataset": dataset, "teacher": "tch", "test": {"HR@20": hr, "NDCG@20": ndcg},
+                                "inference_seconds": seconds, "n_test": 10}))
     return str(path)
 
 
@@ -138,16 +140,23 @@ def test_t_distribution_matches_known_values(t, df):
     assert tables.t_two_sided_p(t, df) == pytest.approx(2 * scipy_stats.t.sf(t, df), rel=1e-9)
 
 
-def write_student_ranks(metrics_path, ranks, topk=None):
+def write_ranks_file(metrics_path, columns):
+    """A run's ranks.parquet beside its metrics.json, with the run's identity as the trainer writes it."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    n = len(ranks)
+    from dllm2rec.io import write_parquet
+    from dllm2rec.student_run import IDENTITY, RANKS_SCHEMA
+
+    metrics = json.loads(open(metrics_path).read())
     path = metrics_path.replace("metrics.json", "ranks.parquet")
-    pq.write_table(pa.table({
-        "split": ["test"] * n, "seq_id": list(range(n)), "target": [0] * n, "rank": ranks,
-        "topk": topk or [[0] * 20] * n}), path)
+    write_parquet(pa.table(columns, schema=RANKS_SCHEMA), path, metadata={"identity": {k: metrics[k] for k in IDENTITY}})
     return path
+
+
+def write_student_ranks(metrics_path, ranks, topk=None):
+    n = len(ranks)
+    return write_ranks_file(metrics_path, {"split": ["test"] * n, "seq_id": list(range(n)), "target": [0] * n,
+                                           "rank": ranks, "topk": topk or [[0] * 20] * n})
 
 
 def test_table5_p_value_of_dllm2rec_against_the_best_baseline(tmp_path):
@@ -196,16 +205,16 @@ def write_analysis_fixture(root):
     tranks.parent.mkdir(parents=True)
     pq.write_table(pa.table({"seq_id": [0, 1, 2, 3], "topk_items": [[0, 1], [2, 3], [2, 0], [1, 2]]}), tranks)
     metrics = write_metrics(root, "ds", "dros", "none", 0, 0.5, 0.3, inference=2.0)
-    path = metrics.replace("metrics.json", "ranks.parquet")
-    pq.write_table(pa.table({"split": ["valid"] + ["test"] * 4, "seq_id": [9, 0, 1, 2, 3], "target": [2, 0, 1, 3, 0],
-                             "rank": [1, 3, 1, 25, 30], "topk": [[2], [1, 2, 0], [1], [0, 2], [3, 1]]}), path)
-    return str(items), str(tranks), metrics, path
+    path = write_ranks_file(metrics, {"split": ["valid"] + ["test"] * 4, "seq_id": [9, 0, 1, 2, 3],
+                                      "target": [2, 0, 1, 3, 0], "rank": [1, 3, 1, 25, 30],
+                                      "topk": [[2], [1, 2, 0], [1], [0, 2], [3, 1]]})
+    teacher = write_teacher(root, "ds", 0.6, 0.45, seconds=5000.0)
+    return str(items), str(tranks), metrics, path, teacher
 
 
 def test_table1_teacher_against_the_plain_dros(tmp_path):
-    _, _, metrics, _ = write_analysis_fixture(tmp_path)
-    teacher = [write_teacher(tmp_path, "ds", 0.6, 0.45, seconds=5000.0)]
-    tables.table1(teacher=teacher, students=[metrics], out=str(tmp_path / "t1.csv"))
+    _, _, metrics, _, teacher = write_analysis_fixture(tmp_path)
+    tables.table1(teacher=[teacher], students=[metrics], out=str(tmp_path / "t1.csv"))
     assert read(tmp_path / "t1.csv") == [
         ["dataset", "model", "HR@20", "NDCG@20", "inference_seconds"],
         ["ds", "DROS", "0.5000", "0.3000", "2"],
@@ -215,8 +224,8 @@ def test_table1_teacher_against_the_plain_dros(tmp_path):
 
 
 def test_table2_who_ranks_the_target_better(tmp_path):
-    items, tranks, _, sranks = write_analysis_fixture(tmp_path)
-    tables.table2(teacher_ranks=[tranks], student_ranks=[sranks], items=[items], out=str(tmp_path / "t2.csv"))
+    items, tranks, _, sranks, teacher = write_analysis_fixture(tmp_path)
+    tables.table2(teacher=[teacher], teacher_ranks=[tranks], student_ranks=[sranks], items=[items], out=str(tmp_path / "t2.csv"))
     # seq 0: teacher 0 < DROS 2 (better); seq 1: teacher beyond, DROS 0 (worse);
     # seq 2: teacher 0 (title-equivalent item 2), DROS beyond 20 (better); seq 3: both beyond (tie)
     assert read(tmp_path / "t2.csv") == [
@@ -228,8 +237,8 @@ def test_table2_who_ranks_the_target_better(tmp_path):
 
 
 def test_table3_overlap_of_the_top_lists_and_their_hits(tmp_path):
-    items, tranks, _, sranks = write_analysis_fixture(tmp_path)
-    tables.table3(teacher_ranks=[tranks], student_ranks=[sranks], items=[items], out=str(tmp_path / "t3.csv"))
+    items, tranks, _, sranks, teacher = write_analysis_fixture(tmp_path)
+    tables.table3(teacher=[teacher], teacher_ranks=[tranks], student_ranks=[sranks], items=[items], out=str(tmp_path / "t3.csv"))
     # teacher lists {0,1} {2,3} {2,0} {1,2} (8 items); DROS {0,1,2} {1} {0,2} {1,3} (8 items)
     # overlap {0,1} {} {0,2} {1} = 5 items, hits: seq 0 (target 0) -> 1
     # teacher only {} {2,3} {} {2} = 3 items, no hit (seq 2's target 3 is not in its list by id)
@@ -249,15 +258,31 @@ def test_report_figures_and_teacher_table(tmp_path):
             f.write("epoch,loss,rec_loss,distill_loss,valid_HR@20,valid_NDCG@20,seconds,valid_seconds\n"
                     "1,1.0,1.0,0.0,0.1,0.05,1,1\n2,0.9,0.9,0.0,0.2,0.07,1,1\n")
     teacher = [write_teacher(tmp_path, "ds", 0.12, 0.05)]
-    tables.training_curves(logs=[p.replace("metrics.json", "train_log.csv") for p in students], out=str(tmp_path / "c.png"))
+    tables.training_curves(students=students, out=str(tmp_path / "c.png"))
     tables.table5_bars(teacher=teacher, students=students, out=str(tmp_path / "b.png"))
     adapter = tmp_path / "teacher" / "ds" / "tch" / "adapter"
     adapter.mkdir()
     (adapter / "teacher_sft.json").write_text(json.dumps({"curve": [
         {"epoch": 0, "train_loss": None, "eval_loss": 3.0}, {"epoch": 1, "train_loss": 2.5, "eval_loss": 2.0}]}))
-    tables.sft_curve(adapters=[str(adapter)], out=str(tmp_path / "s.png"))
+    tables.sft_curve(teacher=teacher, adapters=[str(adapter)], out=str(tmp_path / "s.png"))
     for name in ("c.png", "b.png", "s.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     tables.teacher_table(teacher=teacher, out=str(tmp_path / "t.csv"))
     assert read(tmp_path / "t.csv") == [["dataset", "HR@20", "NDCG@20", "n_test", "inference_seconds"],
                                         ["ds", "0.1200", "0.0500", "10", "100"]]
+
+
+def test_runs_are_identified_by_their_metrics_not_their_path(tmp_path):
+    """A run copied to another folder keeps its identity; a file without one is a clear error."""
+    import shutil
+
+    original = write_metrics(tmp_path, "ds", "sasrec", "none", 0, 0.10, 0.04)
+    moved = tmp_path / "elsewhere" / "metrics.json"
+    moved.parent.mkdir()
+    shutil.copy(original, moved)
+    runs = tables.load_runs([str(moved)])
+    assert list(runs) == [("ds", "sasrec", "none")] and runs["ds", "sasrec", "none"][0][0] == 0
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"test": {"HR@20": 0.1}}))
+    with pytest.raises(UserError, match="rerun the student rule"):
+        tables.load_runs([str(old)])

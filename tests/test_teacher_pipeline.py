@@ -13,7 +13,8 @@ from dllm2rec.io import UserError, parquet_metadata
 from dllm2rec.teacher import generate as gen_mod
 from dllm2rec.teacher.generate import gather_shards, run_shard
 from dllm2rec.teacher.ground import embed_items, nearest_items
-from dllm2rec.teacher.metrics import hit_ranks, ranking_metrics, teacher_metrics
+from dllm2rec.evaluate import metrics_from_ranks
+from dllm2rec.teacher.metrics import hit_ranks, teacher_metrics
 from dllm2rec.teacher.sft import train_adapter
 
 PARAMS = {
@@ -130,7 +131,7 @@ def test_grounding_picks_the_known_nearest_items(env, monkeypatch, tmp_path):
     items[3, 0], items[4, 0] = 1.0, 3.0      # items 3 and 4 tie at squared distance 1
     items[7, 1] = 2.0                        # item 7 at (10*7, 2)
     emb_path = tmp_path / "fake_items.parquet"
-    from dllm2rec.teacher.ground import fixed_list
+    from dllm2rec.teacher_artifacts import fixed_list
     pq.write_table(pa.table({"item_id": pa.array(np.arange(N_ITEMS, dtype=np.int32)), "embedding": fixed_list(items, np.float32)}), emb_path)
 
     def fake_embed(model, tokenizer, texts, batch_size, desc=None):
@@ -164,7 +165,7 @@ def test_metrics_title_equivalence():
     titles = ["a", "b", "c", "c"]
     ranks = hit_ranks([[0, 3, 1], [1, 0, 2], [1, 0, 2]], [2, 3, 0], titles)
     assert ranks.tolist() == [1, 2, 1]  # item 3 shares item 2's title
-    m = ranking_metrics(np.array([0, 4, -1, 19]))
+    m = metrics_from_ranks(np.array([0, 4, -1, 19]))  # -1: not in the teacher's list
     assert m["HR@1"] == 0.25 and m["HR@5"] == 0.5 and m["HR@20"] == 0.75
     assert m["NDCG@5"] == pytest.approx((1 + 1 / np.log2(6)) / 4)
 

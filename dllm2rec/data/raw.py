@@ -28,7 +28,7 @@ class RawInteractions:
 def usable_title(title) -> str | None:
     """A title stripped of surrounding blanks, or None when it is missing, not text, or blank.
 
-    The length rule (SPEC §1.1) is applied afterwards by :func:`apply_title_rule`.
+    The length rule (docs/method.md §1.1) is applied afterwards by :func:`apply_title_rule`.
     """
     if not isinstance(title, str):
         return None
@@ -38,7 +38,7 @@ def usable_title(title) -> str | None:
 
 def apply_title_rule(titles: dict[str, str] | None, min_chars: int, report,
                      keep_short: bool = False) -> dict[str, str] | None:
-    """SPEC §1.1: keep titles longer than ``min_chars`` characters (default 1); count the rest.
+    """docs/method.md §1.1: keep titles longer than ``min_chars`` characters (default 1); count the rest.
 
     A short title drops its item (``items_with_short_title``, also in ``items_without_title``),
     never the other items' titles. ``keep_short`` (sources whose item ids and splits are fixed,

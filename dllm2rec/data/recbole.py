@@ -14,11 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from dllm2rec.data.lines import Report, iter_lines, read_bytes, require_file
-from dllm2rec.data.movielens import read_interactions, read_titles
+from dllm2rec.data.movielens import RECBOLE_INTER_FIELDS, read_interactions, read_titles
 from dllm2rec.data.raw import RawInteractions, frame
 from dllm2rec.io import UserError
 
-DEFAULT_FIELDS = {"user": "user_id", "item": "item_id", "timestamp": "timestamp"}
+DEFAULT_FIELDS = dict(zip(("user", "item", "timestamp"), RECBOLE_INTER_FIELDS))
 
 
 def header_fields(data: bytes) -> list[str]:

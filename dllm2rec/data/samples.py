@@ -1,4 +1,4 @@
-"""SPEC §1: item ids, per-user order, the two sample rules, the 8:1:1 split, sampling, stats.
+"""docs/method.md §1: item ids, per-user order, the two sample rules, the 8:1:1 split, sampling, stats.
 
 Everything is vectorised (numpy / polars / pyarrow) so MovieLens-10M takes seconds. A sample's
 history is kept as a range ``pool[lo:hi]`` of one flat item array until the rows that survive
@@ -75,13 +75,13 @@ def drop_duplicates_setting(params: dict, rule: str, name: str) -> bool:
 
 def make_samples(df: pl.DataFrame, rule: str, L: int, report: Report,
                  drop_duplicates: bool = False, timed: bool = True) -> tuple[SampleSet, list[str], dict]:
-    """Apply a sample rule (SPEC §1.3) to cleaned interactions; returns samples and item order.
+    """Apply a sample rule (docs/method.md §1.3) to cleaned interactions; returns samples and item order.
 
     ``timed`` False: the source has no timestamps; the ``timestamp`` column is only the position
     in the file (each user's order), duplicates cannot be told apart and the samples carry no time.
     """
     if rule not in RULES:
-        raise UserError(f"unknown sample_rule {rule!r}; use one of {', '.join(RULES)} (SPEC §1.3)")
+        raise UserError(f"unknown sample_rule {rule!r}; use one of {', '.join(RULES)} (docs/method.md §1.3)")
     item_codes, item_order = index_ids(df["item"])
     user_codes, user_order = index_ids(df["user"])
     codes = pl.DataFrame({"u": user_codes, "i": item_codes, "t": df["timestamp"].cast(pl.Int64)}).with_row_index("row")

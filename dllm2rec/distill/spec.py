@@ -21,13 +21,12 @@ import typing
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from dllm2rec import layout
 from dllm2rec.io import UserError
 
 SPLITS = ("train", "valid", "test")
 TEACHER_PARTS = ("ranks", "item_embeddings", "generated_embeddings", "text_item_embeddings",
                  "text_generated_embeddings")
-# the text encoder's outputs (dllm2rec/teacher/text_encoder.py), in the teacher's folder
-TEXT_EMBEDDINGS_DIR = "text_embeddings"
 
 
 # the knowledge-text parts KAR / LLM-CF read per ``encoder`` (dllm2rec/distill/knowledge.py)
@@ -39,16 +38,14 @@ _ENCODER_PARTS = {
 
 def part_files(part: str, splits) -> list[str]:
     """The files of a teacher part, relative to the teacher's folder (one per split for the
-    per-sequence parts, one for the per-item parts)."""
-    if part == "item_embeddings":
-        return ["item_embeddings.parquet"]
-    if part == "text_item_embeddings":
-        return [f"{TEXT_EMBEDDINGS_DIR}/item_embeddings.parquet"]
-    if part == "text_generated_embeddings":
-        return [f"{TEXT_EMBEDDINGS_DIR}/generated_embeddings/{s}.parquet" for s in splits]
-    if part in TEACHER_PARTS:
-        return [f"{part}/{s}.parquet" for s in splits]
-    raise ValueError(f"unknown teacher part {part!r}; known: {TEACHER_PARTS}")
+    per-sequence parts, one for the per-item parts), as :mod:`dllm2rec.layout` names them."""
+    if part not in TEACHER_PARTS:
+        raise ValueError(f"unknown teacher part {part!r}; known: {TEACHER_PARTS}")
+    if part in layout.PER_ITEM_TEACHER_PARTS:
+        return [layout.TEACHER_FILES[part]]
+    return [layout.TEACHER_FILES[part].format(split=s) for s in splits]
+
+
 RESERVED_KEYS = ("type", "extends")  # config keys every entry may carry; not options
 
 OPTIONS: dict[str, type["MethodOptions"]] = {}

@@ -17,23 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dllm2rec.io import UserError, parquet_metadata, read_parquet, write_parquet
-from dllm2rec.teacher.ground import (
-    embed_texts,
-    fixed_list,
-    nearest_items,
-    read_item_embeddings,
-    read_items,
-)
+from dllm2rec import teacher_artifacts as ta
+from dllm2rec import dataset as ds
+from dllm2rec.io import UserError, parquet_metadata, write_parquet
+from dllm2rec.teacher.ground import embed_texts, nearest_items
 from dllm2rec.teacher.prompts import clean_generation, encode_example, item_titles
-
-RANKS_SCHEMA = pa.schema([
-    ("seq_id", pa.int64()), ("generated", pa.string()), ("topk_items", pa.list_(pa.int32())),
-    ("topk_dist", pa.list_(pa.float32())), ("target_dist", pa.float32()),
-])
 
 
 def generation_cutoff(params: dict) -> int:
@@ -111,11 +101,11 @@ def generate_and_ground(model, tokenizer, histories: list[list[str]], targets, i
     }
 
 
-def shard_rows(sequences: pa.Table, split: str, shard: int, shards: int) -> pa.Table:
+def shard_rows(dataset: ds.Dataset, split: str, shard: int, shards: int) -> pa.Table:
     """Rows of ``split`` in seq_id order that belong to ``shard`` (1-based) of ``shards``."""
     if not 1 <= shard <= shards:
         raise UserError(f"shard {shard} is not in 1..{shards}")
-    rows = sequences.filter(pc.equal(sequences.column("split"), split)).sort_by("seq_id")
+    rows = dataset.split(split, by_seq_id=True)
     if rows.num_rows == 0:
         raise UserError(f"split {split!r} has no sequences; check the data stage's output")
     return rows.take(np.arange(shard - 1, rows.num_rows, shards))
@@ -123,15 +113,8 @@ def shard_rows(sequences: pa.Table, split: str, shard: int, shards: int) -> pa.T
 
 def _tables(seq_ids, res: dict, dim: int) -> tuple[pa.Table, pa.Table]:
     n = len(seq_ids)
-    ranks = pa.table({
-        "seq_id": pa.array(np.asarray(seq_ids, dtype=np.int64)),
-        "generated": pa.array(res["generated"], type=pa.string()),
-        "topk_items": pa.array(list(res["topk_items"]), type=pa.list_(pa.int32())) if n else pa.array([], pa.list_(pa.int32())),
-        "topk_dist": pa.array(list(res["topk_dist"]), type=pa.list_(pa.float32())) if n else pa.array([], pa.list_(pa.float32())),
-        "target_dist": pa.array(np.asarray(res["target_dist"], dtype=np.float32)),
-    }, schema=RANKS_SCHEMA)
-    emb = pa.table({"seq_id": pa.array(np.asarray(seq_ids, dtype=np.int64)),
-                    "embedding": fixed_list(np.asarray(res["embeddings"]).reshape(n, dim), np.float16)})
+    ranks = ta.ranks_table(seq_ids, res)
+    emb = ta.generated_embeddings_table(seq_ids, np.asarray(res["embeddings"]).reshape(n, dim))
     return ranks, emb
 
 
@@ -146,17 +129,18 @@ def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, sha
     shard, shards = int(shard), int(shards)
     if not Path(adapter).exists():
         raise UserError(f"LoRA adapter not found: {adapter}. Run the sft rule first.")
-    items = read_items(data)
-    titles = item_titles(items)
-    rows = shard_rows(read_parquet(Path(data) / "sequences.parquet", "sequences table"), split, shard, shards)
+    dataset = ds.load_dataset(data)
+    dataset.require_titles()  # a UserError for a source without titles
+    titles = item_titles(dataset.items)  # normalised as the generations are (prompts.normalize_title)
+    rows = shard_rows(dataset, split, shard, shards)
     model, tokenizer = load_base(base, dtype=params.get("dtype"))
     model = PeftModel.from_pretrained(model, adapter).eval()
     device = next(model.parameters()).device
-    emb_items = torch.from_numpy(read_item_embeddings(item_emb, len(titles))).to(device)
-    histories = [[titles[i] for i in h] for h in rows.column("history").to_pylist()]
-    targets = rows.column("target").to_numpy()
+    emb_items = torch.from_numpy(ta.read_item_embeddings(item_emb, len(titles))).to(device)
+    histories = [[titles[i] for i in h] for h in ds.histories(rows)]
+    targets = ds.targets(rows)
     res = generate_and_ground(model, tokenizer, histories, targets, emb_items, params, noun)
-    ranks, emb = _tables(rows.column("seq_id").to_numpy(), res, emb_items.shape[1])
+    ranks, emb = _tables(ds.seq_ids(rows), res, emb_items.shape[1])
     meta = {k: res[k] for k in ("generation_seconds", "grounding_seconds", "n_truncated_prompts", "n_empty_generations")}
     meta.update(split=split, shard=shard, shards=shards, n_sequences=rows.num_rows, params=params, noun=noun,
                 base=str(base), adapter=str(adapter), device=str(device))
@@ -175,12 +159,12 @@ def gather_shards(ranks: list[str], embs: list[str], out_ranks: str, out_emb: st
     ranks = [ranks] if isinstance(ranks, str) else list(ranks)
     embs = [embs] if isinstance(embs, str) else list(embs)
     metas = [parquet_metadata(p) for p in ranks]
-    r = pa.concat_tables([pq.read_table(p) for p in ranks]).sort_by("seq_id")
-    e = pa.concat_tables([pq.read_table(p) for p in embs]).sort_by("seq_id")
-    ids = r.column("seq_id").to_numpy()
+    r = ta.concat_by_seq_id([pq.read_table(p) for p in ranks])
+    e = ta.concat_by_seq_id([pq.read_table(p) for p in embs])
+    ids = ta.seq_ids(r)
     if len(np.unique(ids)) != len(ids):
         raise UserError(f"duplicate seq_id across teacher shards {ranks}: were shards of different runs mixed?")
-    if not np.array_equal(ids, e.column("seq_id").to_numpy()):
+    if not np.array_equal(ids, ta.seq_ids(e)):
         raise UserError(f"teacher ranks {ranks} and generated embeddings {embs} hold different seq_ids")
     meta = {k: sum(m.get(k, 0) for m in metas) for k in SUMMED}
     first = metas[0] if metas else {}

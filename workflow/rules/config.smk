@@ -1,0 +1,109 @@
+# Config handling: schema validation, `extends` between methods, Figure 2's sweep methods and
+# the cross-checks that must pass before any job runs. Paths and getters are in paths.smk.
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)  # the dllm2rec package beside the Snakefile
+from dllm2rec import layout as L
+from dllm2rec.data.check import dataset_problem
+from dllm2rec.data.sources import SOURCES
+from dllm2rec.distill.spec import teacher_needs as method_teacher_needs
+from dllm2rec.sweeps import FIGURE2_PARAMS, sweep_method
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+
+def fail(msg):
+    raise WorkflowError(f"config error: {msg}")
+
+
+def resolve_method(name, seen=()):
+    """The method's options with `extends` applied (the child's keys win)."""
+    if name not in config["methods"]:
+        fail(
+            f"method {name!r} is not defined under `methods` (defined: {', '.join(config['methods'])})."
+        )
+    entry = dict(config["methods"][name])
+    parent = entry.pop("extends", None)
+    if parent is None:
+        return entry
+    if parent in seen:
+        fail(
+            f"methods.{name}.extends forms a cycle: {' -> '.join((*seen, name, parent))}"
+        )
+    merged = resolve_method(parent, (*seen, name))
+    merged.update(entry)
+    return merged
+
+
+def figure2_methods():
+    """Figure 2's sweep points: {method name: its config entry}, each extending `dllm2rec`."""
+    sweep = config["tables"].get("figure2", {})
+    return {
+        sweep_method(param, value): {
+            "type": "dllm2rec",
+            "extends": "dllm2rec",
+            param: value,
+        }
+        for param in FIGURE2_PARAMS
+        for value in sweep.get(param, [])
+    }
+
+
+# the sweep points become methods (a method the user defined under the same name wins)
+for _name, _entry in figure2_methods().items():
+    config["methods"].setdefault(_name, _entry)
+
+
+def check_config():
+    tables = config["tables"]
+    if tables["teacher"] not in config["teachers"]:
+        fail(
+            f"tables.teacher is {tables['teacher']!r}, which is not a key of `teachers` ({', '.join(config['teachers'])})."
+        )
+    for name in tables["datasets"]:
+        if name not in config["datasets"]:
+            fail(
+                f"tables.datasets names {name!r}, which is not a key of `datasets` ({', '.join(config['datasets'])})."
+            )
+    for name in tables["backbones"]:
+        if name not in config["student"]["backbones"]:
+            fail(
+                f"tables.backbones names {name!r}; add it under student.backbones (e.g. `{name}: {{}}`)."
+            )
+    ablation = tables.get("ablation", {})
+    if (ablation or tables.get("figure2")) and "dllm2rec" not in config["methods"]:
+        fail(
+            "tables.ablation compares variants with the method `dllm2rec`: define methods.dllm2rec."
+        )
+    for name in [
+        *tables["methods"],
+        *ablation.get("table7", []),
+        *ablation.get("table8", []),
+    ]:
+        resolve_method(name)
+    for name in config["methods"]:
+        resolve_method(name)
+    for name, ds in config["datasets"].items():
+        needed = SOURCES[ds["source"]].paths
+        missing = [key for key in needed if key not in ds["paths"]]
+        if missing:
+            fail(
+                f"datasets.{name} (source {ds['source']}) needs paths.{', paths.'.join(missing)}: set them to the raw files (see docs/datasets.md)."
+            )
+        problem = dataset_problem(name, ds, needs_titles=name in tables["datasets"])
+        if problem:
+            fail(problem)
+
+
+check_config()
+
+TABLES = config["tables"]
+ABLATION = TABLES.get("ablation", {})
+FIGURE2 = TABLES.get("figure2", {})
