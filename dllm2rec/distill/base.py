@@ -3,7 +3,9 @@
 A method reads only the teacher's artifacts (SPEC, ARCHITECTURE "artifact contract"), already
 joined to the student's sequence rows by ``seq_id`` and loaded as tensors (:class:`TeacherTensors`).
 Methods are registered by name; the config's ``methods.<name>.type`` picks the class and the rest
-of that config entry is passed as ``cfg``.
+of that config entry is passed as ``cfg``, which the base class parses into the method's options
+dataclass (``Options``, declared in :mod:`dllm2rec.distill.spec`) as ``self.opt``. Helpers that
+several methods share live in :mod:`dllm2rec.distill.common`.
 """
 from __future__ import annotations
 
@@ -12,14 +14,23 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from dllm2rec.distill.spec import MethodOptions, read_options
 from dllm2rec.io import UserError
 
 METHODS: dict[str, type["DistillMethod"]] = {}
 
 
 def register_method(name: str):
+    """Class decorator: register a method under ``name``. Its ``Options`` (the dataclass
+    registered under the same name in :mod:`dllm2rec.distill.spec`) gives the class its
+    ``needs`` and ``uses_teacher_at_inference``."""
+
     def deco(cls):
+        if cls.Options.method != name:
+            raise TypeError(f"method {name!r}: Options is {cls.Options.__name__}, registered for {cls.Options.method!r}")
         cls.name = name
+        cls.needs = frozenset(cls.Options.needs)
+        cls.uses_teacher_at_inference = bool(cls.Options.uses_teacher_at_inference)
         METHODS[name] = cls
         return cls
 
@@ -32,12 +43,6 @@ def get_method(name: str) -> type["DistillMethod"]:
     if name not in METHODS:
         raise UserError(f"unknown distillation method {name!r}; known: {sorted(METHODS)}")
     return METHODS[name]
-
-
-def distinct_items(ids: torch.Tensor, n_items: int) -> torch.Tensor:
-    """Sorted distinct real item ids in ``ids`` (any shape), the padding id ``n_items`` dropped."""
-    items = torch.unique(ids)
-    return items[items < n_items]
 
 
 @dataclass
@@ -85,26 +90,36 @@ class Batch:
 class DistillMethod(nn.Module):
     """Default: no distillation. Subclasses override what they need.
 
-    ``needs``: which teacher artifacts the method reads, so the workflow declares exactly those
-    inputs: a subset of {"ranks", "item_embeddings", "generated_embeddings"}.
-    ``uses_teacher_at_inference``: True when evaluation needs teacher output for the evaluated
-    sequences (KAR, LLM-CF); Table 6 then counts the teacher's cost at inference.
+    ``Options``: the method's options dataclass (:mod:`dllm2rec.distill.spec`); ``__init__``
+    parses ``cfg`` into ``self.opt`` (unknown keys and wrong types are UserErrors).
+    ``needs`` (from ``Options``): which teacher artifacts the method reads, so the workflow
+    declares exactly those inputs: a subset of {"ranks", "item_embeddings", "generated_embeddings"}.
+    ``uses_teacher_at_inference`` (from ``Options``): True when evaluation needs teacher output
+    for the evaluated sequences (KAR); Table 6 then counts the teacher's cost at inference.
     """
 
     name: str = "base"
+    Options: type[MethodOptions] = MethodOptions
     needs: frozenset[str] = frozenset()
     uses_teacher_at_inference: bool = False
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__()
         self.cfg = dict(cfg)
+        self.opt = self.parse_options(self.cfg)
         self.ctx = ctx
+
+    @classmethod
+    def parse_options(cls, cfg: dict, name: str | None = None):
+        """``cfg`` (a ``methods.<name>`` entry, ``name`` defaulting to the type) as this method's
+        ``Options``."""
+        return read_options(cls.Options, cfg, name or cls.name)
 
     @classmethod
     def required_parts(cls, cfg: dict) -> frozenset[str]:
         """The teacher artifacts this config of the method reads (``needs`` unless an ablation
         switches a part off, e.g. DLLM2Rec with ``embedding: false`` needs no item embeddings)."""
-        return frozenset(cls.needs)
+        return cls.parse_options(cfg).teacher_parts()
 
     def rng_state(self):
         """The method's own random generators (``self.sampler``), saved in training checkpoints so

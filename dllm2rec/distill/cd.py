@@ -17,28 +17,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
-from dllm2rec.distill.rd import (
-    SeededSampler,
-    multinomial_masked,
-    teacher_rows,
-    teacher_split,
-)
+from dllm2rec.distill.common import SeededSampler, multinomial_masked, teacher_rows, teacher_split
+from dllm2rec.distill.spec import CDOptions
 
 
 @register_method("cd")
 class CD(DistillMethod):
     """L = lambda_kd * mean_{s, sampled j} BCE(ŷ_sj, σ((t_sj + t2)/t1))."""
 
-    needs = frozenset({"ranks"})
+    Options = CDOptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        self.lambda_kd = float(self.cfg.get("lambda_kd", 0.5))
-        self.n_samples = int(self.cfg.get("n_samples", 10))
-        self.rank_temp = float(self.cfg.get("rank_temp", 10.0))
-        self.t1 = float(self.cfg.get("t1", 1.0))
-        self.t2 = float(self.cfg.get("t2", 0.0))
-        self.top_n = int(self.cfg.get("top_n", 100))
+        self.lambda_kd = self.opt.lambda_kd
+        self.n_samples = self.opt.n_samples
+        self.rank_temp = self.opt.rank_temp
+        self.t1 = self.opt.t1
+        self.t2 = self.opt.t2
+        self.top_n = self.opt.top_n
         d = teacher_split(ctx, "train").topk_dist[:, : self.top_n].float().reshape(-1).sort().values
         m = d.numel()
         self.d_ref = float((d[(m - 1) // 2] + d[m // 2]) / 2)  # the median (mean of the two middle values)

@@ -24,24 +24,13 @@ batch size B keeps λ on that scale next to our mean recommendation loss.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
-from dllm2rec.distill.rd import SeededSampler, multinomial_masked, options, teacher_split
+from dllm2rec.distill.common import SeededSampler, multinomial_masked, teacher_split
 from dllm2rec.distill.rrd import relaxed_ranking_loss
-
-
-@dataclass
-class DCDOptions:
-    lambda_user: float = 0.001  # UCD_lmbda (value not released; RRD's official λ, our choice)
-    lambda_item: float = 0.001  # ICD_lmbda (likewise)
-    n_samples: int = 10  # p_n: items (sequences) drawn per kind (our choice)
-    eps: float = 0.1  # ep: slope of the rank discrepancy (our choice)
-    refresh_every: int = 3  # run_dcd.py: `if epoch % 3 == 0`
-    top_n: int = 100  # teacher list length used on both sides (released code: 500)
+from dllm2rec.distill.spec import DCDOptions
 
 
 def within_list_ranks(scores: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -64,11 +53,11 @@ def discrepancy(rs: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tenso
 
 @register_method("dcd")
 class DCD(DistillMethod):
-    needs = frozenset({"ranks"})
+    Options = DCDOptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        o = options(DCDOptions, self.cfg, "dcd")
+        o = self.opt
         self.lambda_user, self.lambda_item = float(o.lambda_user), float(o.lambda_item)
         self.n_samples, self.eps = int(o.n_samples), float(o.eps)
         self.refresh_every = max(1, int(o.refresh_every))

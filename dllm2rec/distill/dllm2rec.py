@@ -36,16 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, distinct_items, register_method
+from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, get_method, register_method
+from dllm2rec.distill.common import distinct_items
+from dllm2rec.distill.spec import DLLM2RecOptions
 from dllm2rec.io import UserError
-
-DEFAULTS = {
-    "variant": "paper", "lambda_d": 0.3, "k": 10, "beta": 1.0,
-    "gamma_p": 0.3, "gamma_c": 0.5, "gamma_o": 0.1,
-    "ed_weight": 0.3, "projector": "linear",
-    "ranking": True, "use_wp": True, "use_wc": True, "use_wo": True, "embedding": True, "offset": True,
-    "embedding_method": "collaborative",
-}
 
 
 def position_weight(k: int, beta: float) -> torch.Tensor:
@@ -101,42 +95,22 @@ def official_ranking_loss(cand_scores: torch.Tensor, neg_scores: torch.Tensor, w
 
 @register_method("dllm2rec")
 class DLLM2Rec(DistillMethod):
-    needs = frozenset({"ranks", "item_embeddings"})
-
-    @classmethod
-    def config(cls, cfg: dict) -> dict:
-        unknown = set(cfg) - set(DEFAULTS) - {"type"}
-        if unknown:
-            raise UserError(f"methods.dllm2rec: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        out = {**DEFAULTS, **{k: v for k, v in cfg.items() if k != "type"}}
-        if out["variant"] not in ("paper", "official"):
-            raise UserError(f"methods.dllm2rec.variant must be paper or official, got {out['variant']!r}")
-        if out["projector"] not in ("linear", "mlp"):
-            raise UserError(f"methods.dllm2rec.projector must be linear or mlp, got {out['projector']!r}")
-        if out["embedding_method"] not in ("collaborative", "hint", "htd"):
-            raise UserError("methods.dllm2rec.embedding_method must be collaborative, hint or htd, "
-                            f"got {out['embedding_method']!r}")
-        return out
-
-    @classmethod
-    def required_parts(cls, cfg: dict) -> frozenset[str]:
-        c = cls.config(cfg)
-        return frozenset(({"ranks"} if c["ranking"] else set()) | ({"item_embeddings"} if c["embedding"] else set()))
+    Options = DLLM2RecOptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        c = self.config(cfg)
-        self.variant = c["variant"]
-        self.lambda_d = float(c["lambda_d"])
-        self.k = int(c["k"])
-        self.beta = float(c["beta"])
-        self.gamma_p = float(c["gamma_p"]) if c["use_wp"] else 0.0
-        self.gamma_c = float(c["gamma_c"]) if c["use_wc"] else 0.0
-        self.gamma_o = float(c["gamma_o"]) if c["use_wo"] else 0.0
-        self.use_ranking = bool(c["ranking"]) and self.lambda_d != 0
-        self.use_embedding = bool(c["embedding"]) and c["embedding_method"] == "collaborative"
-        self.offset = bool(c["offset"])
-        self.ed_weight = float(c["ed_weight"])
+        c = self.opt
+        self.variant = c.variant
+        self.lambda_d = c.lambda_d
+        self.k = c.k
+        self.beta = c.beta
+        self.gamma_p = c.gamma_p if c.use_wp else 0.0
+        self.gamma_c = c.gamma_c if c.use_wc else 0.0
+        self.gamma_o = c.gamma_o if c.use_wo else 0.0
+        self.use_ranking = c.ranking and self.lambda_d != 0
+        self.use_embedding = c.embedding and c.embedding_method == "collaborative"
+        self.offset = c.offset
+        self.ed_weight = c.ed_weight
         teacher = ctx.teacher
         if (self.use_ranking or self.use_embedding) and teacher is None:
             raise UserError("method dllm2rec needs a teacher: pass the teacher directory")
@@ -156,14 +130,12 @@ class DLLM2Rec(DistillMethod):
                 raise UserError(f"dllm2rec: teacher item embeddings have {z.shape[0]} rows, the dataset {ctx.n_items} items")
             self.register_buffer("z", z.float().contiguous(), persistent=False)
             width, hidden = z.shape[1], ctx.hidden
-            self.projector = nn.Linear(width, hidden) if c["projector"] == "linear" else \
+            self.projector = nn.Linear(width, hidden) if c.projector == "linear" else \
                 nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
         # Table 8: the embedding term swapped for an existing embedding distillation (Hint or HTD)
         self.embedding_kd = None
-        if c["embedding"] and c["embedding_method"] != "collaborative":
-            from dllm2rec.distill.base import get_method
-
-            name = c["embedding_method"]
+        if c.embedding and c.embedding_method != "collaborative":
+            name = c.embedding_method
             self.embedding_kd = get_method(name)({"type": name}, ctx, student)
 
     # --- collaborative embedding distillation ---------------------------------------------

@@ -28,33 +28,22 @@ keeps λ on that scale next to our mean recommendation loss.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, distinct_items, register_method
-from dllm2rec.distill.hint import standardize, teacher_item_emb
-from dllm2rec.distill.rd import SeededSampler, options
-
-
-@dataclass
-class HTDOptions:
-    lambda_kd: float = 0.001  # lmbda_TD (notebook)
-    alpha: float = 0.5  # alpha (notebook): TD share
-    n_groups: int = 30  # K (notebook)
-    tau_start: float = 1.0  # run.py: current_T = 1
-    tau_end: float = 1e-10  # run.py: T_annealing(epoch, max_epoch, 1, 1e-10)
-    teacher_dim: int | None = None  # None: the teacher's width; else its top principal components (cost; ours)
+from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
+from dllm2rec.distill.common import SeededSampler, distinct_items, standardize, teacher_item_emb
+from dllm2rec.distill.spec import HTDOptions
 
 
 def teacher_space(z: torch.Tensor, dim: int | None) -> torch.Tensor:
     """Standardised teacher embeddings, projected on their top ``dim`` principal directions when
-    ``dim`` is set (and smaller than the width), scaled to unit mean squared norm."""
+    ``dim`` > 0 (and smaller than the width), scaled to unit mean squared norm."""
     x = standardize(z)
-    if dim is not None and int(dim) < x.shape[1]:
+    if 0 < dim < x.shape[1]:
         cov = x.T.double() @ x.double() / x.shape[0]
         _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
         x = (x.double() @ vecs[:, -int(dim):].flip(1)).float()
@@ -66,32 +55,39 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class Experts(nn.Module):
-    """K projectors f_k(x) = W2_k relu(W1_k x + b1_k) + b2_k, evaluated together."""
+    """K projectors f_k(x) = W2_k relu(W1_k x + b1_k) + b2_k (each nn.Linear-initialised) and
+    their mixture Σ_k a_k f_k(x), computed as two wide matrix products."""
 
     def __init__(self, k: int, d_in: int, d_hidden: int, d_out: int):
         super().__init__()
-        self.w1 = nn.Parameter(torch.empty(k, d_in, d_hidden))
-        self.b1 = nn.Parameter(torch.empty(k, 1, d_hidden))
-        self.w2 = nn.Parameter(torch.empty(k, d_hidden, d_out))
-        self.b2 = nn.Parameter(torch.empty(k, 1, d_out))
-        for w, b, fan_in in ((self.w1, self.b1, d_in), (self.w2, self.b2, d_hidden)):  # nn.Linear's init
+        self.k, self.d_hidden = k, d_hidden
+        self.w1 = nn.Parameter(torch.empty(d_in, k * d_hidden))
+        self.b1 = nn.Parameter(torch.empty(k * d_hidden))
+        self.w2 = nn.Parameter(torch.empty(k * d_hidden, d_out))
+        self.b2 = nn.Parameter(torch.empty(k, d_out))
+        for w, b, fan_in in ((self.w1, self.b1, d_in), (self.w2, self.b2, d_hidden)):
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [E, d_in] -> [K, E, d_out]."""
-        h = torch.relu(torch.baddbmm(self.b1, x.unsqueeze(0).expand(self.w1.shape[0], -1, -1), self.w1))
-        return torch.baddbmm(self.b2, h, self.w2)
+    def expert(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """f_k(x) [E, d_out] (for tests)."""
+        sl = slice(k * self.d_hidden, (k + 1) * self.d_hidden)
+        return torch.relu(x @ self.w1[:, sl] + self.b1[sl]) @ self.w2[sl] + self.b2[k]
+
+    def mix(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Σ_k a_ek f_k(x_e): x [E, d_in], a [E, K] -> [E, d_out]."""
+        h = torch.relu(x @ self.w1 + self.b1).view(x.shape[0], self.k, self.d_hidden)
+        return (h * a.unsqueeze(-1)).reshape(x.shape[0], -1) @ self.w2 + a @ self.b2
 
 
 @register_method("htd")
 class HTD(DistillMethod):
-    needs = frozenset({"item_embeddings"})
+    Options = HTDOptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        o = options(HTDOptions, self.cfg, "htd")
+        o = self.opt
         self.lambda_kd, self.alpha, self.k = float(o.lambda_kd), float(o.alpha), int(o.n_groups)
         self.tau_start, self.tau_end = float(o.tau_start), float(o.tau_end)
         t = teacher_space(teacher_item_emb(ctx), o.teacher_dim)
@@ -100,6 +96,7 @@ class HTD(DistillMethod):
         self.experts = Experts(self.k, d_s, (d_t + d_s) // 2, d_t)
         self.assigner = nn.Linear(d_t, self.k)  # v, followed by a softmax
         self.sampler = SeededSampler(ctx.seed, salt=13)
+        self.sampler("cpu")  # created now, so that rng_state() restores the first draws too
 
     def tau(self, epoch: int) -> float:
         """run.py: T_annealing after each epoch, floored at the end value."""
@@ -113,7 +110,7 @@ class HTD(DistillMethod):
         u = torch.rand(probs.shape, device=probs.device, generator=gen)
         gumbel = -torch.log((-torch.log(u.clamp(1e-20, 1.0))).clamp_min(1e-20))  # Gumbel(0, 1)
         a = torch.softmax((torch.log(probs + 1e-10) + gumbel) / tau, dim=1)  # [E, K]
-        f_hat = torch.einsum("ek,ked->ed", a, self.experts(s))
+        f_hat = self.experts.mix(s, a)
         return (t - f_hat).pow(2).sum()
 
     def td_loss(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

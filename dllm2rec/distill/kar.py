@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from dllm2rec.io import UserError
-from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, distinct_items, register_method
-from dllm2rec.distill.hint import standardize, teacher_item_emb
-from dllm2rec.distill.rd import teacher_split
+from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
+from dllm2rec.distill.common import distinct_items, standardize, teacher_item_emb, teacher_split
+from dllm2rec.distill.spec import KAROptions
 
 
 class Expert(nn.Module):
@@ -52,8 +52,7 @@ class HybridExpertAdaptor(nn.Module):
 
 @register_method("kar")
 class KAR(DistillMethod):
-    needs = frozenset({"item_embeddings", "generated_embeddings"})
-    uses_teacher_at_inference = True
+    Options = KAROptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
@@ -62,14 +61,14 @@ class KAR(DistillMethod):
         self.register_buffer("ref_mean", ref.mean(0, keepdim=True), persistent=False)
         self.register_buffer("ref_std", ref.std(0, keepdim=True, unbiased=False).clamp_min(1e-6), persistent=False)
         self.register_buffer("z", standardize(z_raw), persistent=False)
-        self.augment_items = bool(self.cfg.get("augment_items", True))
-        self.augment_sequence = bool(self.cfg.get("augment_sequence", True))
+        self.augment_items = self.opt.augment_items
+        self.augment_sequence = self.opt.augment_sequence
         self.adaptor = HybridExpertAdaptor(
             z_raw.shape[1], ctx.hidden, ("item", "seq"),
-            n_shared=int(self.cfg.get("n_shared", 2)),
-            n_specific=int(self.cfg.get("n_specific", 6)),
-            d_hidden=int(self.cfg.get("expert_hidden", 128)),
-            dropout=float(self.cfg.get("dropout", 0.0)),
+            n_shared=self.opt.n_shared,
+            n_specific=self.opt.n_specific,
+            d_hidden=self.opt.expert_hidden,
+            dropout=self.opt.dropout,
         )
 
     def item_table(self, student) -> torch.Tensor:

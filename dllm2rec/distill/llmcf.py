@@ -34,8 +34,8 @@ from torch import nn
 
 from dllm2rec.io import UserError
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
-from dllm2rec.distill.hint import standardize, teacher_item_emb
-from dllm2rec.distill.rd import teacher_split
+from dllm2rec.distill.common import standardize, teacher_item_emb, teacher_split
+from dllm2rec.distill.spec import LLMCFOptions
 
 _NEG = -1e9
 
@@ -53,14 +53,13 @@ def history_signature(history: torch.Tensor, table: torch.Tensor) -> torch.Tenso
 
 @register_method("llmcf")
 class LLMCF(DistillMethod):
-    needs = frozenset({"item_embeddings", "generated_embeddings"})
-    uses_teacher_at_inference = False  # retrieval only reads train generations (see docstring)
+    Options = LLMCFOptions  # uses_teacher_at_inference False: retrieval reads train generations only
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        self.n_neighbors = int(self.cfg.get("n_neighbors", 4))
-        r_dim = int(self.cfg.get("retrieval_dim", 64))
-        chunk = int(self.cfg.get("chunk", 256))
+        self.n_neighbors = self.opt.n_neighbors
+        r_dim = self.opt.retrieval_dim
+        chunk = self.opt.chunk
         z_raw = teacher_item_emb(ctx)
         z = standardize(z_raw)
         if z.shape[1] > r_dim and z.shape[0] > r_dim:

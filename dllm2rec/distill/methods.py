@@ -5,5 +5,5 @@ import pkgutil
 import dllm2rec.distill as _pkg
 
 for _mod in pkgutil.iter_modules(_pkg.__path__):
-    if _mod.name not in ("base", "methods", "__init__"):
+    if _mod.name not in ("base", "methods", "common", "spec", "teacher_data"):
         importlib.import_module(f"{_pkg.__name__}.{_mod.name}")

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dllm2rec.distill.base import DistillMethod, register_method
+from dllm2rec.distill.spec import NoneOptions
 
 
 @register_method("none")
 class NoDistillation(DistillMethod):
-    needs = frozenset()
+    Options = NoneOptions

@@ -15,20 +15,12 @@ mean, so the sum divided by the batch size (mean_s) keeps λ on the official sca
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
-from dllm2rec.distill.rd import (
-    SeededSampler,
-    multinomial_masked,
-    options,
-    sample_outside,
-    seen_items,
-    teacher_rows,
-)
+from dllm2rec.distill.common import SeededSampler, multinomial_masked, sample_negatives, teacher_rows
+from dllm2rec.distill.spec import RRDOptions
 
 _NEG = -1e9  # stands for -inf in masked log-sum-exps (finite, so gradients stay finite)
 
@@ -56,24 +48,15 @@ def rank_sample(n_rows: int, width: int, k: int, temp: float, gen: torch.Generat
     return pos.sort(dim=1).values
 
 
-@dataclass
-class RRDOptions:
-    lambda_kd: float = 0.001  # URRD_lmbda (main_URRD.py)
-    k: int = 40  # U_K: interesting items
-    l: int = 40  # U_L: uninteresting items
-    temp: float = 10.0  # U_T: rank temperature
-
-
 @register_method("rrd")
 class RRD(DistillMethod):
     """L = lambda_kd * mean_s L_s (relaxed ranking, see the module docstring)."""
 
-    needs = frozenset({"ranks"})
+    Options = RRDOptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        o = options(RRDOptions, self.cfg, "rrd")
-        self.lambda_kd, self.k, self.l, self.temp = float(o.lambda_kd), int(o.k), int(o.l), float(o.temp)
+        self.lambda_kd, self.k, self.l, self.temp = self.opt.lambda_kd, self.opt.k, self.opt.l, self.opt.temp
         self.sampler = SeededSampler(ctx.seed, salt=5)
 
     def sample(self, batch: Batch, device, n_items: int):
@@ -82,9 +65,8 @@ class RRD(DistillMethod):
         items, _ = teacher_rows(self.ctx, batch, device)
         b, n_top = items.shape
         interesting = items.gather(1, rank_sample(b, n_top, self.k, self.temp, gen, device))
-        excluded = seen_items(batch.history.to(device), batch.target.to(device), n_items)
-        excluded.scatter_(1, items, True)
-        unint, unint_valid = sample_outside(excluded, self.l, gen)
+        unint, unint_valid = sample_negatives(batch.history.to(device), batch.target.to(device), n_items, self.l,
+                                              gen, exclude=items)
         return interesting, unint, unint_valid
 
     def loss(self, batch: Batch, scores, state, student, epoch: int) -> torch.Tensor:

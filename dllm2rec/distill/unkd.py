@@ -21,7 +21,6 @@ group whose draws are all ties (no listed candidate) gives no pair for that sequ
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
 
 import torch
@@ -29,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
-from dllm2rec.distill.rd import SeededSampler, options, seen_items, teacher_rows
+from dllm2rec.distill.common import SeededSampler, seen_mask, teacher_rows
+from dllm2rec.distill.spec import UnKDOptions
 
 OVERSAMPLE = 4  # extra draws per wanted pair, to replace ties (our choice)
 MAX_DEPTH = 1000  # UnKD keeps the teacher's first 1000 candidates per group (sample.py)
@@ -73,21 +73,13 @@ def pairs_per_group(n_groups: int, n_samples: int) -> list[int]:
     return [b + (1 if g < short else 0) for g, b in enumerate(base)]
 
 
-@dataclass
-class UnKDOptions:
-    lambda_kd: float = 1.0  # kd_weight (README command)
-    n_groups: int = 4  # split_group (README command)
-    n_samples: int = 30  # sample_num: pairs per sequence over all groups
-    temp: float = 20.0  # rank temperature: exp(-(1+i)/20) (sample.py)
-
-
 @register_method("unkd")
 class UnKD(DistillMethod):
-    needs = frozenset({"ranks"})
+    Options = UnKDOptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        o = options(UnKDOptions, self.cfg, "unkd")
+        o = self.opt
         self.lambda_kd, self.temp = float(o.lambda_kd), float(o.temp)
         groups = popularity_groups(ctx.item_counts.cpu(), int(o.n_groups))
         self.n_groups = int(groups.max()) + 1 if (groups >= 0).any() else 0
@@ -117,7 +109,7 @@ class UnKD(DistillMethod):
         gen = self.sampler(device)
         items, _ = teacher_rows(self.ctx, batch, device)
         b, n_top = items.shape
-        seen = seen_items(batch.history.to(device), batch.target.to(device), self.ctx.n_items)
+        seen = seen_mask(batch.history.to(device), batch.target.to(device), self.ctx.n_items)
         blocked = seen.clone()
         blocked.scatter_(1, items, True)
         cand_ok = ~seen.gather(1, items)  # listed and not history/target

@@ -190,7 +190,7 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
 
     mcfg = dict(params["method"])
     mcls = get_method(mcfg.get("type", method))
-    parts = mcls.required_parts(mcfg)
+    parts = mcls.parse_options(mcfg, method).teacher_parts()  # errors name methods.<method>.<key>
     tt = None
     if parts:
         if teacher is None:

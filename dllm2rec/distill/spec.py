@@ -1,0 +1,275 @@
+"""What each distillation method takes and reads, without torch.
+
+Every method declares its options once, here, as a frozen dataclass registered under the
+method's ``type`` with :func:`options`: one typed field per config key, its default the value
+the method uses when the key is left out. The dataclass also says which teacher artifacts the
+method reads (``needs``, or :meth:`MethodOptions.teacher_parts` when an option switches a part
+off) and whether evaluation needs teacher output for the evaluated sequences
+(``uses_teacher_at_inference``).
+
+The method class (``dllm2rec/distill/<type>.py``) attaches its dataclass as ``Options`` and the
+base class parses the config entry into ``self.opt``. The workflow asks
+:func:`teacher_needs` which artifacts a run reads while it builds the DAG, so this module
+imports neither torch nor any method module. ``workflow/schemas/config.schema.yaml``,
+``config.yaml`` and ``docs/methods.md`` repeat the defaults; ``tests/test_method_options.py``
+checks that they agree with the dataclasses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from dllm2rec.io import UserError
+
+SPLITS = ("train", "valid", "test")
+TEACHER_PARTS = ("ranks", "item_embeddings", "generated_embeddings")
+RESERVED_KEYS = ("type", "extends")  # config keys every entry may carry; not options
+
+OPTIONS: dict[str, type["MethodOptions"]] = {}
+
+
+def options(name: str):
+    """Class decorator: register a dataclass as the options of method ``name``."""
+
+    def deco(cls):
+        cls.method = name
+        OPTIONS[name] = cls
+        return cls
+
+    return deco
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Base of every method's options (a method without options uses it as is)."""
+
+    method: ClassVar[str] = "base"
+    needs: ClassVar[frozenset[str]] = frozenset()  # subset of TEACHER_PARTS
+    uses_teacher_at_inference: ClassVar[bool] = False
+
+    def teacher_parts(self) -> frozenset[str]:
+        """The teacher artifacts this configuration reads (``needs`` unless an option drops one)."""
+        return frozenset(self.needs)
+
+
+def option_types(cls: type[MethodOptions]) -> dict[str, object]:
+    """{field name: resolved annotation} of an options dataclass, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def option_defaults(cls: type[MethodOptions]) -> dict[str, object]:
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def _check_value(where: str, tp, value):
+    """``value`` converted to ``tp`` (int, float, bool, str or a Literal of strings), or UserError."""
+    if typing.get_origin(tp) is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices or not isinstance(value, str):
+            raise UserError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where} must be an integer; got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where} must be a number; got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where} must be a string; got {value!r}")
+        return value
+    raise TypeError(f"{where}: unsupported option type {tp!r} (use int, float, bool, str or Literal)")
+
+
+def options_class(method_type: str) -> type[MethodOptions]:
+    if method_type not in OPTIONS:
+        raise UserError(f"unknown distillation method type {method_type!r}; known: {', '.join(sorted(OPTIONS))}")
+    return OPTIONS[method_type]
+
+
+def read_options(cls: type[MethodOptions], cfg: dict, name: str) -> MethodOptions:
+    """``cfg`` (a ``methods.<name>`` entry) as an instance of ``cls``; missing keys take their
+    defaults, ``type`` and ``extends`` are skipped. Unknown keys and values of the wrong type
+    raise a UserError naming ``methods.<name>.<key>``."""
+    types = option_types(cls)
+    values = {}
+    for key, value in cfg.items():
+        if key in RESERVED_KEYS:
+            continue
+        if key not in types:
+            known = ", ".join(types) or "none"
+            raise UserError(f"methods.{name}.{key}: unknown option of method type {cls.method!r} (its options: {known})")
+        values[key] = _check_value(f"methods.{name}.{key}", types[key], value)
+    return cls(**values)
+
+
+def parse_options(cfg: dict, name: str | None = None) -> MethodOptions:
+    """The options of a method config entry, its ``type`` picking the dataclass (see
+    :func:`read_options`; ``name``: the entry's name under ``methods``, default its type)."""
+    if "type" not in cfg:
+        raise UserError(f"methods.{name or '?'} has no `type`")
+    return read_options(options_class(cfg["type"]), cfg, name or cfg["type"])
+
+
+def teacher_needs(method_cfg: dict, name: str | None = None) -> dict[str, list[str]]:
+    """{teacher part: [splits]} that a training run with this (``extends``-resolved) method
+    config reads; empty when the method needs no teacher."""
+    opt = parse_options(method_cfg, name)
+    splits = list(SPLITS) if opt.uses_teacher_at_inference else ["train"]
+    return {part: list(splits) for part in sorted(opt.teacher_parts())}
+
+
+# --------------------------------------------------------------------------------------------
+# One dataclass per method, in the order of docs/methods.md. Defaults and their sources are
+# documented there (and in the method's module docstring).
+# --------------------------------------------------------------------------------------------
+
+
+@options("none")
+@dataclass(frozen=True)
+class NoneOptions(MethodOptions):
+    """The plain student: no options, no teacher."""
+
+
+@options("dllm2rec")
+@dataclass(frozen=True)
+class DLLM2RecOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"ranks", "item_embeddings"})
+
+    variant: Literal["paper", "official"] = "paper"
+    lambda_d: float = 0.3
+    k: int = 10
+    beta: float = 1.0
+    gamma_p: float = 0.3
+    gamma_c: float = 0.5
+    gamma_o: float = 0.1
+    ed_weight: float = 0.3
+    projector: Literal["linear", "mlp"] = "linear"
+    ranking: bool = True
+    use_wp: bool = True
+    use_wc: bool = True
+    use_wo: bool = True
+    embedding: bool = True
+    offset: bool = True
+    embedding_method: Literal["collaborative", "hint", "htd"] = "collaborative"
+
+    def teacher_parts(self) -> frozenset[str]:
+        return frozenset(({"ranks"} if self.ranking else set()) | ({"item_embeddings"} if self.embedding else set()))
+
+
+@options("hint")
+@dataclass(frozen=True)
+class HintOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings"})
+
+    lambda_kd: float = 0.1
+    projector: Literal["linear", "mlp"] = "linear"
+    normalize: bool = True
+    items: Literal["batch", "all"] = "batch"
+
+
+@options("htd")
+@dataclass(frozen=True)
+class HTDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings"})
+
+    lambda_kd: float = 0.001  # lmbda_TD (Topology_Distillation_KDD21 notebook)
+    alpha: float = 0.5  # TD share of α·TD + (1-α)·GA (notebook)
+    n_groups: int = 30  # K (notebook: HTD(..., K=30, choice='second'))
+    tau_start: float = 1.0  # Gumbel-softmax temperature, run.py run_HTD: current_T = 1
+    tau_end: float = 1e-10  # run.py: T_annealing(epoch, max_epoch, 1, 1e-10)
+    teacher_dim: int = 200  # teacher space cut to its top principal components (the released teacher's width); 0: all
+
+
+@options("rd")
+@dataclass(frozen=True)
+class RDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+
+    lambda_kd: float = 1.0  # teach_alpha (rank_distill distill_caser.py)
+    k: int = 10  # K
+    lam: float = 1.0  # lamda: position-weight sharpness
+    mu: float = 0.1  # mu: ranking-discrepancy sharpness
+    dynamic_start_epoch: int = 10  # dynamic_start_epoch: hybrid weights from this 0-based epoch on
+
+
+@options("cd")
+@dataclass(frozen=True)
+class CDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+
+    lambda_kd: float = 0.5
+    n_samples: int = 10
+    rank_temp: float = 10.0
+    t1: float = 1.0
+    t2: float = 0.0
+    top_n: int = 100
+
+
+@options("rrd")
+@dataclass(frozen=True)
+class RRDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+
+    lambda_kd: float = 0.001  # URRD_lmbda (DE-RRD_CIKM20 main_URRD.py)
+    k: int = 40  # U_K: interesting items
+    l: int = 40  # noqa: E741 (U_L: uninteresting items)
+    temp: float = 10.0  # U_T: rank temperature
+
+
+@options("dcd")
+@dataclass(frozen=True)
+class DCDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+
+    lambda_user: float = 0.001  # UCD_lmbda: not in the released code; RRD's λ (ours)
+    lambda_item: float = 0.001  # ICD_lmbda: likewise
+    n_samples: int = 10  # p_n: under-/over-estimated samples per kind (ours)
+    eps: float = 0.1  # ep: rank-discrepancy slope (ours)
+    refresh_every: int = 3  # run_dcd.py: discrepancies recomputed when epoch % 3 == 0
+    top_n: int = 100  # teacher list length on both sides (released: 500; ours: the teacher's N)
+
+
+@options("unkd")
+@dataclass(frozen=True)
+class UnKDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+
+    lambda_kd: float = 1.0  # kd_weight (UnKD README command)
+    n_groups: int = 4  # split_group (README command)
+    n_samples: int = 30  # sample_num: pairs per sequence over all groups (README command)
+    temp: float = 20.0  # rank weights exp(-(1+i)/20) (sample.py get_rank_negItems)
+
+
+@options("kar")
+@dataclass(frozen=True)
+class KAROptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings", "generated_embeddings"})
+    uses_teacher_at_inference: ClassVar[bool] = True
+
+    n_shared: int = 2
+    n_specific: int = 6
+    expert_hidden: int = 128
+    dropout: float = 0.0
+    augment_items: bool = True
+    augment_sequence: bool = True
+
+
+@options("llmcf")
+@dataclass(frozen=True)
+class LLMCFOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings", "generated_embeddings"})
+    uses_teacher_at_inference: ClassVar[bool] = False  # retrieval reads train generations only
+
+    n_neighbors: int = 4
+    retrieval_dim: int = 64
+    chunk: int = 256
