@@ -51,6 +51,7 @@ class RD(DistillMethod):
 
     def loss(self, batch: Batch, scores, state, student, epoch: int) -> torch.Tensor:
         items, _ = teacher_rows(self.ctx, batch, scores.device)
-        items = drop_target(items, batch.target.to(scores.device), self.k)
-        w = self.weights(items, scores, epoch)
+        target = batch.target.to(scores.device).view(-1, 1)
+        items = drop_target(items, target, self.k)
+        w = self.weights(items, scores, epoch) * (items != target)  # a list of <= K items keeps its target last
         return self.lambda_kd * (w * F.softplus(-scores.gather(1, items))).sum(1).mean()
