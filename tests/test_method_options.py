@@ -108,8 +108,8 @@ def test_options_are_parsed_strictly():
         parse_options({"type": "cd", "t1": "1e-3"})
     with pytest.raises(UserError, match=r"methods\.hint\.normalize must be true or false"):
         parse_options({"type": "hint", "normalize": "yes"})
-    with pytest.raises(UserError, match=r"methods\.rd\.weighting must be one of position, dynamic, hybrid"):
-        parse_options({"type": "rd", "weighting": "linear"})
+    with pytest.raises(UserError, match=r"methods\.hint\.projector must be one of linear, mlp"):
+        parse_options({"type": "hint", "projector": "conv"})
     with pytest.raises(UserError, match="unknown distillation method type 'bogus'"):
         parse_options({"type": "bogus"})
     # the method class parses its cfg the same way

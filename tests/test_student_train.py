@@ -109,9 +109,11 @@ def test_selection_uses_validation_only(synth, tmp_path, monkeypatch):
     assert m["valid"]["NDCG@20"] == 0.5 and m["test"]["NDCG@20"] == test_curve[1]  # the one test call
 
 
-@pytest.mark.parametrize("method", [DLLM2REC, {"type": "rrd"}, {"type": "cd"}], ids=["dllm2rec", "rrd", "cd"])
+@pytest.mark.parametrize("method", [DLLM2REC, {"type": "rrd"}, {"type": "cd"}, {"type": "dcd"}, {"type": "htd"}],
+                         ids=["dllm2rec", "rrd", "cd", "dcd", "htd"])
 def test_resume_after_kill_matches_uninterrupted(synth, tmp_path, monkeypatch, method):
-    """Also for methods that sample with their own generators (RRD, CD): those are checkpointed too."""
+    """Also for methods that sample with their own generators (RRD, CD, DCD, HTD) and for DCD's cached
+    discrepancies (refreshed every 3 epochs; the kill falls inside a cycle): those are checkpointed too."""
     full, out_a, _ = run(synth, tmp_path, "dros", method, "a", epochs=4)
 
     class Killed(Exception):

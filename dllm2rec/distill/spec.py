@@ -203,10 +203,12 @@ class HintOptions(MethodOptions):
 class HTDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings"})
 
-    lambda_kd: float = 1.0
-    n_groups: int = 30
-    alpha: float = 0.5
-    kmeans_iters: int = 25
+    lambda_kd: float = 0.001  # lmbda_TD (Topology_Distillation_KDD21 notebook)
+    alpha: float = 0.5  # TD share of α·TD + (1-α)·GA (notebook)
+    n_groups: int = 30  # K (notebook: HTD(..., K=30, choice='second'))
+    tau_start: float = 1.0  # Gumbel-softmax temperature, run.py run_HTD: current_T = 1
+    tau_end: float = 1e-10  # run.py: T_annealing(epoch, max_epoch, 1, 1e-10)
+    teacher_dim: int = 200  # teacher space cut to its top principal components (the released teacher's width); 0: all
 
 
 @options("rd")
@@ -214,12 +216,11 @@ class HTDOptions(MethodOptions):
 class RDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
 
-    lambda_kd: float = 1.0
-    k: int = 10
-    lam: float = 1.0
-    mu: float = 0.1
-    warmup_epochs: int = 2
-    weighting: Literal["position", "dynamic", "hybrid"] = "hybrid"
+    lambda_kd: float = 1.0  # teach_alpha (rank_distill distill_caser.py)
+    k: int = 10  # K
+    lam: float = 1.0  # lamda: position-weight sharpness
+    mu: float = 0.1  # mu: ranking-discrepancy sharpness
+    dynamic_start_epoch: int = 10  # dynamic_start_epoch: hybrid weights from this 0-based epoch on
 
 
 @options("cd")
@@ -240,11 +241,10 @@ class CDOptions(MethodOptions):
 class RRDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
 
-    lambda_kd: float = 0.01
-    k: int = 10
-    l: int = 40  # noqa: E741 (RRD's L)
-    temp: float = 10.0
-    top_n: int = 100
+    lambda_kd: float = 0.001  # URRD_lmbda (DE-RRD_CIKM20 main_URRD.py)
+    k: int = 40  # U_K: interesting items
+    l: int = 40  # noqa: E741 (U_L: uninteresting items)
+    temp: float = 10.0  # U_T: rank temperature
 
 
 @options("dcd")
@@ -252,11 +252,12 @@ class RRDOptions(MethodOptions):
 class DCDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
 
-    lambda_kd: float = 0.01
-    k_up: int = 10
-    k_down: int = 10
-    eps: float = 0.01
-    top_n: int = 100
+    lambda_user: float = 0.001  # UCD_lmbda: not in the released code; RRD's λ (ours)
+    lambda_item: float = 0.001  # ICD_lmbda: likewise
+    n_samples: int = 10  # p_n: under-/over-estimated samples per kind (ours)
+    eps: float = 0.1  # ep: rank-discrepancy slope (ours)
+    refresh_every: int = 3  # run_dcd.py: discrepancies recomputed when epoch % 3 == 0
+    top_n: int = 100  # teacher list length on both sides (released: 500; ours: the teacher's N)
 
 
 @options("unkd")
@@ -264,12 +265,10 @@ class DCDOptions(MethodOptions):
 class UnKDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
 
-    lambda_kd: float = 0.5
-    n_groups: int = 4
-    n_pos: int = 5
-    n_neg: int = 5
-    temp: float = 10.0
-    top_n: int = 100
+    lambda_kd: float = 1.0  # kd_weight (UnKD README command)
+    n_groups: int = 4  # split_group (README command)
+    n_samples: int = 30  # sample_num: pairs per sequence over all groups (README command)
+    temp: float = 20.0  # rank weights exp(-(1+i)/20) (sample.py get_rank_negItems)
 
 
 @options("kar")
