@@ -40,7 +40,7 @@ from dllm2rec import resume
 from dllm2rec import student_run as run_files
 from dllm2rec.dataset import SPLITS, load_dataset
 from dllm2rec.distill.base import Batch, DistillContext, get_method
-from dllm2rec.evaluate import TOP_K, evaluate, metrics_from_ranks, rank_split
+from dllm2rec.evaluate import TOP_K, evaluate, rank_split
 from dllm2rec.io import UserError, atomic_path
 from dllm2rec.student.base import get_backbone
 
@@ -318,10 +318,9 @@ def _test_and_write(run: Run, out: Path, identity: dict) -> dict:
     student.load_state_dict(best["student"])
     meth.load_state_dict(best["method"])
     t0 = time.perf_counter()
-    ranks = {"test": _rank(run, "test")}
+    test = _evaluate(run, "test")
     inference_seconds = time.perf_counter() - t0
-    test = metrics_from_ranks(ranks["test"][0])
-    ranks["valid"] = _rank(run, "valid")
+    ranks = {split: _rank(run, split) for split in ("valid", "test")}  # ranks.parquet (Tables 2-3, p-values)
     metrics = {**identity, "valid": best["valid"], "test": test, "best_epoch": best["epoch"],
                "epochs_run": state["epoch"], "train_seconds": state["train_seconds"],
                "inference_seconds": inference_seconds,
