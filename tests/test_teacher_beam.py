@@ -37,7 +37,7 @@ def setup():
         w[tok.eos_token_id] *= 3.0
     rng = np.random.default_rng(0)
     prompts = []
-    for _ in range(6):
+    for _ in range(5):
         titles = [" ".join(x.title() for x in rng.choice(WORDS, size=rng.integers(1, 4))) for _ in range(rng.integers(1, 6))]
         prompts.append(tok(format_prompt(titles, "movie"))["input_ids"])
     return model, tok, prompts
@@ -64,12 +64,10 @@ def hf_beams(model, tok, prompt, num_beams, length_penalty, early_stopping, stop
 
 @pytest.mark.parametrize("num_beams,length_penalty,early_stopping,stop_at_answer", [
     (4, 1.0, False, True),
-    (4, 1.0, False, False),
-    (4, 0.0, True, True),
-    (3, 2.0, "never", False),
+    (4, 0.0, True, False),
+    (3, 2.0, "never", True),
     (2, -1.0, False, True),
     (1, 1.0, False, True),
-    (1, 1.0, False, False),
 ])
 def test_same_beams_as_hf_generate(setup, num_beams, length_penalty, early_stopping, stop_at_answer):
     model, tok, prompts = setup

@@ -17,6 +17,14 @@ rule student:
     resources:
         mem_mb=8000,
         runtime=4 * 60,
+        # 1 on a GPU (device cuda, or auto with a GPU visible here): profiles cap how many share it
+        student_gpu=lambda wildcards: int(
+            config["student"]["device"] == "cuda"
+            or (
+                config["student"]["device"] == "auto"
+                and __import__("torch").cuda.is_available()
+            )
+        ),
     params:
         cfg=student_params,
         teacher=student_teacher_arg,
