@@ -32,23 +32,66 @@ def generation_cutoff(params: dict) -> int:
 
 
 def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progress: bool = True) -> list[str]:
-    """Decoded responses (new tokens only, special tokens skipped) for tokenised prompts.
+    """Decoded top-beam responses (new tokens only, special tokens skipped) for tokenised prompts.
 
-    Prompts are sorted by length (longest first, so memory problems show at once) and batched
-    with left padding; beam search is deterministic (no sampling).
+    Beam search (greedy for ``num_beams: 1``) is deterministic and stops a beam at EOS or once
+    its answer is closed (:func:`~dllm2rec.teacher.beam.answer_closed`). ``gen["engine"]``:
+    ``ours`` (default, :mod:`dllm2rec.teacher.beam`: shared prompt cache, merged LoRA, CUDA graph
+    on a GPU, batches of at most ``batch_tokens`` cached tokens and ``batch_size`` prompts) or
+    ``hf`` (transformers ``generate`` on batches of ``batch_size`` prompts); both give the same
+    beams. Prompts are taken longest first, so memory problems show at once.
     """
+    engine = gen.get("engine", "ours")
+    if engine == "ours":
+        return _generate_ours(model, tokenizer, prompts, gen, progress)
+    if engine == "hf":
+        return _generate_hf(model, tokenizer, prompts, gen, progress)
+    raise UserError(f"generation.engine must be 'ours' or 'hf', not {engine!r}")
+
+
+def _generate_ours(model, tokenizer, prompts, gen, progress):
+    from tqdm.auto import tqdm
+
+    from dllm2rec.teacher.beam import Decoder, supports, token_batches
+
+    if not supports(model):
+        arch = getattr(getattr(model, "config", None), "model_type", "?")
+        raise UserError(f"generation engine 'ours' runs LLaMA-architecture models only, not {arch!r}: "
+                        f"set teachers.<name>.generation.engine: hf in the config")
+    num_beams, max_new = int(gen["num_beams"]), int(gen["max_new_tokens"])
+    decoder = Decoder(model, tokenizer, num_beams, max_new, float(gen.get("length_penalty", 1.0)),
+                      gen.get("early_stopping", False))
+    batches = token_batches([len(p) for p in prompts], num_beams, max_new, int(gen.get("batch_tokens", 16384)),
+                            int(gen["batch_size"]))
+    texts: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
+    for idx in batches:
+        beams = decoder.run([prompts[i] for i in idx])
+        top = [b[0] for b in beams.tokens]
+        for i, text in zip(idx, tokenizer.batch_decode(top, skip_special_tokens=True)):
+            texts[i] = text.strip()
+        bar.update(len(idx))
+    bar.close()
+    return texts
+
+
+def _generate_hf(model, tokenizer, prompts, gen, progress):
     import torch
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, StoppingCriteriaList
+
+    from dllm2rec.teacher.beam import AnswerStop, answer_table
 
     config = GenerationConfig(
         num_beams=int(gen["num_beams"]), max_new_tokens=int(gen["max_new_tokens"]), do_sample=False,
         num_return_sequences=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        bos_token_id=tokenizer.bos_token_id, length_penalty=float(gen.get("length_penalty", 1.0)),
+        early_stopping=gen.get("early_stopping", False),
     )
     batch_size = int(gen["batch_size"])
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     device = next(model.parameters()).device
+    table = answer_table(tokenizer, model.get_output_embeddings().weight.shape[0]).to(device)
     texts: list[str] = [""] * len(prompts)
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
     with torch.inference_mode():
@@ -61,7 +104,8 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progre
                 input_ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]):] = 1
             out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                 generation_config=config)
+                                 generation_config=config,
+                                 stopping_criteria=StoppingCriteriaList([AnswerStop(table, width)]))
             for row, text in zip(idx, tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)):
                 texts[row] = text.strip()
             bar.update(len(idx))

@@ -127,7 +127,8 @@ def prepare_base_model(spec: str, out: str, cache: str = "resources/downloads") 
         except Exception as err:  # noqa: BLE001 - offline, gated or a typo: all mean "use a folder"
             raise UserError(
                 f"base model {spec!r} is neither a local folder nor reachable on the Hugging Face hub ({err.__class__.__name__}). "
-                f"Download it (huggingface-cli download {spec} --local-dir DIR) and set base_model to DIR."
+                f"Download it (`hf download {spec} --local-dir DIR`; a gated model such as meta-llama/Llama-2-7b-hf "
+                f"needs its licence accepted on the hub and a token: `hf auth login` or HF_TOKEN) and set base_model to DIR."
             ) from None
         write_json({"path": spec, "spec": spec, "model_type": config.model_type,
                     "hidden_size": getattr(config, "hidden_size", None)}, out_p)

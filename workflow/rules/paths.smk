@@ -116,6 +116,17 @@ def student_params(wildcards):
     return jsonarg({"student": student, "method": resolve_method(wildcards.method)})
 
 
+def student_gpu(wildcards):
+    """1 when the student runs on a GPU (`device: cuda`, or `auto` with an NVIDIA GPU visible on the
+    machine that builds the DAG; on a cluster whose login node has none, set `device: cuda`), so
+    that profiles can cap how many students share one GPU (`student_gpu` resource). Torch-free.
+    """
+    device = config["student"]["device"]
+    return int(
+        device == "cuda" or (device == "auto" and os.path.exists("/dev/nvidiactl"))
+    )
+
+
 def student_teacher_arg(wildcards):
     if not teacher_needs(wildcards.method):
         return ""

@@ -26,6 +26,7 @@ rule student:
     resources:
         mem_mb=8000,
         runtime=4 * 60,
+        student_gpu=student_gpu,
     params:
         cfg=student_params,
         teacher=student_teacher_arg,

@@ -31,7 +31,7 @@ rule sft:
     threads: 8
     resources:
         gpu=lambda wildcards: teacher_cfg(wildcards)["sft_gpus"],
-        mem_mb=lambda wildcards: teacher_cfg(wildcards)["gpu_mem_mb"],
+        mem_mb=lambda wildcards: teacher_cfg(wildcards)["mem_mb"],
         runtime=24 * 60,
     params:
         cfg=lambda wildcards: jsonarg(
@@ -65,7 +65,7 @@ rule item_embeddings:
     threads: 8
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: teacher_cfg(wildcards)["gpu_mem_mb"],
+        mem_mb=lambda wildcards: teacher_cfg(wildcards)["mem_mb"],
         runtime=2 * 60,
     params:
         cfg=item_embedding_params,
@@ -94,7 +94,7 @@ rule teacher_shard:
     threads: 8
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: teacher_cfg(wildcards)["gpu_mem_mb"],
+        mem_mb=lambda wildcards: teacher_cfg(wildcards)["mem_mb"],
         runtime=12 * 60,
     params:
         cfg=shard_params,
