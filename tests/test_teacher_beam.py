@@ -33,7 +33,9 @@ def setup():
     with torch.no_grad():
         w = model.lm_head.weight
         w *= 8
-        w[table[2] == 3] *= 2.5  # tokens that close an answer (a line break)
+        texts = tok.batch_decode([[i] for i in range(len(tok))])
+        w[torch.tensor(['"' in t for t in texts])] *= 1.8  # quotes (answers start with one)
+        w[(table[2] == 3) & (table[0] == 2)] *= 2.5  # content followed by a line break (closes the answer)
         w[tok.eos_token_id] *= 3.0
     rng = np.random.default_rng(0)
     prompts = []
@@ -124,12 +126,13 @@ def test_generate_texts_engines_agree(setup):
 def test_answer_closed_matches_clean_generation():
     assert not answer_closed("  ")
     assert not answer_closed(' "Toy Story')
-    assert answer_closed(' "Toy Story" and')
+    assert not answer_closed(' "Toy Story" and')  # a quote does not close it (inch marks)
+    assert answer_closed(' "Toy Story" and\n')
     assert answer_closed('"Toy Story\n')
     assert not answer_closed("Toy Story")
     assert answer_closed("Toy Story\nmore")
     # once closed, more text does not change the answer
-    for text in ('"Heat" (1995)', '"Heat\nCasino"', "Heat\n\"Casino\""):
+    for text in ('"Heat" (1995)\n"Casino"', '"Heat\nCasino"', "Heat\n\"Casino\"", '"Doug 18" Doll"\nmore'):
         prefix = next(text[:i] for i in range(len(text) + 1) if answer_closed(text[:i]))
         assert clean_generation(prefix) == clean_generation(text)
 
