@@ -118,7 +118,7 @@ def student_params(wildcards):
 
 def student_gpu(wildcards):
     """1 when the student runs on a GPU (`device: cuda`, or `auto` with an NVIDIA GPU visible on the
-    machine that builds the DAG; on a cluster whose login node has none, set `device: cuda`), so
+    machine that builds the DAG, i.e. `nvidia-smi` on the PATH; on a cluster whose login node has none, set `device: cuda`), so
     that profiles can cap how many students share one GPU (`student_gpu` resource). Torch-free.
     """
     device = config["student"]["device"]
