@@ -33,9 +33,8 @@ def resolve_method(name, seen=()):
             f"method {name!r} is not defined under `methods` (defined: {', '.join(config['methods'])})."
         )
     entry = dict(config["methods"][name])
-    entry.pop(
-        "search", None
-    )  # a grid is not an option (its points: search_points below)
+    # a grid is not an option (its points: search_points below)
+    entry.pop("search", None)
     parent = entry.pop("extends", None)
     if parent is None:
         return entry
@@ -87,10 +86,7 @@ SEARCH = search_points()
 GRID_POINTS = {p.name: p for points in SEARCH.values() for p in points}
 # each point becomes a method extending the searched one with the point's option values
 for _point in GRID_POINTS.values():
-    if _point.name in config["methods"]:
-        fail(
-            f"methods.{_point.name} is also a grid point of methods.{_point.method}.search; rename it."
-        )
+    # (no clash with a defined method: the schema allows no `@` in method names)
     config["methods"][_point.name] = {
         "type": config["methods"][_point.method]["type"],
         "extends": _point.method,
