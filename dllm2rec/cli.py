@@ -31,6 +31,8 @@ COMMANDS = {
     "train-student": "dllm2rec.student.train:train_student",
     "recommend": "dllm2rec.recommend:recommend_command",
     "export-student": "dllm2rec.recommend:export_student",
+    # the grid point chosen on validation (dllm2rec/selection.py)
+    "select": "dllm2rec.selection:select",
     # tables (dllm2rec/tables.py)
     "table4": "dllm2rec.tables:table4",
     "table5": "dllm2rec.tables:table5",

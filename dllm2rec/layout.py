@@ -20,6 +20,7 @@ TABLE = "results/{table}.csv"
 TABLE5_SEEDS = "results/table5_seeds.csv"
 FIGURE2 = "results/figure2.png"
 FIGURE2_TABLE = "results/figure2.csv"
+SELECTION = "results/selection.csv"  # the grid points' validation and test metrics, and the choice
 FIGURE = "results/figures/{name}.png"  # the report's extra figures
 
 # --- files inside each stage folder ----------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from dllm2rec import student_run, teacher_artifacts
 from dllm2rec.dataset import read_stats
 from dllm2rec.io import UserError, atomic_path
+from dllm2rec.selection import table_method
 from dllm2rec.sweeps import FIGURE2_PARAMS, parse_sweep_method
 
 METRICS = ("HR@20", "NDCG@20")
@@ -39,7 +40,7 @@ def load_runs(paths) -> dict:
     runs = defaultdict(list)
     for path in _as_list(paths):
         metrics = student_run.read_metrics(path)
-        runs[metrics["dataset"], metrics["backbone"], metrics["method"]].append((metrics["seed"], metrics["test"], metrics))
+        runs[metrics["dataset"], metrics["backbone"], table_method(metrics)].append((metrics["seed"], metrics["test"], metrics))
     return runs
 
 
@@ -208,8 +209,9 @@ def figure2(students, dllm2rec, out: str, out_table: str) -> None:
     points = []  # (param, value, dataset, HR@20, NDCG@20)
     for (d, _, m), seeds in runs.items():
         values = [mean([r[1][k] for r in seeds]) for k in METRICS]
-        if m == "dllm2rec":
-            points += [(p, float(base[p]), d, *values) for p in FIGURE2_PARAMS if p in base]
+        if m == "dllm2rec":  # at its run's values (a searched dllm2rec: the chosen point's)
+            opts = {**base, **seeds[0][2].get("params", {}).get("method", {})}
+            points += [(p, float(opts[p]), d, *values) for p in FIGURE2_PARAMS if p in opts]
             continue
         sweep = parse_sweep_method(m)
         if sweep:
@@ -311,7 +313,7 @@ def load_test_ranks(paths) -> dict:
         r = student_run.read_ranks(path, "test")
         key = r.identity
         for seq, rank in zip(r.seq_id, r.rank):
-            out[key["dataset"], key["backbone"], key["method"]][key["seed"], seq] = rank
+            out[key["dataset"], key["backbone"], table_method(key)][key["seed"], seq] = rank
     return out
 
 
@@ -486,7 +488,7 @@ def training_curves(students, out: str) -> None:
         run = student_run.read_metrics(p)
         log = student_run.read_log(student_run.paths(Path(p).parent)["log_csv"])
         curves[run["dataset"], run["backbone"]].append(
-            (run["method"], run["seed"], [r["epoch"] for r in log], [r["valid_NDCG@20"] for r in log]))
+            (table_method(run), run["seed"], [r["epoch"] for r in log], [r["valid_NDCG@20"] for r in log]))
     if not curves:
         raise UserError("training_curves: no student runs given")
     panels = list(curves)

@@ -46,7 +46,7 @@ def part_files(part: str, splits) -> list[str]:
     return [layout.TEACHER_FILES[part].format(split=s) for s in splits]
 
 
-RESERVED_KEYS = ("type", "extends")  # config keys every entry may carry; not options
+RESERVED_KEYS = ("type", "extends", "search")  # config keys every entry may carry; not options
 
 OPTIONS: dict[str, type["MethodOptions"]] = {}
 
@@ -119,7 +119,7 @@ def options_class(method_type: str) -> type[MethodOptions]:
 
 def read_options(cls: type[MethodOptions], cfg: dict, name: str) -> MethodOptions:
     """``cfg`` (a ``methods.<name>`` entry) as an instance of ``cls``; missing keys take their
-    defaults, ``type`` and ``extends`` are skipped. Unknown keys and values of the wrong type
+    defaults, ``type``, ``extends`` and ``search`` are skipped. Unknown keys and values of the wrong type
     raise a UserError naming ``methods.<name>.<key>``."""
     types = option_types(cls)
     values = {}

@@ -15,6 +15,9 @@ from dllm2rec import layout as L
 from dllm2rec.data.check import dataset_problem
 from dllm2rec.data.sources import SOURCES
 from dllm2rec.distill.spec import teacher_needs as method_teacher_needs
+from dllm2rec.distill.spec import option_types, options_class, parse_options
+from dllm2rec.io import UserError
+from dllm2rec.selection import SearchError, grid_points, read_choice
 from dllm2rec.sweeps import FIGURE2_PARAMS, sweep_method
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -31,6 +34,8 @@ def resolve_method(name, seen=()):
             f"method {name!r} is not defined under `methods` (defined: {', '.join(config['methods'])})."
         )
     entry = dict(config["methods"][name])
+    # a grid is not an option (its points: search_points below)
+    entry.pop("search", None)
     parent = entry.pop("extends", None)
     if parent is None:
         return entry
@@ -60,6 +65,38 @@ def figure2_methods():
 # the sweep points become methods (a method the user defined under the same name wins)
 for _name, _entry in figure2_methods().items():
     config["methods"].setdefault(_name, _entry)
+
+
+# --- search grids: `methods.<name>.search` (dllm2rec/selection.py, docs/protocol.md) ----------
+def search_points():
+    """{searched method: [its grid points]}; keys and values checked against the method's options
+    and the student keys a search may vary."""
+    grids = {}
+    for name, entry in config["methods"].items():
+        if "search" not in entry:
+            continue
+        try:
+            options = option_types(options_class(entry["type"]))
+            grids[name] = grid_points(name, entry["search"], options)
+        except (SearchError, UserError) as err:
+            fail(str(err))
+    return grids
+
+
+SEARCH = search_points()
+GRID_POINTS = {p.name: p for points in SEARCH.values() for p in points}
+# each point becomes a method extending the searched one with the point's option values
+for _point in GRID_POINTS.values():
+    # (no clash with a defined method: the schema allows no `@` in method names)
+    config["methods"][_point.name] = {
+        "type": config["methods"][_point.method]["type"],
+        "extends": _point.method,
+        **_point.method_options,
+    }
+    try:
+        parse_options(resolve_method(_point.name), _point.method)
+    except UserError as err:
+        fail(f"{err} (in methods.{_point.method}.search)")
 
 
 def check_config():

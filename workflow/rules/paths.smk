@@ -1,5 +1,7 @@
 # Paths and getters: every rule's inputs, outputs and params. The path templates come from
 # dllm2rec/layout.py (the one place that spells a path; docs/artifacts.md lists them).
+import functools
+
 SPLITS = ["train", "valid", "test"]
 
 
@@ -90,6 +92,9 @@ def scatter_index(wildcards):
 
 
 # --- students ------------------------------------------------------------------------------------
+@functools.lru_cache(
+    maxsize=None
+)  # asked once per job: thousands of times with search grids
 def teacher_needs(method):
     """The teacher artifacts a method reads, {part: [splits]}, from the method's options
     (dllm2rec/distill/spec.py, torch-free), so that the rule declares exactly what the trainer loads.
@@ -113,7 +118,14 @@ def student_params(wildcards):
     ignore = ("backbones", "device", "eval_batch_size")
     student = {k: v for k, v in config["student"].items() if k not in ignore}
     student["backbone"] = config["student"]["backbones"][wildcards.backbone]
-    return jsonarg({"student": student, "method": resolve_method(wildcards.method)})
+    params = {"student": student, "method": resolve_method(wildcards.method)}
+    point = GRID_POINTS.get(wildcards.method)
+    if (
+        point
+    ):  # a grid point: its student values, and what it is a point of (metrics.json params)
+        student.update(point.student)
+        params["search"] = {"method": point.method, "values": point.values}
+    return jsonarg(params)
 
 
 def student_gpu(wildcards):
@@ -133,35 +145,50 @@ def student_teacher_arg(wildcards):
     return f"--teacher {L.teacher_dir(wildcards.dataset, wildcards.teacher)}"
 
 
-def student_metrics(datasets, teacher, backbones, methods, seeds):
+def student_metrics(datasets, teacher, backbones, methods, seeds, searched=False):
+    """The runs' metrics files: of the methods without a search grid, or (``searched``) of the
+    searched ones, whose runs are their chosen grid point's (known after the selection). Rules
+    take the two as separate inputs, so the first are in the DAG before the selection runs.
+    """
     return [
         L.student_file(
-            "metrics", dataset=d, teacher=teacher, backbone=b, method=m, seed=s
+            "metrics",
+            dataset=d,
+            teacher=teacher,
+            backbone=b,
+            method=chosen_run(d, b, m) if searched else m,
+            seed=s,
         )
         for d in datasets
         for b in backbones
         for m in methods
+        if (m in SEARCH) == searched
         for s in seeds
     ]
 
 
 # --- tables ---------------------------------------------------------------------------------------
-def table5_inputs(wildcards):
-    return {
-        "teacher": [
-            L.teacher_file("metrics", d, TABLES["teacher"]) for d in TABLES["datasets"]
-        ],
-        "students": student_metrics(
+def teacher_metrics_files(wildcards):
+    return [L.teacher_file("metrics", d, TABLES["teacher"]) for d in TABLES["datasets"]]
+
+
+def table5_students(searched=False):
+    """Getter: Table 5's runs (see student_metrics for ``searched``)."""
+
+    def getter(wildcards):
+        return student_metrics(
             TABLES["datasets"],
             TABLES["teacher"],
             TABLES["backbones"],
             TABLES["methods"],
             TABLES["seeds"],
-        ),
-    }
+            searched,
+        )
+
+    return getter
 
 
-def ablation_inputs(table):
+def ablation_inputs(table, searched=False):
     def getter(wildcards):
         return student_metrics(
             TABLES["datasets"],
@@ -169,20 +196,24 @@ def ablation_inputs(table):
             [ABLATION.get("backbone", "dros")],
             ["dllm2rec", *ABLATION.get(table, [])],
             TABLES["seeds"],
+            searched,
         )
 
     return getter
 
 
-def figure2_inputs(wildcards):
-    methods = ["dllm2rec", *figure2_methods()]
-    return student_metrics(
-        TABLES["datasets"],
-        TABLES["teacher"],
-        [FIGURE2.get("backbone", "dros")],
-        methods,
-        TABLES["seeds"],
-    )
+def figure2_inputs(searched=False):
+    def getter(wildcards):
+        return student_metrics(
+            TABLES["datasets"],
+            TABLES["teacher"],
+            [FIGURE2.get("backbone", "dros")],
+            ["dllm2rec", *figure2_methods()],
+            TABLES["seeds"],
+            searched,
+        )
+
+    return getter
 
 
 def final_targets():
@@ -202,18 +233,24 @@ def analysis_tables():
     return [L.table(t) for t in ("table1", "table2", "table3")] if ok else []
 
 
-def student_files(part, backbones=None, methods=None):
+def student_files(part, backbones=None, methods=None, searched=False):
     """Getter: the run file `part` (a key of layout.RUN_FILES) of Table 5's runs, or of the
-    given backbones x methods."""
+    given backbones x methods (see student_metrics for ``searched``)."""
 
     def getter(wildcards):
         return [
             L.student_file(
-                part, dataset=d, teacher=TABLES["teacher"], backbone=b, method=m, seed=s
+                part,
+                dataset=d,
+                teacher=TABLES["teacher"],
+                backbone=b,
+                method=chosen_run(d, b, m) if searched else m,
+                seed=s,
             )
             for d in TABLES["datasets"]
             for b in backbones or TABLES["backbones"]
             for m in methods or TABLES["methods"]
+            if (m in SEARCH) == searched
             for s in TABLES["seeds"]
         ]
 
@@ -224,7 +261,61 @@ def report_targets():
     """What `snakemake --report` shows besides Tables 4-8 and Figure 2."""
     figures = ("table5_bars", "valid_ndcg", "sft_loss")
     return [
+        *([L.SELECTION] if searched_runs() else []),
         *analysis_tables(),
         L.table("teacher_metrics"),
         *(L.figure(f) for f in figures),
     ]
+
+
+# --- search grids and the selection (selection.smk, dllm2rec/selection.py) --------------------
+def searched_runs():
+    """(backbone, searched method) pairs the tables read: Table 5's, Tables 7-8's and Figure 2's
+    DLLM2Rec reference, and Tables 1-3's plain DROS student."""
+    pairs = {(b, m) for b in TABLES["backbones"] for m in TABLES["methods"]}
+    if ABLATION.get("table7") or ABLATION.get("table8"):
+        pairs.add((ABLATION.get("backbone", "dros"), "dllm2rec"))
+    if figure2_methods():
+        pairs.add((FIGURE2.get("backbone", "dros"), "dllm2rec"))
+    if analysis_tables():
+        pairs.add(("dros", "none"))
+    return sorted((b, m) for b, m in pairs if m in SEARCH)
+
+
+def selection_inputs(wildcards):
+    """Every grid point's metrics file, of the searched methods the tables read."""
+    return [
+        L.student_file(
+            "metrics",
+            dataset=d,
+            teacher=TABLES["teacher"],
+            backbone=b,
+            method=p.name,
+            seed=s,
+        )
+        for d in TABLES["datasets"]
+        for b, m in searched_runs()
+        for p in SEARCH[m]
+        for s in TABLES["seeds"]
+    ]
+
+
+_CHOICE = {}  # selection.csv's choice, read once per modification
+
+
+def chosen_run(dataset, backbone, method):
+    """The run name the tables read for ``method``: itself, or for a searched method the grid
+    point the selection chose (waits for the selection checkpoint)."""
+    if method not in SEARCH:
+        return method
+    path = checkpoints.selection.get().output[0]
+    key = (path, os.path.getmtime(path))
+    if key not in _CHOICE:
+        _CHOICE.clear()
+        _CHOICE[key] = read_choice(path)
+    try:
+        return _CHOICE[key][dataset, backbone, method]
+    except KeyError:
+        raise WorkflowError(
+            f"{path} has no chosen point of {method} on {dataset}/{backbone}; delete it and rerun."
+        ) from None

@@ -1,6 +1,12 @@
 # every table reads the run files through the contract modules
 TABLES_CODE = code(
-    "tables", "student_run", "teacher_artifacts", "dataset", "sweeps", "evaluate"
+    "tables",
+    "student_run",
+    "teacher_artifacts",
+    "dataset",
+    "sweeps",
+    "evaluate",
+    "selection",
 )
 
 
@@ -22,8 +28,11 @@ rule table4:
 rule table5:
     """Table 5: the teacher, then per backbone every method; mean over seeds, Gain.S and Gain.B."""
     input:
-        unpack(table5_inputs),
+        teacher=teacher_metrics_files,
+        students=table5_students(),
+        chosen=table5_students(searched=True),
         ranks=student_files("ranks"),
+        chosen_ranks=student_files("ranks", searched=True),
         code=TABLES_CODE,
     output:
         table=report(
@@ -39,15 +48,17 @@ rule table5:
     params:
         methods=TABLES["methods"],
     shell:
-        "python -m dllm2rec table5 --teacher {input.teacher} --students {input.students}"
-        " --methods {params.methods} --ranks {input.ranks}"
+        "python -m dllm2rec table5 --teacher {input.teacher} --students {input.students} {input.chosen}"
+        " --methods {params.methods} --ranks {input.ranks} {input.chosen_ranks}"
         " --out {output.table} --out-seeds {output.seeds} > {log} 2>&1"
 
 
 rule table6:
     """Table 6: accuracy and inference time of the teacher against the best distilled student."""
     input:
-        unpack(table5_inputs),
+        teacher=teacher_metrics_files,
+        students=table5_students(),
+        chosen=table5_students(searched=True),
         code=TABLES_CODE,
     output:
         report(L.table("table6"), caption="../report/table6.rst", category="Tables"),
@@ -56,13 +67,14 @@ rule table6:
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec table6 --teacher {input.teacher} --students {input.students} --out {output} > {log} 2>&1"
+        "python -m dllm2rec table6 --teacher {input.teacher} --students {input.students} {input.chosen} --out {output} > {log} 2>&1"
 
 
 rule ablation_table:
     """Tables 7 (ranking distillation) and 8 (embedding distillation): DLLM2Rec variants."""
     input:
         students=lambda wildcards: ablation_inputs(wildcards.table)(wildcards),
+        chosen=lambda wildcards: ablation_inputs(wildcards.table, True)(wildcards),
         code=TABLES_CODE,
     output:
         report(L.TABLE, caption="../report/ablation.rst", category="Tables"),
@@ -73,13 +85,14 @@ rule ablation_table:
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec ablation --students {input.students} --out {output} > {log} 2>&1"
+        "python -m dllm2rec ablation --students {input.students} {input.chosen} --out {output} > {log} 2>&1"
 
 
 rule figure2:
     """Figure 2: DLLM2Rec's test NDCG@20 and HR@20 as lambda_d and each gamma vary."""
     input:
-        students=figure2_inputs,
+        students=figure2_inputs(),
+        chosen=figure2_inputs(searched=True),
         code=TABLES_CODE,
     output:
         figure=report(L.FIGURE2, caption="../report/figure2.rst", category="Figures"),
@@ -91,15 +104,16 @@ rule figure2:
     params:
         dllm2rec=lambda wildcards: jsonarg(resolve_method("dllm2rec")),
     shell:
-        "python -m dllm2rec figure2 --students {input.students} --dllm2rec {params.dllm2rec:q}"
+        "python -m dllm2rec figure2 --students {input.students} {input.chosen} --dllm2rec {params.dllm2rec:q}"
         " --out {output.figure} --out-table {output.table} > {log} 2>&1"
 
 
 rule table1:
     """Table 1: the teacher against the plain DROS student, accuracy and inference time."""
     input:
-        teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
+        teacher=teacher_metrics_files,
         students=student_files("metrics", ["dros"], ["none"]),
+        chosen=student_files("metrics", ["dros"], ["none"], searched=True),
         code=TABLES_CODE,
     output:
         report(L.table("table1"), caption="../report/table1.rst", category="Tables"),
@@ -108,18 +122,19 @@ rule table1:
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec table1 --teacher {input.teacher} --students {input.students} --out {output} > {log} 2>&1"
+        "python -m dllm2rec table1 --teacher {input.teacher} --students {input.students} {input.chosen} --out {output} > {log} 2>&1"
 
 
 rule table2:
     """Table 2: how often the teacher ranks the test target better, and worse, than the plain DROS student."""
     input:
-        teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
+        teacher=teacher_metrics_files,
         teacher_ranks=[
             L.teacher_file("ranks", d, TABLES["teacher"], split="test")
             for d in TABLES["datasets"]
         ],
         student_ranks=student_files("ranks", ["dros"], ["none"]),
+        chosen_ranks=student_files("ranks", ["dros"], ["none"], searched=True),
         items_parquet=[L.data_file("items", d) for d in TABLES["datasets"]],
         code=TABLES_CODE,
     output:
@@ -130,19 +145,20 @@ rule table2:
         "../../envs/student.yaml"
     shell:
         "python -m dllm2rec table2 --teacher {input.teacher} --teacher-ranks {input.teacher_ranks}"
-        " --student-ranks {input.student_ranks}"
+        " --student-ranks {input.student_ranks} {input.chosen_ranks}"
         " --items {input.items_parquet} --out {output} > {log} 2>&1"
 
 
 rule table3:
     """Table 3: overlap of the teacher's and the plain DROS student's top-20 lists, and their hit rates."""
     input:
-        teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
+        teacher=teacher_metrics_files,
         teacher_ranks=[
             L.teacher_file("ranks", d, TABLES["teacher"], split="test")
             for d in TABLES["datasets"]
         ],
         student_ranks=student_files("ranks", ["dros"], ["none"]),
+        chosen_ranks=student_files("ranks", ["dros"], ["none"], searched=True),
         items_parquet=[L.data_file("items", d) for d in TABLES["datasets"]],
         code=TABLES_CODE,
     output:
@@ -153,14 +169,14 @@ rule table3:
         "../../envs/student.yaml"
     shell:
         "python -m dllm2rec table3 --teacher {input.teacher} --teacher-ranks {input.teacher_ranks}"
-        " --student-ranks {input.student_ranks}"
+        " --student-ranks {input.student_ranks} {input.chosen_ranks}"
         " --items {input.items_parquet} --out {output} > {log} 2>&1"
 
 
 rule teacher_table:
     """The teacher's test metrics at every K and its inference time, per dataset."""
     input:
-        teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
+        teacher=teacher_metrics_files,
         code=TABLES_CODE,
     output:
         report(
@@ -179,7 +195,7 @@ rule teacher_table:
 rule sft_loss_figure:
     """The teacher's fine-tuning loss per epoch."""
     input:
-        teacher=lambda wildcards: table5_inputs(wildcards)["teacher"],
+        teacher=teacher_metrics_files,
         adapters=[
             L.teacher_file("adapter", d, TABLES["teacher"]) for d in TABLES["datasets"]
         ],
@@ -203,7 +219,9 @@ rule valid_ndcg_figure:
     """Validation NDCG@20 per epoch of every run of Table 5."""
     input:
         students=student_files("metrics"),
+        chosen=student_files("metrics", searched=True),
         logs=student_files("log_csv"),
+        chosen_logs=student_files("log_csv", searched=True),
         code=TABLES_CODE,
     output:
         report(
@@ -216,13 +234,15 @@ rule valid_ndcg_figure:
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec training-curves --students {input.students} --out {output} > {log} 2>&1"
+        "python -m dllm2rec training-curves --students {input.students} {input.chosen} --out {output} > {log} 2>&1"
 
 
 rule table5_bars:
     """Table 5 as bars."""
     input:
-        unpack(table5_inputs),
+        teacher=teacher_metrics_files,
+        students=table5_students(),
+        chosen=table5_students(searched=True),
         code=TABLES_CODE,
     output:
         report(
@@ -237,5 +257,5 @@ rule table5_bars:
     params:
         methods=TABLES["methods"],
     shell:
-        "python -m dllm2rec table5-bars --teacher {input.teacher} --students {input.students}"
+        "python -m dllm2rec table5-bars --teacher {input.teacher} --students {input.students} {input.chosen}"
         " --methods {params.methods} --out {output} > {log} 2>&1"
