@@ -107,7 +107,8 @@ def check_config():
 
 def check_coverage():
     """generation.train_coverage: a valid value, and no method of the tables that needs teacher
-    output for every training sequence (KAR, LLM-CF) while the tables' teacher covers a subset."""
+    output for every training sequence (KAR, LLM-CF) while the tables' teacher covers a subset.
+    """
     for name, teacher in config["teachers"].items():
         key = f"teachers.{name}.generation.{teacher_coverage.KEY}"
         try:

@@ -71,7 +71,8 @@ def sft_launcher(wildcards):
 def shard_params(wildcards):
     """Generation and grounding settings; prompts are cut as in fine-tuning unless set apart.
     The train coverage (docs/teacher.md) is passed to the train split's shards only, and not at
-    all when it is `all`, so the default's params and the valid/test shards never change with it."""
+    all when it is `all`, so the default's params and the valid/test shards never change with it.
+    """
     cfg = teacher_cfg(wildcards)
     generation = {"cutoff_len": cfg["sft"]["cutoff_len"], **cfg["generation"]}
     coverage = generation.pop("train_coverage", "all")
@@ -153,6 +154,7 @@ def table5_inputs(wildcards):
             TABLES["methods"],
             TABLES["seeds"],
         ),
+        "popularity": [L.popularity_file(d) for d in TABLES["datasets"]],
     }
 
 

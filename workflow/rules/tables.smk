@@ -40,7 +40,7 @@ rule table5:
         methods=TABLES["methods"],
     shell:
         "python -m dllm2rec table5 --teacher {input.teacher} --students {input.students}"
-        " --methods {params.methods} --ranks {input.ranks}"
+        " --methods {params.methods} --ranks {input.ranks} --popularity {input.popularity}"
         " --out {output.table} --out-seeds {output.seeds} > {log} 2>&1"
 
 
@@ -238,4 +238,4 @@ rule table5_bars:
         methods=TABLES["methods"],
     shell:
         "python -m dllm2rec table5-bars --teacher {input.teacher} --students {input.students}"
-        " --methods {params.methods} --out {output} > {log} 2>&1"
+        " --methods {params.methods} --popularity {input.popularity} --out {output} > {log} 2>&1"
