@@ -29,7 +29,7 @@ DLLM2REC = {"type": "dllm2rec", "variant": "paper", "lambda_d": 0.5, "k": 5, "be
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("coverage")
     write_synthetic_dataset(root / "data", n_items=50, n_sequences=400, p_rule=0.5, seed=0)
-    write_synthetic_teacher(root / "teacher", root / "data", topn=10, width=8, quality=1.0, rule_seed=0)
+    write_synthetic_teacher(root / "teacher", root / "data", topn=20, width=8, quality=1.0, rule_seed=0)
     return root
 
 
@@ -189,6 +189,26 @@ def test_coverage_all_reproduces_the_complete_teacher_bit_for_bit(synth, tmp_pat
     monkeypatch.setattr(train_mod, "_covered_rows", every_row)
     forced = train(synth / "data", synth / "teacher", tmp_path / "forced")
     assert forced["valid"] == base["valid"] and forced["test"] == base["test"]
+
+
+@pytest.mark.parametrize("mtype", ["dllm2rec", "hint", "htd", "rd", "cd", "rrd", "dcd", "unkd", "kar", "llmcf"])
+def test_every_method_trains_on_the_covered_rows_or_refuses(synth, tmp_path, mtype):
+    with_coverage(synth / "teacher", tmp_path / "t", 0.4)
+    method = {"type": mtype}
+    student = {**STUDENT, "epochs": 1}
+
+    def fit(teacher, name):
+        return train_student(str(synth / "data"), "gru4rec", mtype, {"student": student, "method": method}, 0,
+                             str(tmp_path / name / "out"), str(tmp_path / name / "work"), teacher=str(teacher), threads=1)
+
+    if mtype in ("kar", "llmcf"):  # their model reads every training row's teacher output
+        with pytest.raises(UserError, match="needs teacher output for every training sequence"):
+            fit(tmp_path / "t", "part")
+        return
+    m = fit(tmp_path / "t", "part")
+    assert np.isfinite(m["test"]["NDCG@20"])
+    if mtype in ("hint", "htd"):  # item-side only: the item embeddings cover every item, coverage changes nothing
+        assert m["test"] == fit(synth / "teacher", "full")["test"]
 
 
 def test_partial_coverage_trains_and_refuses_kar(synth, tmp_path):
