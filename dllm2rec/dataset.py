@@ -209,11 +209,13 @@ def read_titles(items_path) -> list[str | None]:
 POPULARITY_KEYS = ("dataset", "n_items", "n_train", "popularity", "chance")
 
 
-def write_popularity(out, dataset: str, n_items: int, n_train: int, popularity: dict, chance: dict) -> None:
-    """``popularity``: {split: metrics} of ranking every sequence's items by how often each is a
-    target in the train split; ``chance``: the expected metrics of a uniformly random ranking."""
+def write_popularity(out, dataset: str, n_items: int, n_train: int, popularity: dict, chance: dict,
+                     popularity_targets: dict) -> None:
+    """``popularity``: {split: metrics} of ranking every sequence's items by how often each occurs in
+    the train split's sequences (histories and targets); ``popularity_targets``: the same by how
+    often each is a train target; ``chance``: the expected metrics of a uniformly random ranking."""
     write_json({"dataset": dataset, "n_items": n_items, "n_train": n_train, "popularity": popularity,
-                "chance": chance}, out)
+                "popularity_targets": popularity_targets, "chance": chance}, out)
 
 
 def read_popularity(path) -> dict:

@@ -109,18 +109,27 @@ def chance_metrics(n_items: int, ks: Sequence[int] = KS) -> dict[str, float]:
 
 def popularity_reference(data: str, out: str) -> dict:
     """Table 5's reference rows for one dataset folder, written to ``out`` (popularity.json,
-    :func:`dllm2rec.dataset.write_popularity`): the most popular items of the training split (target
-    counts, the same ranking for every sequence, ties pessimistic) on valid and test, and chance."""
+    :func:`dllm2rec.dataset.write_popularity`), on valid and test, the same ranking for every
+    sequence, ties pessimistic: ``popularity``, the items by how often they occur in the training
+    split's sequences (histories and targets: every training interaction the split holds), and
+    ``popularity_targets``, by how often they are a training target (the counts DROS and the
+    methods' ``item_counts`` use); and ``chance`` (:func:`chance_metrics`)."""
     from dllm2rec.dataset import load_dataset, write_popularity
 
     dataset = load_dataset(data)
+    n = dataset.n_items
     p = dataset.padded()
     target = torch.from_numpy(p.target).long()
-    counts = torch.bincount(target[torch.from_numpy(p.split == "train")], minlength=dataset.n_items)
-    popularity = {split: popularity_metrics(counts, target[torch.from_numpy(p.split == split)])
-                  for split in ("valid", "test")}
-    chance = chance_metrics(dataset.n_items)
-    write_popularity(out, dataset.name, dataset.n_items, int(counts.sum()), popularity, chance)
+    train = p.split == "train"
+    targets = torch.bincount(target[torch.from_numpy(train)], minlength=n)
+    history = torch.from_numpy(p.history[train])
+    interactions = targets + torch.bincount(history[history < n], minlength=n)  # padding (id n) dropped
+
+    def metrics(counts):
+        return {split: popularity_metrics(counts, target[torch.from_numpy(p.split == split)]) for split in ("valid", "test")}
+
+    popularity, chance = metrics(interactions), chance_metrics(n)
+    write_popularity(out, dataset.name, n, int(train.sum()), popularity, chance, metrics(targets))
     print(f"{dataset.name}: popularity test HR@20 {popularity['test']['HR@20']:.4f} NDCG@20 "
           f"{popularity['test']['NDCG@20']:.4f}; chance HR@20 {chance['HR@20']:.4f}")
     return {"popularity": popularity, "chance": chance}

@@ -15,11 +15,14 @@ from dllm2rec.evaluate import chance_metrics
 from dllm2rec.io import UserError
 
 N_ITEMS = 25
-# train targets: item 3 five times, item 7 four times, item 1 three times, item 0 twice;
-# every other item never, so the popularity ranking is 3, 7, 1, 0, then 21 items tied at zero
+# train targets: item 3 five times, item 7 four times, item 1 three times, item 0 twice; every
+# history is the one item 20, so counted over the training sequences (histories and targets)
+# item 20 leads (14 times): popularity ranks 20, 3, 7, 1, 0, then 20 items tied at zero;
+# counted over the targets alone: 3, 7, 1, 0, then 21 items tied at zero
 TRAIN = [3] * 5 + [7] * 4 + [1] * 3 + [0] * 2
-VALID = [0]  # rank 3
-TEST = [3, 7, 1, 24]  # ranks 0, 1, 2, and 24 for item 24 (tied with 20 others: ties pessimistic)
+HISTORY_ITEM = 20
+VALID = [0]  # rank 4 (targets alone: 3)
+TEST = [3, 7, 1, 24]  # ranks 1, 2, 3 and 24 (item 24 tied with 19 others, ties pessimistic); targets alone: 0, 1, 2, 24
 
 
 def write_handmade(folder):
@@ -34,7 +37,7 @@ def write_handmade(folder):
     pq.write_table(pa.table({
         "seq_id": pa.array(range(len(targets)), pa.int64()),
         "user": pa.array([f"u{i}" for i in range(len(targets))]),
-        "history": pa.array([[(t + 10) % N_ITEMS] for t in targets], pa.list_(pa.int32())),  # not the target
+        "history": pa.array([[HISTORY_ITEM] for _ in targets], pa.list_(pa.int32())),
         "target": pa.array(targets, pa.int32()),
         "timestamp": pa.array(range(len(targets)), pa.int64()),
         "split": pa.array(split),
@@ -49,11 +52,14 @@ def test_popularity_reference_of_a_handmade_dataset(tmp_path):
     ref = read_popularity(out)
     assert ref["n_items"] == N_ITEMS and ref["n_train"] == len(TRAIN)
     test = ref["popularity"]["test"]
-    assert test["HR@1"] == pytest.approx(1 / 4)
-    assert test["HR@5"] == test["HR@20"] == pytest.approx(3 / 4)  # item 24 ranks 24th: a miss at 20
-    assert test["NDCG@20"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(4)) / 4)
+    assert test["HR@1"] == 0.0 and test["HR@5"] == test["HR@20"] == pytest.approx(3 / 4)  # item 24: a miss at 20
+    assert test["NDCG@20"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4) + 1 / math.log2(5)) / 4)
     valid = ref["popularity"]["valid"]
-    assert valid["HR@1"] == 0.0 and valid["HR@5"] == 1.0 and valid["NDCG@5"] == pytest.approx(1 / math.log2(5))
+    assert valid["HR@1"] == 0.0 and valid["HR@5"] == 1.0 and valid["NDCG@5"] == pytest.approx(1 / math.log2(6))
+    targets = ref["popularity_targets"]["test"]
+    assert targets["HR@1"] == pytest.approx(1 / 4) and targets["HR@20"] == pytest.approx(3 / 4)
+    assert targets["NDCG@20"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(4)) / 4)
+    assert ref["popularity_targets"]["valid"]["NDCG@5"] == pytest.approx(1 / math.log2(5))
     # chance: the target's rank is uniform on 0..n-1
     assert ref["chance"]["HR@20"] == pytest.approx(20 / N_ITEMS)
     assert ref["chance"]["NDCG@1"] == pytest.approx(1 / N_ITEMS)
@@ -89,7 +95,7 @@ def test_table5_has_the_popularity_and_chance_rows_after_the_teacher(tmp_path):
     rows = list(csv.reader(out.open()))
     assert rows[1] == ["Teacher", "BIGRec", "0.1000", "0.0500"]
     assert rows[2] == ["Popularity", "most popular (train)", "0.7500",
-                       f"{(1 + 1 / math.log2(3) + 1 / math.log2(4)) / 4:.4f}"]
+                       f"{(1 / math.log2(3) + 1 / math.log2(4) + 1 / math.log2(5)) / 4:.4f}"]
     assert rows[3][:3] == ["Chance", "random (K/n)", f"{20 / N_ITEMS:.4f}"]
     assert rows[4][:2] == ["SASRec", "+None"]
 
