@@ -203,3 +203,24 @@ def read_titles(items_path) -> list[str | None]:
     items = read_parquet(items_path, "items table")
     _check_schema(items, ITEMS_SCHEMA, items_path)
     return items.sort_by("item_id").column("title").to_pylist()
+
+
+# --- popularity.json: the reference rows of Table 5 ---------------------------------------------
+POPULARITY_KEYS = ("dataset", "n_items", "n_train", "popularity", "chance")
+
+
+def write_popularity(out, dataset: str, n_items: int, n_train: int, popularity: dict, chance: dict,
+                     popularity_targets: dict) -> None:
+    """``popularity``: {split: metrics} of ranking every sequence's items by how often each occurs in
+    the train split's sequences (histories and targets); ``popularity_targets``: the same by how
+    often each is a train target; ``chance``: the expected metrics of a uniformly random ranking."""
+    write_json({"dataset": dataset, "n_items": n_items, "n_train": n_train, "popularity": popularity,
+                "popularity_targets": popularity_targets, "chance": chance}, out)
+
+
+def read_popularity(path) -> dict:
+    data = read_json(path)
+    missing = [k for k in POPULARITY_KEYS if k not in data]
+    if missing:
+        raise UserError(f"{path}: popularity reference without {missing}; rerun the popularity rule.")
+    return data

@@ -97,4 +97,42 @@ def popularity_metrics(item_counts: torch.Tensor, target: torch.Tensor, ks: Sequ
     return metrics_from_ranks(ranks_in_batches(lambda rows: scores.expand(len(rows), -1), target, 4096), ks)
 
 
+def chance_metrics(n_items: int, ks: Sequence[int] = KS) -> dict[str, float]:
+    """The expected metrics of a uniformly random ranking of ``n_items`` items: the target's rank is
+    uniform on 0..n-1, so HR@K = K/n and NDCG@K = (1/n) Σ_{r<K} 1/log2(r+2)."""
+    out = {f"HR@{k}": min(k, n_items) / n_items for k in ks}
+    for k in ks:
+        out[f"NDCG@{k}"] = sum(1.0 / torch.log2(torch.tensor(r + 2.0, dtype=torch.float64)).item()
+                               for r in range(min(k, n_items))) / n_items
+    return out
+
+
+def popularity_reference(data: str, out: str) -> dict:
+    """Table 5's reference rows for one dataset folder, written to ``out`` (popularity.json,
+    :func:`dllm2rec.dataset.write_popularity`), on valid and test, the same ranking for every
+    sequence, ties pessimistic: ``popularity``, the items by how often they occur in the training
+    split's sequences (histories and targets: every training interaction the split holds), and
+    ``popularity_targets``, by how often they are a training target (the counts DROS and the
+    methods' ``item_counts`` use); and ``chance`` (:func:`chance_metrics`)."""
+    from dllm2rec.dataset import load_dataset, write_popularity
+
+    dataset = load_dataset(data)
+    n = dataset.n_items
+    p = dataset.padded()
+    target = torch.from_numpy(p.target).long()
+    train = p.split == "train"
+    targets = torch.bincount(target[torch.from_numpy(train)], minlength=n)
+    history = torch.from_numpy(p.history[train])
+    interactions = targets + torch.bincount(history[history < n], minlength=n)  # padding (id n) dropped
+
+    def metrics(counts):
+        return {split: popularity_metrics(counts, target[torch.from_numpy(p.split == split)]) for split in ("valid", "test")}
+
+    popularity, chance = metrics(interactions), chance_metrics(n)
+    write_popularity(out, dataset.name, n, int(train.sum()), popularity, chance, metrics(targets))
+    print(f"{dataset.name}: popularity test HR@20 {popularity['test']['HR@20']:.4f} NDCG@20 "
+          f"{popularity['test']['NDCG@20']:.4f}; chance HR@20 {chance['HR@20']:.4f}")
+    return {"popularity": popularity, "chance": chance}
+
+
 TOP_K = 20  # the student's top-K list kept per sequence in ranks.parquet (Table 3's overlap)

@@ -27,6 +27,7 @@ FIGURE = "results/figures/{name}.png"  # the report's extra figures
 # the dataset (dllm2rec/dataset.py)
 DATASET_FILES = {"items": "items.parquet", "sequences": "sequences.parquet", "stats": "stats.json"}
 OFFICIAL_EXPORT = "official"
+POPULARITY = "popularity.json"  # inside the dataset folder: Table 5's popularity and chance rows (rule popularity)
 # the teacher (dllm2rec/teacher_artifacts.py); {split} is train, valid or test
 TEACHER_FILES = {
     "adapter": "adapter",
@@ -69,6 +70,11 @@ def data_dir(dataset: str = "{dataset}") -> str:
 def data_file(part: str, dataset: str = "{dataset}") -> str:
     """``results/data/{dataset}/items.parquet`` for part ``items`` (also ``sequences``, ``stats``)."""
     return f"{data_dir(dataset)}/{DATASET_FILES[part]}"
+
+
+def popularity_file(dataset: str = "{dataset}") -> str:
+    """``results/data/{dataset}/popularity.json``: the most-popular-items and chance reference."""
+    return f"{data_dir(dataset)}/{POPULARITY}"
 
 
 def teacher_dir(dataset: str = "{dataset}", teacher: str = "{teacher}") -> str:

@@ -96,16 +96,42 @@ def table4(stats, out: str) -> None:
     _write_csv(rows, out)
 
 
-def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None) -> None:
+def load_popularity(paths) -> dict:
+    """dataset -> its popularity.json (the popularity and chance reference rows)."""
+    from dllm2rec.dataset import read_popularity
+
+    refs = {}
+    for path in _as_list(paths):
+        ref = read_popularity(path)
+        refs[ref["dataset"]] = ref
+    return refs
+
+
+def reference_rows(refs: dict, datasets: list) -> list[list]:
+    """Table 5's reference rows: the most popular training items, and chance (K/n)."""
+    if not refs:
+        return []
+
+    def cells(key):
+        return [_fmt(refs[d][key]["test"][k] if key == "popularity" else refs[d][key][k]) if d in refs else ""
+                for d in datasets for k in METRICS]
+
+    return [["Popularity", "most popular (train)"] + cells("popularity"), ["Chance", "random (K/n)"] + cells("chance")]
+
+
+def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None, popularity=None) -> None:
     """Table 5: rows = the teacher, then per backbone each method, Gain.S and Gain.B;
     columns = dataset x (HR@20, NDCG@20). Per backbone and column the best method is **bold** and
     the runner-up _underlined_ (markdown). With the students' ``ranks`` (ranks.parquet), Gain.B
     carries the p-value of a paired t-test of DLLM2Rec against that column's best baseline over
-    every (seed, test sequence), and table5_seeds.csv a ``p_value`` row per backbone."""
+    every (seed, test sequence), and table5_seeds.csv a ``p_value`` row per backbone. With the
+    datasets' ``popularity`` references (popularity.json), a Popularity row (the most popular
+    training items) and a Chance row (K/n) follow the teacher's."""
     runs = load_runs(students)
     seq_ranks = load_test_ranks(ranks) if ranks else {}
     tests = {}  # (dataset, backbone, metric) -> (best baseline, n pairs, p)
     teachers = load_teachers(teacher)
+    refs = load_popularity(popularity)
     datasets = list(dict.fromkeys([*teachers, *(d for d, _, _ in runs)]))
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     methods = _as_list(methods) or list(dict.fromkeys(m for _, _, m in runs))
@@ -116,6 +142,7 @@ def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None
 
     header = ["backbone", "model"] + [f"{d}:{k}" for d in datasets for k in METRICS]
     rows = [header, ["Teacher", "BIGRec"] + [_fmt(teachers[d]["test"][k]) if d in teachers else "" for d in datasets for k in METRICS]]
+    rows += reference_rows(refs, datasets)
     for b in backbones:
         values = {m: {d: cell(d, b, m) for d in datasets} for m in methods}
         columns = [mark_best([values[m][d][i] for m in methods]) for d in datasets for i in range(len(METRICS))]
@@ -525,12 +552,13 @@ def sft_curve(teacher, adapters, out: str) -> None:
     _save(fig, out)
 
 
-def table5_bars(teacher, students, out: str, methods=None) -> None:
+def table5_bars(teacher, students, out: str, methods=None, popularity=None) -> None:
     """Table 5 as bars: per dataset and metric, each backbone's methods (mean over seeds, std as
-    error bars), the teacher as a dashed line."""
+    error bars), the teacher as a dashed line, the most popular training items as a dotted one."""
     plt = _pyplot()
     runs = load_runs(students)
     teachers = load_teachers(teacher)
+    refs = load_popularity(popularity)
     datasets = list(dict.fromkeys([*teachers, *(d for d, _, _ in runs)]))
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     methods = _as_list(methods) or list(dict.fromkeys(m for _, _, m in runs))
@@ -546,6 +574,8 @@ def table5_bars(teacher, students, out: str, methods=None) -> None:
                        label=METHOD_NAMES.get(m, m), color=plt.get_cmap("tab20")(n % 20))
             if d in teachers:
                 ax.axhline(teachers[d]["test"][k], color="k", ls="--", lw=1, label="BIGRec (teacher)")
+            if d in refs:
+                ax.axhline(refs[d]["popularity"]["test"][k], color="grey", ls=":", lw=1, label="most popular (train)")
             ax.set_xticks(range(len(backbones)), [BACKBONE_NAMES.get(b, b) for b in backbones])
             ax.set_title(f"{d}: test {k}")
     axes[0][-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from dllm2rec.io import UserError, read_json, read_parquet, write_json
+from dllm2rec.io import UserError, parquet_metadata, read_json, read_parquet, write_json
 from dllm2rec.layout import SFT_INFO, TEACHER_FILES
 
 PARTS = frozenset({"ranks", "item_embeddings", "generated_embeddings"})
@@ -189,6 +190,33 @@ def read_item_embeddings(path: Path, n_items: int, teacher_dir: Path | None = No
     if not np.isfinite(out).all():
         raise UserError(f"{path}: embeddings contain NaN or inf. {_fix(teacher_dir)}")
     return out
+
+
+# --- coverage: a train split generated for a subset of its sequences ------------------------
+def read_coverage(path) -> dict:
+    """The coverage a per-sequence teacher file records in its metadata (``train_coverage``,
+    ``seed``, ``n_rows``, ``n_covered``; written by ``teacher/generate.py``); ``{}`` for files that
+    record none (made before coverage existed: complete)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"teacher file not found: {path}. Run the workflow rule that makes it first.")
+    return dict(parquet_metadata(path).get("coverage") or {})
+
+
+def covered_mask(path, seq_ids: np.ndarray, teacher_dir) -> np.ndarray | None:
+    """bool [S] over ``seq_ids``: which sequences the file holds, or None when it declares complete
+    coverage (the readers then require every sequence, as before). A file that declares partial
+    coverage may leave sequences out, but every seq_id it holds must belong to ``seq_ids``."""
+    path = Path(path)
+    info = read_coverage(path)
+    if info.get("train_coverage", "all") == "all":
+        return None
+    held = pq.read_table(path, columns=["seq_id"]).column("seq_id").to_numpy().astype(np.int64)
+    mask = np.isin(np.asarray(seq_ids, dtype=np.int64), held)
+    if int(mask.sum()) != len(held):
+        raise UserError(f"{path}: {len(held) - int(mask.sum())} of its {len(held)} seq_ids are not sequences of "
+                        f"this split. {_fix(Path(teacher_dir))}")
+    return mask
 
 
 # --- metrics.json ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ PACKAGE = ROOT / "dllm2rec"
 # a teacher part's name ("ranks", "generated_embeddings") is also the key methods ask for; its
 # folder is spelled with the slash
 FILE_NAMES = sorted({*layout.DATASET_FILES.values(), *layout.RUN_FILES.values(), layout.SFT_INFO, layout.CHECKPOINT,
+                     layout.POPULARITY,
                      "item_embeddings.parquet", "ranks/", "generated_embeddings/", "results/"})
 # columns that name nothing else in the code (user, title, split, embedding ... are ordinary words)
 COLUMNS = ["seq_id", "item_id", "raw_id", "history", "topk_items", "topk_dist", "target_dist", "generated"]

@@ -204,3 +204,31 @@ def test_sft_bf16_on_cpu(env, tmp_path):
     train_adapter(env["base"], env["data"], params, "movie", str(tmp_path / "out"), str(tmp_path / "work"))
     meta = json.loads((tmp_path / "out" / "teacher_sft.json").read_text())
     assert len(meta["curve"]) == 2 and np.isfinite(meta["curve"][1]["eval_loss"])
+
+
+def test_train_coverage_generates_for_the_covered_rows_only(env, tmp_path):
+    """generation.train_coverage: the train shards hold a seeded subset, the gathered files
+    declare it, and the students' loader marks exactly those rows (docs/teacher.md)."""
+    from dllm2rec import teacher_artifacts as ta
+    from dllm2rec.dataset import load_dataset
+    from dllm2rec.distill.teacher_data import load_teacher
+    from dllm2rec.teacher.coverage import covered_positions
+
+    params = {**PARAMS, "generation": {**PARAMS["generation"], "train_coverage": 10, "train_coverage_seed": 1}}
+    parts = []
+    for k in (1, 2):
+        r, e = tmp_path / f"{k}.r.parquet", tmp_path / f"{k}.e.parquet"
+        run_shard(env["base"], env["adapter"], env["data"], env["item_emb"], "train", k, 2, params, "movie", str(r), str(e))
+        parts.append((str(r), str(e)))
+    teacher = tmp_path / "teacher"
+    gather_shards([p[0] for p in parts], [p[1] for p in parts], str(ta.path(teacher, "ranks", "train")),
+                  str(ta.path(teacher, "generated_embeddings", "train")))
+    train = load_dataset(env["data"]).split("train", by_seq_id=True)
+    ids = train.column("seq_id").to_numpy()
+    held = pq.read_table(ta.path(teacher, "ranks", "train")).column("seq_id").to_numpy()
+    assert np.array_equal(held, ids[covered_positions(len(ids), 10, 1)])
+    assert ta.read_coverage(ta.path(teacher, "ranks", "train")) == {
+        "train_coverage": 10, "seed": 1, "n_rows": len(ids), "n_covered": 10}
+    tt = load_teacher(teacher, {"train": ids[::-1]}, N_ITEMS, parts=["ranks", "generated_embeddings"])
+    covered = tt.splits["train"].covered.numpy()
+    assert np.array_equal(ids[::-1][covered], held[::-1]) and tt.splits["train"].topk_items.shape[0] == 10

@@ -37,7 +37,7 @@ def test_default_dry_run_shows_the_whole_paper_dag(project):
     n_students = len(cfg["tables"]["backbones"]) * runs * len(cfg["tables"]["seeds"])
     shards = cfg["teacher_shards"]
     assert counts == {
-        "dataset": 1, "base_model": 1, "sft": 1, "item_embeddings": 1,
+        "dataset": 1, "popularity": 1, "base_model": 1, "sft": 1, "item_embeddings": 1,
         "teacher_shard": 3 * shards, "teacher_gather": 3, "teacher_metrics": 1,
         "student": n_students, "selection": 1, "table5": 1,
     }

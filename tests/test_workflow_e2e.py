@@ -76,6 +76,7 @@ def test_table5_has_every_row_with_metrics_in_unit_interval(tiny_run):
     rows = read_csv(tiny_run / "results" / "table5.csv")
     assert rows[0] == ["backbone", "model", "tiny:HR@20", "tiny:NDCG@20"]
     assert rows[1][:2] == ["Teacher", "BIGRec"]
+    assert [r[0] for r in rows[2:4]] == ["Popularity", "Chance"]  # the reference rows (popularity.json)
     models = [tuple(r[:2]) for r in rows[2:]]
     for backbone in ("GRU4Rec", "SASRec", "DROS"):
         names = [m for b, m in models if b == backbone]

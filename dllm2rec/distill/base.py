@@ -54,6 +54,10 @@ class TeacherSplit:
     target_dist: torch.Tensor  # [S] float32, distance of the generated text to the ground-truth item (Eq. 7)
     gen_emb: torch.Tensor | None = None  # [S, d_t] float32, grounding embedding of the generated text
     text_gen_emb: torch.Tensor | None = None  # [S, d_e] float32, the text encoder's embedding of the generated text
+    # teacher coverage: bool [S_split] over the student's rows of the split, None when the teacher covers
+    # every row. When set, the tensors above hold only the covered rows (S = covered.sum()), and the trainer
+    # gives a method only those rows (``DistillContext`` and ``Batch.rows`` renumbered; student/train.py).
+    covered: torch.Tensor | None = None
 
 
 @dataclass
@@ -66,7 +70,9 @@ class TeacherTensors:
 @dataclass
 class DistillContext:
     """What every method may read besides the teacher. Row i of ``train_*`` is the i-th train
-    row of sequences.parquet (file order), the same row order as ``TeacherSplit`` and ``Batch.rows``."""
+    row of sequences.parquet (file order), the same row order as ``TeacherSplit`` and ``Batch.rows``.
+    Under partial teacher coverage the ``train_*`` rows are only the covered ones (still in file
+    order), so a method sees the covered rows alone; ``item_counts`` stays the whole split's."""
 
     n_items: int
     hidden: int

@@ -69,6 +69,9 @@ class MethodOptions:
     method: ClassVar[str] = "base"
     needs: ClassVar[frozenset[str]] = frozenset()  # subset of TEACHER_PARTS
     uses_teacher_at_inference: ClassVar[bool] = False
+    # False: the method needs teacher output for every training sequence (its model reads it for
+    # each row, not only its loss), so it refuses a teacher with partial train coverage (docs/teacher.md)
+    partial_coverage: ClassVar[bool] = True
 
     def teacher_parts(self) -> frozenset[str]:
         """The teacher artifacts this configuration reads (``needs`` unless an option drops one)."""
@@ -147,6 +150,13 @@ def teacher_needs(method_cfg: dict, name: str | None = None) -> dict[str, list[s
     opt = parse_options(method_cfg, name)
     splits = list(SPLITS) if opt.uses_teacher_at_inference else ["train"]
     return {part: list(splits) for part in sorted(opt.teacher_parts())}
+
+
+def needs_full_coverage(method_cfg: dict, name: str | None = None) -> bool:
+    """True when the method reads teacher output for every training sequence and so refuses a
+    teacher whose ``generation.train_coverage`` is partial (KAR, LLM-CF; docs/teacher.md)."""
+    opt = parse_options(method_cfg, name)
+    return bool(opt.teacher_parts()) and not opt.partial_coverage
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,6 +286,7 @@ class UnKDOptions(MethodOptions):
 class KAROptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings", "generated_embeddings"})
     uses_teacher_at_inference: ClassVar[bool] = True
+    partial_coverage: ClassVar[bool] = False  # every row's user knowledge enters its representation
 
     encoder: Literal["teacher", "minilm"] = "teacher"
     n_shared: int = 2
@@ -294,6 +305,7 @@ class KAROptions(MethodOptions):
 class LLMCFOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings", "generated_embeddings"})
     uses_teacher_at_inference: ClassVar[bool] = False  # retrieval reads train generations only
+    partial_coverage: ClassVar[bool] = False  # each train row's demonstrations are fixed per row before training
 
     encoder: Literal["teacher", "minilm"] = "teacher"
     n_neighbors: int = 4

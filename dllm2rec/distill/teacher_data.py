@@ -29,6 +29,16 @@ def _generated(teacher_dir: Path, part: str, split: str, ids: np.ndarray) -> tor
     return torch.from_numpy(ta.read_generated_embeddings(ta.path(teacher_dir, part, split), ids, teacher_dir))
 
 
+def _covered(teacher_dir: Path, parts: frozenset, split: str, ids: np.ndarray) -> np.ndarray | None:
+    """bool [S]: the sequences of ``split`` the teacher generated for, None when all of them (or when
+    no per-sequence part of the teacher's own is read)."""
+    own = [p for p in ("ranks", "generated_embeddings") if p in parts]
+    if not own:
+        return None
+    mask = ta.covered_mask(ta.path(teacher_dir, own[0], split), ids, teacher_dir)
+    return None if mask is None or mask.all() else mask
+
+
 def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: int,
                  parts: Iterable[str] = ta.PARTS) -> TeacherTensors:
     """Teacher tensors for ``sequences`` ({split: seq_id array in the student's row order}).
@@ -38,6 +48,12 @@ def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: i
     ``text_embeddings/`` folder) fill ``TeacherTensors.text_item_emb`` and ``TeacherSplit.text_gen_emb``.
     ``item_emb`` is an empty [0, 0] tensor when "item_embeddings" is not asked for; a split's
     ``topk_items``/``topk_dist``/``target_dist`` are empty [S, 0]/[S] tensors when "ranks" is not.
+
+    Teacher coverage (docs/teacher.md): when the teacher's file of a split declares that it was
+    generated for a subset of the split's sequences, the split's tensors hold only those rows, in
+    the student's row order, and ``TeacherSplit.covered`` (bool [S] over the student's rows) says
+    which; ``covered`` is None when every sequence is covered (then the tensors are exactly as
+    without coverage).
     """
     teacher_dir = Path(teacher_dir)
     parts = frozenset(parts)
@@ -49,6 +65,9 @@ def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: i
     splits = {}
     for split, ids in sequences.items():
         ids = np.asarray(ids, dtype=np.int64)
+        covered = _covered(teacher_dir, parts, split, ids)
+        if covered is not None:
+            ids = ids[covered]
         if "ranks" in parts:
             items, dist, target = ta.read_ranks(ta.path(teacher_dir, "ranks", split), ids, n_items, teacher_dir)
             ts = TeacherSplit(torch.from_numpy(items), torch.from_numpy(dist), torch.from_numpy(target))
@@ -58,5 +77,7 @@ def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: i
             ts.gen_emb = _generated(teacher_dir, "generated_embeddings", split, ids)
         if "text_generated_embeddings" in parts:
             ts.text_gen_emb = _generated(teacher_dir, "text_generated_embeddings", split, ids)
+        if covered is not None:
+            ts.covered = torch.from_numpy(covered)
         splits[split] = ts
     return TeacherTensors(item_emb=item_emb, splits=splits, text_item_emb=text_item_emb)

@@ -167,6 +167,8 @@ class Run:
     gen: torch.Generator = None
     state: dict = field(default_factory=lambda: {"epoch": 0, "best": None, "bad": 0, "log": [], "train_seconds": 0.0,
                                                  "stopped": False})
+    covered: torch.Tensor | None = None  # bool [S_train]: rows with teacher output; None = all (teacher coverage)
+    covered_row: torch.Tensor | None = None  # [S_train] long: a covered row's index among the covered rows
 
 
 def _load_teacher(teacher, method: str, mcfg: dict, splits: dict, n_items: int):
@@ -180,7 +182,54 @@ def _load_teacher(teacher, method: str, mcfg: dict, splits: dict, n_items: int):
     from dllm2rec.distill.teacher_data import load_teacher
 
     which = SPLITS if mcls.uses_teacher_at_inference else ("train",)
+    opt = mcls.parse_options(mcfg, method)
+    if not opt.partial_coverage:
+        _refuse_partial_coverage(teacher, method)
     return load_teacher(teacher, {s: splits[s].seq_id for s in which}, n_items, parts)
+
+
+def _refuse_partial_coverage(teacher, method: str) -> None:
+    """A method that reads teacher output for every training row cannot train on a teacher that
+    covers only some of them (docs/teacher.md, "Teacher coverage")."""
+    from dllm2rec import teacher_artifacts as ta
+
+    ranks = ta.path(teacher, "ranks", "train")
+    info = ta.read_coverage(ranks) if ranks.exists() else {}
+    if info.get("train_coverage", "all") != "all" and info.get("n_covered") != info.get("n_rows"):
+        raise UserError(f"method {method!r} needs teacher output for every training sequence, but the teacher at "
+                        f"{teacher} covers {info.get('n_covered')} of {info.get('n_rows')} (generation.train_coverage "
+                        f"{info.get('train_coverage')!r}): set it to `all`, or leave {method!r} out of this run.")
+
+
+def _covered_rows(tt, train: SplitData):
+    """``(covered bool [S] or None, the train rows a method sees)``: under partial teacher coverage a
+    method sees only the covered train rows (in file order); otherwise all of them."""
+    covered = tt.splits["train"].covered if tt is not None and "train" in tt.splits else None
+    if covered is None:
+        return None, train
+    keep = covered.numpy()
+    return covered, SplitData(train.seq_id[keep], train.history[covered], train.lengths[covered], train.target[covered])
+
+
+def _distill_loss(run: "Run", batch: Batch, scores: torch.Tensor, state: torch.Tensor, epoch: int) -> torch.Tensor:
+    """The method's distillation term for a training batch.
+
+    Teacher coverage, once for every method: rows without teacher output get no distillation
+    loss. The method's ``loss`` sees the batch's covered rows alone (rows renumbered to the
+    covered rows it was built on) and the result is scaled by their share of the batch, so a
+    per-row mean over the covered rows becomes a sum over them divided by the batch size: each
+    covered row weighs what it weighs under full coverage, an uncovered row weighs nothing.
+    With full coverage (``run.covered`` None) this is exactly ``meth.loss(batch, ...)``."""
+    if run.covered is None:
+        return run.meth.loss(batch, scores, state, run.student, epoch)
+    keep = run.covered[batch.rows]
+    n = int(keep.sum())
+    if n == 0:
+        return scores.new_zeros(())
+    sub = Batch(batch.split, run.covered_row[batch.rows[keep]], batch.history[keep], batch.lengths[keep],
+                batch.target[keep], None if batch.negative is None else batch.negative[keep])
+    dist = run.meth.loss(sub, scores[keep], state[keep], run.student, epoch)
+    return dist * (n / len(batch.rows))
 
 
 def _prepare(data, backbone, method, params, seed, teacher, device) -> Run:
@@ -192,10 +241,11 @@ def _prepare(data, backbone, method, params, seed, teacher, device) -> Run:
     tr = splits["train"]
     item_counts = torch.bincount(tr.target, minlength=n_items)
     tt = _load_teacher(teacher, method, dict(params["method"]), splits, n_items)
+    covered, seen = _covered_rows(tt, tr)  # seen: the train rows the method is built on
 
     torch.manual_seed(seed)
     ctx = DistillContext(n_items=n_items, hidden=int(cfg["hidden"]), teacher=tt, item_counts=item_counts,
-                         train_history=tr.history, train_lengths=tr.lengths, train_target=tr.target, seed=seed,
+                         train_history=seen.history, train_lengths=seen.lengths, train_target=seen.target, seed=seed,
                          max_epochs=int(cfg["epochs"]))
     student, meth = build(backbone, method, params, n_items, max_len, ctx)
     student.to(dev)
@@ -204,8 +254,12 @@ def _prepare(data, backbone, method, params, seed, teacher, device) -> Run:
     opt = torch.optim.Adam(_dedup_params(student, meth), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
                            fused=True)
     gen = torch.Generator().manual_seed(seed)
-    return Run(backbone, method, params, seed, cfg, dev, n_items, max_len, {s: d.to(dev) for s, d in splits.items()},
-               tr, dataset.name, student, meth, opt, gen)
+    run = Run(backbone, method, params, seed, cfg, dev, n_items, max_len, {s: d.to(dev) for s, d in splits.items()},
+              tr, dataset.name, student, meth, opt, gen)
+    if covered is not None:
+        run.covered = covered.to(dev)
+        run.covered_row = (torch.cumsum(covered.long(), 0) - 1).to(dev)  # split row -> covered row
+    return run
 
 
 def _resume(run: Run, work: Path, fp: str) -> None:
@@ -242,7 +296,7 @@ def _train_epoch(run: Run, epoch: int) -> list[float]:
         st = meth.adjust_state(student.encode(batch.history, batch.lengths, table), batch)
         scores = meth.scores(student, st, batch)
         rec = student.rec_loss(scores, batch.target, batch.negative)
-        dist = meth.loss(batch, scores, st, student, epoch)
+        dist = _distill_loss(run, batch, scores, st, epoch)
         loss = rec + dist
         run.opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from dllm2rec import teacher_artifacts as ta
 from dllm2rec import dataset as ds
 from dllm2rec.io import UserError, parquet_metadata, write_parquet
+from dllm2rec.teacher import coverage
 from dllm2rec.teacher.ground import embed_texts, nearest_items
 from dllm2rec.teacher.prompts import clean_generation, encode_example, item_titles
 
@@ -145,14 +146,33 @@ def generate_and_ground(model, tokenizer, histories: list[list[str]], targets, i
     }
 
 
-def shard_rows(dataset: ds.Dataset, split: str, shard: int, shards: int) -> pa.Table:
-    """Rows of ``split`` in seq_id order that belong to ``shard`` (1-based) of ``shards``."""
+def shard_rows(dataset: ds.Dataset, split: str, shard: int, shards: int, train_coverage=coverage.ALL,
+               coverage_seed: int = 0) -> pa.Table:
+    """Rows of ``split`` in seq_id order that belong to ``shard`` (1-based) of ``shards``.
+
+    For the train split only the covered rows are dealt out (``train_coverage``, see
+    :mod:`dllm2rec.teacher.coverage`); valid and test are always complete."""
     if not 1 <= shard <= shards:
         raise UserError(f"shard {shard} is not in 1..{shards}")
     rows = dataset.split(split, by_seq_id=True)
     if rows.num_rows == 0:
         raise UserError(f"split {split!r} has no sequences; check the data stage's output")
+    if split == "train" and coverage.is_partial(train_coverage):
+        rows = rows.take(coverage.covered_positions(rows.num_rows, train_coverage, coverage_seed))
+        if rows.num_rows < shards:
+            raise UserError(f"generation.{coverage.KEY} covers {rows.num_rows} training sequences, fewer than the "
+                            f"{shards} teacher shards: cover more sequences or lower teacher_shards.")
     return rows.take(np.arange(shard - 1, rows.num_rows, shards))
+
+
+def coverage_info(dataset: ds.Dataset, split: str, gen: dict) -> dict:
+    """What the split's teacher files cover, recorded in their metadata (the students read it
+    through :func:`dllm2rec.teacher_artifacts.read_coverage`)."""
+    n = dataset.split(split).num_rows
+    value = gen.get(coverage.KEY, coverage.ALL) if split == "train" else coverage.ALL
+    seed = int(gen.get(coverage.SEED_KEY, 0))
+    return {coverage.KEY: coverage.parse_coverage(value), "seed": seed, "n_rows": n,
+            "n_covered": coverage.covered_count(n, value)}
 
 
 def _tables(seq_ids, res: dict, dim: int) -> tuple[pa.Table, pa.Table]:
@@ -176,7 +196,8 @@ def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, sha
     dataset = ds.load_dataset(data)
     dataset.require_titles()  # a UserError for a source without titles
     titles = item_titles(dataset.items)  # normalised as the generations are (prompts.normalize_title)
-    rows = shard_rows(dataset, split, shard, shards)
+    gen = params.get("generation", {})
+    rows = shard_rows(dataset, split, shard, shards, gen.get(coverage.KEY, coverage.ALL), gen.get(coverage.SEED_KEY, 0))
     model, tokenizer = load_base(base, dtype=params.get("dtype"))
     model = PeftModel.from_pretrained(model, adapter).eval()
     device = next(model.parameters()).device
@@ -187,7 +208,8 @@ def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, sha
     ranks, emb = _tables(ds.seq_ids(rows), res, emb_items.shape[1])
     meta = {k: res[k] for k in ("generation_seconds", "grounding_seconds", "n_truncated_prompts", "n_empty_generations")}
     meta.update(split=split, shard=shard, shards=shards, n_sequences=rows.num_rows, params=params, noun=noun,
-                base=str(base), adapter=str(adapter), device=str(device))
+                base=str(base), adapter=str(adapter), device=str(device),
+                coverage=coverage_info(dataset, split, gen))
     write_parquet(emb, out_emb, metadata=meta)
     write_parquet(ranks, out_ranks, metadata=meta)
     print(f"{split} shard {shard}/{shards}: {rows.num_rows} sequences, generation {meta['generation_seconds']:.1f}s, "
@@ -212,7 +234,7 @@ def gather_shards(ranks: list[str], embs: list[str], out_ranks: str, out_emb: st
         raise UserError(f"teacher ranks {ranks} and generated embeddings {embs} hold different seq_ids")
     meta = {k: sum(m.get(k, 0) for m in metas) for k in SUMMED}
     first = metas[0] if metas else {}
-    meta.update({k: first.get(k) for k in ("split", "params", "noun", "base", "adapter", "device")}, shards=len(ranks))
+    meta.update({k: first.get(k) for k in ("split", "params", "noun", "base", "adapter", "device", "coverage")}, shards=len(ranks))
     meta["shard_seconds"] = [m.get("generation_seconds", 0) + m.get("grounding_seconds", 0) for m in metas]
     write_parquet(e.replace_schema_metadata(None), out_emb, metadata=meta)
     write_parquet(r.replace_schema_metadata(None), out_ranks, metadata=meta)

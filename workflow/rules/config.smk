@@ -14,10 +14,12 @@ sys.path.insert(0, workflow.basedir)  # the dllm2rec package beside the Snakefil
 from dllm2rec import layout as L
 from dllm2rec.data.check import dataset_problem
 from dllm2rec.data.sources import SOURCES
+from dllm2rec.distill.spec import needs_full_coverage
 from dllm2rec.distill.spec import teacher_needs as method_teacher_needs
 from dllm2rec.distill.spec import option_types, options_class, parse_options
 from dllm2rec.io import UserError
 from dllm2rec.selection import SearchError, grid_points, read_choice
+from dllm2rec.teacher import coverage as teacher_coverage
 from dllm2rec.sweeps import FIGURE2_PARAMS, sweep_method
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -140,7 +142,39 @@ def check_config():
             fail(problem)
 
 
+def check_coverage():
+    """generation.train_coverage: a valid value, and no method of the tables that needs teacher
+    output for every training sequence (KAR, LLM-CF) while the tables' teacher covers a subset.
+    """
+    for name, teacher in config["teachers"].items():
+        key = f"teachers.{name}.generation.{teacher_coverage.KEY}"
+        try:
+            teacher_coverage.parse_coverage(
+                teacher.get("generation", {}).get(teacher_coverage.KEY), key
+            )
+        except UserError as e:
+            fail(str(e))
+    teacher = config["tables"]["teacher"]
+    gen = config["teachers"][teacher].get("generation", {})
+    if not teacher_coverage.is_partial(gen.get(teacher_coverage.KEY)):
+        return
+    ablation = config["tables"].get("ablation", {})
+    names = [
+        *config["tables"]["methods"],
+        *ablation.get("table7", []),
+        *ablation.get("table8", []),
+    ]
+    for name in dict.fromkeys(names):
+        if needs_full_coverage(resolve_method(name), name):
+            fail(
+                f"method {name!r} needs teacher output for every training sequence, but "
+                f"teachers.{teacher}.generation.{teacher_coverage.KEY} is "
+                f"{gen[teacher_coverage.KEY]!r}: set it to `all`, or remove {name!r} from tables.methods."
+            )
+
+
 check_config()
+check_coverage()
 
 TABLES = config["tables"]
 ABLATION = TABLES.get("ablation", {})

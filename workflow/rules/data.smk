@@ -29,3 +29,18 @@ rule export_official:
         "../../envs/data.yaml"
     shell:
         "python -m dllm2rec export-official --data $(dirname {input.data_items}) --out {output} > {log} 2>&1"
+
+
+rule popularity:
+    """Table 5's reference rows: the most popular training items (target counts) and chance."""
+    input:
+        **data_files(),
+        code=code("dataset", "evaluate"),
+    output:
+        L.popularity_file(),
+    log:
+        L.log("data", "{dataset}.popularity"),
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec popularity --data $(dirname {input.data_items}) --out {output} > {log} 2>&1"

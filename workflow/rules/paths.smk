@@ -71,9 +71,16 @@ def sft_launcher(wildcards):
 
 
 def shard_params(wildcards):
-    """Generation and grounding settings; prompts are cut as in fine-tuning unless set apart."""
+    """Generation and grounding settings; prompts are cut as in fine-tuning unless set apart.
+    The train coverage (docs/teacher.md) is passed to the train split's shards only, and not at
+    all when it is `all`, so the default's params and the valid/test shards never change with it.
+    """
     cfg = teacher_cfg(wildcards)
     generation = {"cutoff_len": cfg["sft"]["cutoff_len"], **cfg["generation"]}
+    coverage = generation.pop("train_coverage", "all")
+    seed = generation.pop("train_coverage_seed", 0)
+    if wildcards.split == "train" and coverage != "all":
+        generation.update(train_coverage=coverage, train_coverage_seed=seed)
     return jsonarg(
         {"dtype": cfg["dtype"], "generation": generation, "grounding": cfg["grounding"]}
     )
@@ -170,6 +177,11 @@ def student_metrics(datasets, teacher, backbones, methods, seeds, searched=False
 # --- tables ---------------------------------------------------------------------------------------
 def teacher_metrics_files(wildcards):
     return [L.teacher_file("metrics", d, TABLES["teacher"]) for d in TABLES["datasets"]]
+
+
+def popularity_files(wildcards):
+    """Table 5's Popularity rows: one reference file per dataset (rule popularity, data.smk)."""
+    return [L.popularity_file(d) for d in TABLES["datasets"]]
 
 
 def table5_students(searched=False):

@@ -33,6 +33,7 @@ rule table5:
         chosen=table5_students(searched=True),
         ranks=student_files("ranks"),
         chosen_ranks=student_files("ranks", searched=True),
+        popularity=popularity_files,
         code=TABLES_CODE,
     output:
         table=report(
@@ -50,6 +51,7 @@ rule table5:
     shell:
         "python -m dllm2rec table5 --teacher {input.teacher} --students {input.students} {input.chosen}"
         " --methods {params.methods} --ranks {input.ranks} {input.chosen_ranks}"
+        " --popularity {input.popularity}"
         " --out {output.table} --out-seeds {output.seeds} > {log} 2>&1"
 
 
@@ -243,6 +245,7 @@ rule table5_bars:
         teacher=teacher_metrics_files,
         students=table5_students(),
         chosen=table5_students(searched=True),
+        popularity=popularity_files,
         code=TABLES_CODE,
     output:
         report(
@@ -258,4 +261,4 @@ rule table5_bars:
         methods=TABLES["methods"],
     shell:
         "python -m dllm2rec table5-bars --teacher {input.teacher} --students {input.students} {input.chosen}"
-        " --methods {params.methods} --out {output} > {log} 2>&1"
+        " --methods {params.methods} --popularity {input.popularity} --out {output} > {log} 2>&1"
