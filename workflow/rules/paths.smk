@@ -142,7 +142,8 @@ def student_gpu(wildcards):
     """
     device = config["student"]["device"]
     return int(
-        device == "cuda" or (device == "auto" and os.path.exists("/dev/nvidiactl"))
+        device == "cuda"
+        or (device == "auto" and shutil.which("nvidia-smi") is not None)
     )
 
 
