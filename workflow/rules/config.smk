@@ -13,7 +13,9 @@ sys.path.insert(0, workflow.basedir)  # the dllm2rec package beside the Snakefil
 from dllm2rec import layout as L
 from dllm2rec.data.check import dataset_problem
 from dllm2rec.data.sources import SOURCES
+from dllm2rec.distill.spec import parse_options
 from dllm2rec.distill.spec import teacher_needs as method_teacher_needs
+from dllm2rec.io import UserError
 from dllm2rec.sweeps import FIGURE2_PARAMS, sweep_method
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -61,6 +63,43 @@ for _name, _entry in figure2_methods().items():
     config["methods"].setdefault(_name, _entry)
 
 
+def check_raw_files(name, ds):
+    """Every raw file of dataset `name` exists (checked here, at config time: Snakemake swallows
+    an error raised inside an input function when the outputs already exist, and would report
+    "Nothing to be done" over results made from files that are gone)."""
+    source = SOURCES[ds["source"]]
+    for key in (
+        *source.paths,
+        *(k for k in source.optional if k in ds.get("paths", {})),
+    ):
+        path = ds["paths"][key]
+        if not os.path.exists(path):
+            fail(
+                f"datasets.{name}.paths.{key} = {path!r} does not exist (working directory {os.getcwd()}). "
+                f"Download the raw {ds['source']} files (docs/datasets.md says where) and set that key to "
+                f"their path, or take datasets.{name} out of the config."
+            )
+
+
+def check_ranked_lists():
+    """A method cannot read more of the teacher's ranked list than grounding keeps (`topn`)."""
+    for name in config["methods"]:
+        try:
+            opt = parse_options(resolve_method(name), name)
+        except UserError as err:
+            fail(str(err))
+        if opt.method != "dllm2rec" or not opt.ranking:
+            continue
+        for teacher, tcfg in config["teachers"].items():
+            topn = tcfg.get("grounding", {}).get("topn", 100)
+            if opt.k > topn:
+                fail(
+                    f"methods.{name}.k = {opt.k} is larger than teachers.{teacher}.grounding.topn = {topn}: "
+                    f"DLLM2Rec distils the teacher's top-k, and the teacher keeps only its top-{topn}. "
+                    f"Lower k or raise topn."
+                )
+
+
 def check_config():
     tables = config["tables"]
     if tables["teacher"] not in config["teachers"]:
@@ -100,6 +139,8 @@ def check_config():
         problem = dataset_problem(name, ds, needs_titles=name in tables["datasets"])
         if problem:
             fail(problem)
+        check_raw_files(name, ds)
+    check_ranked_lists()
 
 
 check_config()
