@@ -99,6 +99,18 @@ def student_ranks_case(tmp):
     return lambda: student_run.read_ranks(path, "test")
 
 
+def shard_case(tmp):
+    """teacher_gather over a shard cut short by a killed teacher_shard job."""
+    from dllm2rec.teacher.generate import gather_shards
+
+    _, teacher, _ = synthetic(tmp)
+    shard = tmp / "1-of-2.parquet"
+    shard.write_bytes((teacher / "ranks" / "test.parquet").read_bytes())
+    truncate(shard, 0.7)
+    emb = teacher / "generated_embeddings" / "test.parquet"
+    return lambda: gather_shards([str(shard)], [str(emb)], str(tmp / "r.parquet"), str(tmp / "e.parquet"))
+
+
 def base_json_case(teacher: Path, tmp: Path) -> None:
     """Item embeddings cut to width 7, their metadata naming a base model of hidden size 8."""
     base = tmp / "base.json"
@@ -201,6 +213,7 @@ CASES = [
      r"item id \d+ is outside 0\.\.29.*rerun the teacher"),
     ("item embeddings miss an item", teacher_case(lambda t, tmp: rewrite(t / "item_embeddings.parquet", lambda x: x.slice(0, 39)), ["item_embeddings"]),
      r"item_embeddings\.parquet.*0\.\.39.*rerun the teacher"),
+    ("teacher shard truncated", shard_case, r"teacher shard .*1-of-2\.parquet is not a readable Parquet file.*rule 'teacher_shard'"),
     # student outputs
     ("student ranks.parquet truncated", student_ranks_case,
      r"student ranks .*ranks\.parquet is not a readable Parquet file.*rerun the rule 'student'"),
