@@ -94,8 +94,12 @@ def remove_checkpoint(work) -> None:
     checkpoint_path(work).unlink(missing_ok=True)
 
 
+def _print_flush(msg: str) -> None:
+    print(msg, flush=True)
+
+
 @contextlib.contextmanager
-def report_kill(where: Callable[[], str], log: Callable[[str], None] = print):
+def report_kill(where: Callable[[], str], log: Callable[[str], None] = _print_flush):
     """While the block runs, a SIGTERM (Snakemake cancelling the job, a cluster's time limit, `kill`)
     logs ``killed by SIGTERM at <where()>`` before the job exits with status 143 (128 + SIGTERM).
     A SIGKILL (kill -9, the out-of-memory killer) cannot be caught: the log then simply ends."""
