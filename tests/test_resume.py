@@ -61,3 +61,26 @@ def test_sigterm_is_reported_with_where_the_job_was(tmp_path):
     assert res.returncode == 143, res.stderr
     assert "killed by SIGTERM at epoch 3/5" in res.stdout
     assert "not reached" not in res.stdout
+
+
+def test_student_log_reads_as_progress(tmp_path, capsys):
+    """Epoch i/N with the best so far on every line, a final summary; a changed dataset at the same
+    path is not resumed from a checkpoint of the old one."""
+    from synthetic import write_synthetic_dataset
+
+    from dllm2rec.student import train as train_mod
+
+    write_synthetic_dataset(tmp_path / "data", n_items=30, n_sequences=200, seed=0)
+    params = {"student": {"hidden": 16, "dropout": 0.1, "lr": 0.005, "batch_size": 64, "weight_decay": 0.0,
+                          "epochs": 3, "patience": 5, "eval_batch_size": 256, "device": "cpu", "backbone": {}},
+              "method": {"type": "none"}}
+    out, work = tmp_path / "out", tmp_path / "work"
+    train_mod.train_student(str(tmp_path / "data"), "gru4rec", "none", params, 0, str(out), str(work), threads=1)
+    log = capsys.readouterr().out
+    assert "epoch 1/3: loss" in log and "epoch 3/3: loss" in log and "best NDCG@20" in log
+    assert "done: best epoch" in log and "test HR@20" in log
+    assert not resume.checkpoint_path(work).exists()
+
+    fp_old = resume.job_fingerprint([1], [tmp_path / "data"])
+    write_synthetic_dataset(tmp_path / "data", n_items=30, n_sequences=200, seed=1)  # same path, new data
+    assert resume.job_fingerprint([1], [tmp_path / "data"]) != fp_old
