@@ -172,14 +172,14 @@ def load_dataset(folder) -> Dataset:
     histories non-empty, item ids in range, no split empty."""
     folder = Path(folder)
     p = paths(folder)
-    items = read_parquet(p["items"], "items table")
+    items = read_parquet(p["items"], "items table", rule="dataset")
     _check_schema(items, ITEMS_SCHEMA, p["items"])
     items = items.sort_by("item_id")
     ids = items.column("item_id").to_numpy()
     n = len(ids)
     if n == 0 or not np.array_equal(ids, np.arange(n)):
         raise UserError(f"{p['items']}: item_id must be exactly 0..n-1; rebuild the dataset.")
-    seqs = read_parquet(p["sequences"], "sequences table")
+    seqs = read_parquet(p["sequences"], "sequences table", rule="dataset")
     _check_schema(seqs, SEQUENCES_SCHEMA, p["sequences"])
     hist = seqs.column("history").combine_chunks()
     lengths = np.diff(np.asarray(hist.offsets, dtype=np.int64))
@@ -200,7 +200,7 @@ def load_dataset(folder) -> Dataset:
 
 def read_titles(items_path) -> list[str | None]:
     """Title of item i at position i, from a dataset's items table alone (the tables' analyses)."""
-    items = read_parquet(items_path, "items table")
+    items = read_parquet(items_path, "items table", rule="dataset")
     _check_schema(items, ITEMS_SCHEMA, items_path)
     return items.sort_by("item_id").column("title").to_pylist()
 

@@ -66,7 +66,7 @@ class RunRanks:
 
 
 def read_ranks(path, split: str = "test") -> RunRanks:
-    table = read_parquet(path, "student ranks")
+    table = read_parquet(path, "student ranks", rule="student")
     identity = parquet_metadata(path).get("identity")
     missing = [c for c in RANKS_SCHEMA.names if c not in table.column_names]
     if missing or not identity:

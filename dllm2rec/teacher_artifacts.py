@@ -16,6 +16,11 @@ check every file against the dataset and raise a :class:`~dllm2rec.io.UserError`
 and the fix: a sequence the file does not cover, a seq_id listed twice or unknown to the split,
 ranked lists of unequal length, item ids outside 0..n-1, item-embedding rows that are not
 exactly items 0..n-1. These mean the teacher was made for another dataset (or sampling).
+They also refuse what would train silently to a wrong result: NaN or inf in ``topk_dist``,
+``target_dist`` or any embedding, and embeddings whose width is not the width of the model that
+made them (the base model's ``hidden_size``, recorded in the file's metadata by the writer and in
+``resources/models/{teacher}/base.json``; the text encoder's ``dim``). A truncated or corrupt
+file names the rule that rewrites it (:func:`rule_for`).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dllm2rec import layout
 from dllm2rec.io import UserError, parquet_metadata, read_json, read_parquet, write_json
 from dllm2rec.layout import SFT_INFO, TEACHER_FILES
 
@@ -39,6 +45,28 @@ RANKS_SCHEMA = pa.schema([
 def path(teacher_dir, part: str, split: str | None = None) -> Path:
     """The file of ``part`` (a key of ``layout.TEACHER_FILES``) inside a teacher folder."""
     return Path(teacher_dir) / TEACHER_FILES[part].format(split=split)
+
+
+# the workflow rule that writes each part (named in the messages about a bad file)
+RULES = {"item_embeddings": "item_embeddings", "ranks": "teacher_gather", "generated_embeddings": "teacher_gather",
+         "text_item_embeddings": "text_embeddings", "text_generated_embeddings": "text_embeddings"}
+
+
+def rule_for(file) -> str | None:
+    """The rule that writes the teacher file ``file`` (matched on the end of its path), or None."""
+    name = Path(file).as_posix()
+    for part in sorted(RULES, key=lambda p: -len(TEACHER_FILES[p])):  # text_embeddings/... before ...
+        template = TEACHER_FILES[part]
+        for split in ("train", "valid", "test"):
+            if name.endswith(template.format(split=split)):
+                return RULES[part]
+    return None
+
+
+def embedding_metadata(hidden_size: int, **extra) -> dict:
+    """The metadata an embeddings file records: ``hidden_size``, the width of the model that made
+    it (the readers refuse a file whose width differs), plus ``extra``."""
+    return {**extra, "hidden_size": int(hidden_size)}
 
 
 def fixed_list(matrix: np.ndarray, dtype) -> pa.FixedSizeListArray:
@@ -94,6 +122,46 @@ def generated_texts(table: pa.Table, path) -> list[str]:
 def _fix(teacher_dir: Path) -> str:
     return (f"The teacher at {teacher_dir} does not match this dataset's sequences: rerun the teacher "
             "(ranks / embeddings) for this dataset and its sampling, or point to the right teacher.")
+
+
+def _rerun(path: Path) -> str:
+    rule = rule_for(path)
+    return (f"Delete it and rerun the rule {rule!r} (snakemake --forcerun {rule} ...)." if rule
+            else "Delete it and rerun the teacher rule that writes it.")
+
+
+def _check_finite(values: np.ndarray, path: Path, name: str) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))[0]) if values.ndim > 1 else int(np.flatnonzero(bad)[0])
+        raise UserError(f"{path}: column {name!r} holds {int(bad.sum())} NaN/inf value(s) (first in row {row}); "
+                        f"the teacher run that wrote it went wrong. {_rerun(path)}")
+
+
+def _base_hidden_size(teacher_dir: Path, meta: dict) -> tuple[int, str] | None:
+    """(hidden size, where it comes from) of the teacher's base model, if its base.json is found:
+    the one the file's metadata names, else ``resources/models/{teacher}/base.json``."""
+    for candidate in (meta.get("base"), layout.base_model(teacher_dir.name)):
+        if candidate and str(candidate).endswith(".json") and Path(candidate).is_file():
+            size = read_json(candidate).get("hidden_size")
+            if size:
+                return int(size), str(candidate)
+    return None
+
+
+def _check_width(width: int, path: Path, teacher_dir: Path) -> None:
+    """The embeddings' width against the width of the model that made them."""
+    meta = parquet_metadata(path, "teacher embeddings", rule_for(path))
+    expected = []
+    if meta.get("hidden_size") or meta.get("dim"):
+        expected.append((int(meta.get("hidden_size") or meta["dim"]), "the width recorded in its metadata"))
+    is_text = rule_for(path) == "text_embeddings"
+    if not is_text and (base := _base_hidden_size(teacher_dir, meta)):
+        expected.append((base[0], f"the hidden size of the base model ({base[1]})"))
+    for size, where in expected:
+        if width != size:
+            raise UserError(f"{path}: embeddings are {width} wide, but {where} is {size}: the file was cut or "
+                            f"made by another model. {_rerun(path)}")
 
 
 def _column(table: pa.Table, name: str, path: Path, teacher_dir: Path) -> pa.Array:
@@ -152,7 +220,7 @@ def _join(seq_ids: np.ndarray, teacher_ids: np.ndarray, path: Path, teacher_dir:
 def read_ranks(path: Path, seq_ids: np.ndarray, n_items: int, teacher_dir: Path):
     """``(topk_items int64 [S, N], topk_dist float32 [S, N], target_dist float32 [S])`` for the
     sequences ``seq_ids``, in that order."""
-    table = read_parquet(path, "teacher ranks")
+    table = read_parquet(path, "teacher ranks", rule_for(path))
     rows = _join(np.asarray(seq_ids, dtype=np.int64), _column(table, "seq_id", path, teacher_dir).to_numpy().astype(np.int64), path, teacher_dir)
     items = _list_matrix(_column(table, "topk_items", path, teacher_dir), path, "topk_items", teacher_dir, np.int64)[rows]
     dist = _list_matrix(_column(table, "topk_dist", path, teacher_dir), path, "topk_dist", teacher_dir, np.float32)[rows]
@@ -162,15 +230,22 @@ def read_ranks(path: Path, seq_ids: np.ndarray, n_items: int, teacher_dir: Path)
         bad = int(items.max()) if items.max() > n_items - 1 else int(items.min())
         raise UserError(f"{path}: item id {bad} is outside 0..{n_items - 1} (this dataset has {n_items} items). "
                         f"{_fix(teacher_dir)}")
-    target = _column(table, "target_dist", path, teacher_dir).to_numpy(zero_copy_only=False).astype(np.float32)[rows]
+    _check_finite(dist, path, "topk_dist")
+    target_col = _column(table, "target_dist", path, teacher_dir)
+    if target_col.null_count:
+        raise UserError(f"{path}: column 'target_dist' has null values. {_fix(teacher_dir)}")
+    target = target_col.to_numpy(zero_copy_only=False).astype(np.float32)[rows]
+    _check_finite(target, path, "target_dist")
     return np.ascontiguousarray(items), np.ascontiguousarray(dist), np.ascontiguousarray(target)
 
 
 def read_generated_embeddings(path: Path, seq_ids: np.ndarray, teacher_dir: Path) -> np.ndarray:
     """float32 [S, d]: the generated text's embedding for each of ``seq_ids``, in that order."""
-    table = read_parquet(path, "teacher generated embeddings")
+    table = read_parquet(path, "teacher generated embeddings", rule_for(path))
     rows = _join(np.asarray(seq_ids, dtype=np.int64), _column(table, "seq_id", path, teacher_dir).to_numpy().astype(np.int64), path, teacher_dir)
     emb = _list_matrix(_column(table, "embedding", path, teacher_dir), path, "embedding", teacher_dir, np.float32)[rows]
+    _check_width(emb.shape[1], Path(path), Path(teacher_dir))
+    _check_finite(emb, path, "embedding")
     return np.ascontiguousarray(emb)
 
 
@@ -178,17 +253,17 @@ def read_item_embeddings(path: Path, n_items: int, teacher_dir: Path | None = No
     """float32 [n_items, d]: row i is item i's title embedding (every item exactly once, finite)."""
     path = Path(path)
     teacher_dir = path.parent if teacher_dir is None else Path(teacher_dir)
-    table = read_parquet(path, "teacher item embeddings")
+    table = read_parquet(path, "teacher item embeddings", rule_for(path))
     ids = _column(table, "item_id", path, teacher_dir).to_numpy().astype(np.int64)
     if len(ids) != n_items or not np.array_equal(np.sort(ids), np.arange(n_items)):
         raise UserError(f"{path}: has {len(ids)} rows with item ids {ids.min() if len(ids) else '-'}.."
                         f"{ids.max() if len(ids) else '-'}, expected exactly items 0..{n_items - 1} once each. "
                         f"{_fix(teacher_dir)}")
     emb = _list_matrix(_column(table, "embedding", path, teacher_dir), path, "embedding", teacher_dir, np.float32)
+    _check_width(emb.shape[1], path, teacher_dir)
+    _check_finite(emb, path, "embedding")
     out = np.empty_like(emb)
     out[ids] = emb
-    if not np.isfinite(out).all():
-        raise UserError(f"{path}: embeddings contain NaN or inf. {_fix(teacher_dir)}")
     return out
 
 
@@ -200,7 +275,7 @@ def read_coverage(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise UserError(f"teacher file not found: {path}. Run the workflow rule that makes it first.")
-    return dict(parquet_metadata(path).get("coverage") or {})
+    return dict(parquet_metadata(path, "teacher file", rule_for(path)).get("coverage") or {})
 
 
 def covered_mask(path, seq_ids: np.ndarray, teacher_dir) -> np.ndarray | None:
@@ -211,7 +286,7 @@ def covered_mask(path, seq_ids: np.ndarray, teacher_dir) -> np.ndarray | None:
     info = read_coverage(path)
     if info.get("train_coverage", "all") == "all":
         return None
-    held = pq.read_table(path, columns=["seq_id"]).column("seq_id").to_numpy().astype(np.int64)
+    held = read_parquet(path, "teacher file", rule_for(path)).column("seq_id").to_numpy().astype(np.int64)
     mask = np.isin(np.asarray(seq_ids, dtype=np.int64), held)
     if int(mask.sum()) != len(held):
         raise UserError(f"{path}: {len(held) - int(mask.sum())} of its {len(held)} seq_ids are not sequences of "

@@ -76,12 +76,60 @@ def test_sft_reduces_loss_and_writes_adapter(env):
     assert (env["root"] / "adapter" / "adapter_config.json").exists()
 
 
-def test_sft_resume_is_a_no_op_when_finished(env, tmp_path):
+def test_finished_sft_leaves_nothing_to_resume(env, tmp_path):
+    """The fixture's SFT finished: its work folder holds no checkpoint nor best adapter, and a
+    rerun trains afresh to the same adapter (deterministic on CPU)."""
+    assert not (env["root"] / "work" / "checkpoint.pt").exists()
+    assert not (env["root"] / "work" / "best").exists()
     out = tmp_path / "adapter"
     train_adapter(env["base"], env["data"], PARAMS, "movie", str(out), str(env["root"] / "work"))
     first = json.loads((env["root"] / "adapter" / "teacher_sft.json").read_text())
     again = json.loads((out / "teacher_sft.json").read_text())
-    assert again["curve"] == first["curve"]
+    losses = lambda meta: [(c["train_loss"], c["eval_loss"]) for c in meta["curve"]]  # noqa: E731
+    assert losses(again) == losses(first)
+    assert not (env["root"] / "work" / "checkpoint.pt").exists()
+
+
+def _kill_in_epoch_2(monkeypatch):
+    from dllm2rec.teacher import sft
+
+    real, calls = sft.evaluate, {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 0 and 1 finished and checkpointed, die in epoch 2
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sft, "evaluate", dying)
+    return lambda: monkeypatch.setattr(sft, "evaluate", real)
+
+
+def test_sft_on_changed_data_does_not_resume(env, tmp_path, monkeypatch, capsys):
+    """A checkpoint made on other data at the same path (issue 11: the sample seed changed) is not
+    resumed: the adapter is the one a fresh SFT on the new data gives."""
+    data = tmp_path / "data"
+    make_dataset(data)
+    restore = _kill_in_epoch_2(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(env["base"], str(data), PARAMS, "movie", str(tmp_path / "out"), str(tmp_path / "work"))
+    restore()
+    assert (tmp_path / "work" / "checkpoint.pt").exists()
+    seqs = pq.read_table(data / "sequences.parquet")  # same path, other content: targets shifted
+    targets = pa.array((np.asarray(seqs.column("target")) + 1) % N_ITEMS, pa.int32())
+    pq.write_table(seqs.set_column(seqs.column_names.index("target"), "target", targets), data / "sequences.parquet")
+    capsys.readouterr()
+    train_adapter(env["base"], str(data), PARAMS, "movie", str(tmp_path / "out"), str(tmp_path / "work"))
+    log = capsys.readouterr().out
+    assert "resumed" not in log and "made from other inputs" in log
+    assert not (tmp_path / "work" / "checkpoint.pt").exists()
+    train_adapter(env["base"], str(data), PARAMS, "movie", str(tmp_path / "fresh"), str(tmp_path / "work2"))
+    got = json.loads((tmp_path / "out" / "teacher_sft.json").read_text())["curve"]
+    fresh = json.loads((tmp_path / "fresh" / "teacher_sft.json").read_text())["curve"]
+    assert [c["eval_loss"] for c in got] == [c["eval_loss"] for c in fresh]
+    old = json.loads((env["root"] / "adapter" / "teacher_sft.json").read_text())["curve"]
+    assert [c["eval_loss"] for c in got] != [c["eval_loss"] for c in old]
+    assert "sft: epoch 1/3 step 1/6 loss" in log and "ETA" in log
 
 
 def test_item_embeddings(env):
@@ -177,21 +225,11 @@ def test_dataset_without_titles_is_a_clear_error(env, tmp_path):
 
 
 def test_sft_resumes_after_a_kill(env, tmp_path, monkeypatch):
-    from dllm2rec.teacher import sft
-
-    real, calls = sft.evaluate, {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:  # epoch 0 and 1 finished and checkpointed, die in epoch 2
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sft, "evaluate", dying)
+    restore = _kill_in_epoch_2(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train_adapter(env["base"], env["data"], PARAMS, "movie", str(tmp_path / "out"), str(tmp_path / "work"))
     assert not (tmp_path / "out").exists() and (tmp_path / "work" / "checkpoint.pt").exists()
-    monkeypatch.setattr(sft, "evaluate", real)
+    restore()
     train_adapter(env["base"], env["data"], PARAMS, "movie", str(tmp_path / "out"), str(tmp_path / "work"))
     resumed = json.loads((tmp_path / "out" / "teacher_sft.json").read_text())["curve"]
     full = json.loads((env["root"] / "adapter" / "teacher_sft.json").read_text())["curve"]

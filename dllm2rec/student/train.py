@@ -358,9 +358,12 @@ def _fit(run: Run, work: Path, fp: str) -> None:
         state["log"].append({"epoch": epoch + 1, "loss": sums[0], "rec_loss": sums[1], "distill_loss": sums[2],
                              "valid_HR@20": valid["HR@20"], "valid_NDCG@20": valid["NDCG@20"], "seconds": seconds,
                              "valid_seconds": valid_seconds})
-        print(f"epoch {epoch + 1}: loss {sums[0]:.4f} (rec {sums[1]:.4f}, distill {sums[2]:.4f}) "
-              f"valid HR@20 {valid['HR@20']:.4f} NDCG@20 {valid['NDCG@20']:.4f} ({seconds:.1f}s)", flush=True)
         _select(run, epoch, valid)
+        best = state["best"]
+        print(f"epoch {epoch + 1}/{run.cfg['epochs']}: loss {sums[0]:.4f} (rec {sums[1]:.4f}, distill {sums[2]:.4f}) "
+              f"valid HR@20 {valid['HR@20']:.4f} NDCG@20 {valid['NDCG@20']:.4f} ({seconds:.1f}s); best NDCG@20 "
+              f"{best['valid']['NDCG@20']:.4f} at epoch {best['epoch']}"
+              + (f", stopping: {state['bad']} epochs without improvement" if state["stopped"] else ""), flush=True)
         _checkpoint(run, work, fp)
         _on_checkpoint(epoch + 1)
 
@@ -411,15 +414,18 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
         teacher = None
     out, work = Path(out), Path(work)
     run = _prepare(data, backbone, method, params, seed, teacher, device)
-    fp = resume.fingerprint(params, backbone, method, seed, run.n_items, run.max_len,
-                            len(run.splits["train"].target), str(Path(data).resolve()),
-                            str(Path(teacher).resolve()) if teacher else None)
+    fp = resume.job_fingerprint([params, backbone, method, seed, run.n_items, run.max_len,
+                                 len(run.splits["train"].target)], [data, teacher])
     _resume(run, work, fp)
-    _fit(run, work, fp)
+    with resume.report_kill(lambda: f"epoch {run.state['epoch'] + 1}/{run.cfg['epochs']}"):
+        _fit(run, work, fp)
     identity = {"dataset": dataset or run.dataset_name, "teacher": teacher_name, "backbone": backbone,
                 "method": method, "params": params, "seed": seed}
     metrics = _test_and_write(run, out, identity)
     resume.remove_checkpoint(work)
+    print(f"done: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} run, valid NDCG@20 "
+          f"{metrics['valid']['NDCG@20']:.4f}, test HR@20 {metrics['test']['HR@20']:.4f} NDCG@20 "
+          f"{metrics['test']['NDCG@20']:.4f}, {metrics['train_seconds']:.0f}s training; outputs in {out}", flush=True)
     return metrics
 
 

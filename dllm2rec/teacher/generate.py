@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dllm2rec import teacher_artifacts as ta
 from dllm2rec import dataset as ds
-from dllm2rec.io import UserError, parquet_metadata, write_parquet
+from dllm2rec.io import UserError, parquet_metadata, read_parquet, write_parquet
 from dllm2rec.teacher import coverage
 from dllm2rec.teacher.ground import embed_texts, nearest_items
 from dllm2rec.teacher.prompts import clean_generation, encode_example, item_titles
@@ -224,9 +223,9 @@ def gather_shards(ranks: list[str], embs: list[str], out_ranks: str, out_emb: st
     """Concatenate shard files in seq_id order; timings and counts in the metadata are summed."""
     ranks = [ranks] if isinstance(ranks, str) else list(ranks)
     embs = [embs] if isinstance(embs, str) else list(embs)
-    metas = [parquet_metadata(p) for p in ranks]
-    r = ta.concat_by_seq_id([pq.read_table(p) for p in ranks])
-    e = ta.concat_by_seq_id([pq.read_table(p) for p in embs])
+    metas = [parquet_metadata(p, "teacher shard", "teacher_shard") for p in ranks]
+    r = ta.concat_by_seq_id([read_parquet(p, "teacher shard", "teacher_shard") for p in ranks])
+    e = ta.concat_by_seq_id([read_parquet(p, "teacher shard", "teacher_shard") for p in embs])
     ids = ta.seq_ids(r)
     if len(np.unique(ids)) != len(ids):
         raise UserError(f"duplicate seq_id across teacher shards {ranks}: were shards of different runs mixed?")

@@ -32,7 +32,7 @@ def hit_ranks(topk_items: list[list[int]], targets, titles: list[str]) -> np.nda
 def teacher_metrics(ranks: str, data: str, out: str, teacher: str | None = None) -> None:
     """Test HR@K / NDCG@K, inference seconds and n_test -> ``out`` JSON, with the dataset's and
     the ``teacher``'s names."""
-    table = read_parquet(ranks, "teacher ranks")
+    table = read_parquet(ranks, "teacher ranks", rule="teacher_gather")
     dataset = ds.load_dataset(data)
     test = dataset.split("test", by_seq_id=True)
     table = ta.concat_by_seq_id([table])

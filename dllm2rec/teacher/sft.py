@@ -13,8 +13,13 @@ The same code runs on CPU (fp32), one GPU (bf16 weights, bf16 autocast) and seve
   untrained adapter) and after every epoch; ``patience`` epochs without improvement stop it.
   The best adapter is kept.
 - ``work`` holds a checkpoint after every epoch (adapter, optimiser, scheduler, RNG, loss
-  curve); a killed run resumes from the last finished epoch. ``out`` receives the best adapter
-  plus ``teacher_sft.json`` (the config that made it and the loss curve), atomically.
+  curve); a killed run resumes from the last finished epoch, but only if the checkpoint was made
+  from the same params, base model pointer, dataset *content* and package code
+  (:func:`dllm2rec.resume.job_fingerprint`). ``out`` receives the best adapter plus
+  ``teacher_sft.json`` (the config that made it and the loss curve), atomically; then the work
+  folder's checkpoint and best adapter are deleted, so a finished SFT leaves nothing to resume.
+- The log is flushed as it goes: one line per optimiser step (loss, learning rate, ETA), one
+  per epoch, and ``killed by SIGTERM at ...`` when the job is cancelled.
 """
 from __future__ import annotations
 
@@ -79,6 +84,11 @@ def evaluate(model, loader, accelerator) -> float:
     return float(total[0] / total[1].clamp(min=1))
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
 def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work: str) -> None:
     """LoRA SFT of ``base`` on ``data``; the best adapter and its config/curve go to ``out``."""
     import torch
@@ -106,7 +116,9 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     accelerator.gradient_accumulation_steps = ga
     work, out = Path(work), Path(out)
     work.mkdir(parents=True, exist_ok=True)
-    log = accelerator.print
+
+    def log(msg: str) -> None:
+        accelerator.print(msg, flush=True)
 
     dataset = ds.load_dataset(data)
     dataset.require_titles()  # a UserError for a source without titles
@@ -134,7 +146,9 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     epochs = int(sft["epochs"])
     scheduler = get_linear_schedule_with_warmup(optimizer, int(sft["warmup_steps"]), max(1, steps_per_epoch * epochs))
 
-    fingerprint = resume.fingerprint({"params": params, "base": str(base), "data": str(data), "noun": noun})
+    data_files = [ds.paths(data)[part] for part in ("items", "sequences")]
+    fingerprint = resume.job_fingerprint({"params": params, "base": str(base), "noun": noun},
+                                         [*data_files, base if Path(base).is_file() else None])
     best_dir = work / SFT_BEST
     state = {"epoch": 0, "step": 0, "best_loss": None, "best_epoch": 0, "bad_epochs": 0, "curve": []}
     unwrapped = accelerator.unwrap_model(model)
@@ -160,42 +174,54 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
         accelerator.wait_for_everyone()
 
     t_start = time.time()
-    if not state["curve"]:  # epoch 0: the untrained adapter is the baseline to beat
-        loss0 = evaluate(model, valid_loader, accelerator)
-        state.update(best_loss=loss0, best_epoch=0)
-        state["curve"].append({"epoch": 0, "step": 0, "train_loss": None, "eval_loss": loss0, "lr": 0.0, "seconds": 0.0})
-        log(f"sft: epoch 0 eval loss {loss0:.4f}")
-        save_best()
-        checkpoint()
+    total_steps = steps_per_epoch * epochs
+    run_steps = {"done": 0}  # optimiser steps taken by this process (for the ETA)
 
-    model.train()
-    while state["epoch"] < epochs and state["bad_epochs"] < int(sft["patience"]):
-        epoch = state["epoch"] + 1
-        gen.manual_seed(seed + epoch)  # the epoch's shuffle does not depend on where a run resumed
-        t0, losses = time.time(), []
-        for batch in train_loader:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                losses.append(loss.item())
-                if accelerator.sync_gradients:
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                    state["step"] += 1
-        eval_loss = evaluate(model, valid_loader, accelerator)
-        train_loss = float(np.mean(losses)) if losses else float("nan")
-        state["epoch"] = epoch
-        state["curve"].append({"epoch": epoch, "step": state["step"], "train_loss": train_loss, "eval_loss": eval_loss,
-                               "lr": scheduler.get_last_lr()[0], "seconds": time.time() - t0})
-        if eval_loss < state["best_loss"]:
-            state.update(best_loss=eval_loss, best_epoch=epoch, bad_epochs=0)
+    def where() -> str:
+        return f"epoch {state['epoch'] + 1}/{epochs}, step {state['step']}/{total_steps}"
+
+    with resume.report_kill(where, log):  # a cancelled job says where it was
+        if not state["curve"]:  # epoch 0: the untrained adapter is the baseline to beat
+            loss0 = evaluate(model, valid_loader, accelerator)
+            state.update(best_loss=loss0, best_epoch=0)
+            state["curve"].append({"epoch": 0, "step": 0, "train_loss": None, "eval_loss": loss0, "lr": 0.0, "seconds": 0.0})
+            log(f"sft: epoch 0 eval loss {loss0:.4f}")
             save_best()
-        else:
-            state["bad_epochs"] += 1
-        log(f"sft: epoch {epoch} train loss {train_loss:.4f} eval loss {eval_loss:.4f} "
-            f"(best {state['best_loss']:.4f} @ {state['best_epoch']}) {time.time() - t0:.1f}s")
-        checkpoint()
+            checkpoint()
+
+        model.train()
+        while state["epoch"] < epochs and state["bad_epochs"] < int(sft["patience"]):
+            epoch = state["epoch"] + 1
+            gen.manual_seed(seed + epoch)  # the epoch's shuffle does not depend on where a run resumed
+            t0, losses = time.time(), []
+            for batch in train_loader:
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    losses.append(loss.item())
+                    if accelerator.sync_gradients:
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad()
+                        state["step"] += 1
+                        run_steps["done"] += 1
+                        per_step = (time.time() - t_start) / run_steps["done"]
+                        eta = per_step * (total_steps - state["step"])
+                        log(f"sft: epoch {epoch}/{epochs} step {state['step']}/{total_steps} loss {losses[-1]:.4f} "
+                            f"lr {scheduler.get_last_lr()[0]:.2e} {per_step:.1f}s/step, ETA {_duration(eta)}")
+            eval_loss = evaluate(model, valid_loader, accelerator)
+            train_loss = float(np.mean(losses)) if losses else float("nan")
+            state["epoch"] = epoch
+            state["curve"].append({"epoch": epoch, "step": state["step"], "train_loss": train_loss, "eval_loss": eval_loss,
+                                   "lr": scheduler.get_last_lr()[0], "seconds": time.time() - t0})
+            if eval_loss < state["best_loss"]:
+                state.update(best_loss=eval_loss, best_epoch=epoch, bad_epochs=0)
+                save_best()
+            else:
+                state["bad_epochs"] += 1
+            log(f"sft: epoch {epoch}/{epochs} train loss {train_loss:.4f} eval loss {eval_loss:.4f} "
+                f"(best {state['best_loss']:.4f} @ {state['best_epoch']}) {time.time() - t0:.1f}s")
+            checkpoint()
 
     if accelerator.is_main_process:
         with atomic_path(out, is_dir=True) as tmp:
@@ -208,4 +234,8 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
                 "stopped_early": state["epoch"] < epochs, "curve": state["curve"],
                 "seconds_this_run": time.time() - t_start,
             }, indent=2, sort_keys=True) + "\n")
+        resume.remove_checkpoint(work)  # finished: nothing is left to resume
+        shutil.rmtree(best_dir, ignore_errors=True)
+        log(f"sft: done, best epoch {state['best_epoch']} (eval loss {state['best_loss']:.4f}), "
+            f"{time.time() - t_start:.0f}s; adapter in {out}")
     accelerator.wait_for_everyone()

@@ -101,6 +101,43 @@ for _point in GRID_POINTS.values():
         fail(f"{err} (in methods.{_point.method}.search)")
 
 
+def check_raw_files(name, ds):
+    """Every raw file of dataset `name` exists (checked here, at config time: Snakemake swallows
+    an error raised inside an input function when the outputs already exist, and would report
+    "Nothing to be done" over results made from files that are gone)."""
+    source = SOURCES[ds["source"]]
+    for key in (
+        *source.paths,
+        *(k for k in source.optional if k in ds.get("paths", {})),
+    ):
+        path = ds["paths"][key]
+        if not os.path.exists(path):
+            fail(
+                f"datasets.{name}.paths.{key} = {path!r} does not exist (working directory {os.getcwd()}). "
+                f"Download the raw {ds['source']} files (docs/datasets.md says where) and set that key to "
+                f"their path, or take datasets.{name} out of the config."
+            )
+
+
+def check_ranked_lists():
+    """A method cannot read more of the teacher's ranked list than grounding keeps (`topn`)."""
+    for name in config["methods"]:
+        try:
+            opt = parse_options(resolve_method(name), name)
+        except UserError as err:
+            fail(str(err))
+        if opt.method != "dllm2rec" or not opt.ranking:
+            continue
+        for teacher, tcfg in config["teachers"].items():
+            topn = tcfg.get("grounding", {}).get("topn", 100)
+            if opt.k > topn:
+                fail(
+                    f"methods.{name}.k = {opt.k} is larger than teachers.{teacher}.grounding.topn = {topn}: "
+                    f"DLLM2Rec distils the teacher's top-k, and the teacher keeps only its top-{topn}. "
+                    f"Lower k or raise topn."
+                )
+
+
 def check_config():
     tables = config["tables"]
     if tables["teacher"] not in config["teachers"]:
@@ -140,6 +177,8 @@ def check_config():
         problem = dataset_problem(name, ds, needs_titles=name in tables["datasets"])
         if problem:
             fail(problem)
+        check_raw_files(name, ds)
+    check_ranked_lists()
 
 
 def check_coverage():
