@@ -14,7 +14,8 @@ scattergather:
     teacher_gen=config.get("teacher_shards", 1),
 
 
-include: "workflow/rules/common.smk"
+include: "workflow/rules/config.smk"
+include: "workflow/rules/paths.smk"
 
 
 wildcard_constraints:
@@ -29,7 +30,9 @@ wildcard_constraints:
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
+include: "workflow/rules/text_encoder.smk"
 include: "workflow/rules/student.smk"
+include: "workflow/rules/selection.smk"
 include: "workflow/rules/tables.smk"
 
 
@@ -37,3 +40,4 @@ rule all:
     default_target: True
     input:
         final_targets(),
+        report_targets(),

@@ -19,6 +19,7 @@ COMMANDS = {
     # data stage (dllm2rec/data)
     "data": "dllm2rec.data.build:build_dataset",
     "export-official": "dllm2rec.data.official:export_official",
+    "popularity": "dllm2rec.evaluate:popularity_reference",
     # teacher (dllm2rec/teacher)
     "base-model": "dllm2rec.teacher.model:prepare_base_model",
     "sft": "dllm2rec.teacher.sft:train_adapter",
@@ -26,14 +27,26 @@ COMMANDS = {
     "teacher-shard": "dllm2rec.teacher.generate:run_shard",
     "teacher-gather": "dllm2rec.teacher.generate:gather_shards",
     "teacher-metrics": "dllm2rec.teacher.metrics:teacher_metrics",
+    "text-embeddings": "dllm2rec.teacher.text_encoder:text_embeddings",
     # students (dllm2rec/student)
     "train-student": "dllm2rec.student.train:train_student",
+    "recommend": "dllm2rec.recommend:recommend_command",
+    "export-student": "dllm2rec.recommend:export_student",
+    # the grid point chosen on validation (dllm2rec/selection.py)
+    "select": "dllm2rec.selection:select",
     # tables (dllm2rec/tables.py)
     "table4": "dllm2rec.tables:table4",
     "table5": "dllm2rec.tables:table5",
     "table6": "dllm2rec.tables:table6",
     "ablation": "dllm2rec.tables:ablation_table",
     "figure2": "dllm2rec.tables:figure2",
+    "table1": "dllm2rec.tables:table1",
+    "table2": "dllm2rec.tables:table2",
+    "table3": "dllm2rec.tables:table3",
+    "teacher-table": "dllm2rec.tables:teacher_table",
+    "training-curves": "dllm2rec.tables:training_curves",
+    "sft-curve": "dllm2rec.tables:sft_curve",
+    "table5-bars": "dllm2rec.tables:table5_bars",
 }
 
 

@@ -59,15 +59,36 @@ def write_parquet(table: pa.Table, path: str | os.PathLike, metadata: dict | Non
         pq.write_table(table, tmp)
 
 
-def read_parquet(path: str | os.PathLike, what: str = "") -> pa.Table:
+def _rerun(rule: str | None) -> str:
+    return f"rerun the rule {rule!r}" if rule else "rerun the workflow rule that makes it"
+
+
+def _unreadable(path: Path, err: Exception, what: str, rule: str | None) -> UserError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(f"{what or 'input'} {path} is not a readable Parquet file ({reason}): it is truncated or "
+                     f"corrupt. Delete it and {_rerun(rule)} (snakemake --forcerun {rule or 'RULE'} ...).")
+
+
+def read_parquet(path: str | os.PathLike, what: str = "", rule: str | None = None) -> pa.Table:
+    """The table at ``path``; a missing, truncated or corrupt file is a :class:`UserError` that
+    names the file and the rule (``rule``) that makes it."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{what or 'input'} not found: {path}. Run the workflow rule that makes it first.")
-    return pq.read_table(path)
+        raise UserError(f"{what or 'input'} not found: {path}. {_rerun(rule).capitalize()} first.")
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:  # ArrowInvalid for a truncated file, OSError for some
+        raise _unreadable(path, err, what, rule) from None
 
 
-def parquet_metadata(path: str | os.PathLike) -> dict:
-    meta = pq.read_schema(path).metadata or {}
+def parquet_metadata(path: str | os.PathLike, what: str = "", rule: str | None = None) -> dict:
+    path = Path(path)
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise UserError(f"{what or 'input'} not found: {path}. {_rerun(rule).capitalize()} first.") from None
+    except (pa.ArrowException, OSError) as err:
+        raise _unreadable(path, err, what, rule) from None
     raw = meta.get(b"dllm2rec")
     return json.loads(raw) if raw else {}
 

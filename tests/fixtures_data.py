@@ -109,7 +109,9 @@ def write_sasrec(tmp: Path, titles: bool = True) -> dict:
 
 def params(source: str, paths: dict | None = None, rule: str = "amazon", max_history: int = 3,
            sample: dict | None = None) -> dict:
-    p = {"source": source, "sample_rule": rule, "noun": "item", "max_history": max_history, "sample": sample}
+    # the worked example drops its duplicate E4@45 (the default keeps duplicates, as BIGRec does)
+    p = {"source": source, "sample_rule": rule, "noun": "item", "max_history": max_history, "sample": sample,
+         "drop_duplicates": True}
     if paths is not None:
         p["paths"] = paths
     return p
@@ -131,4 +133,23 @@ def write_official(tmp: Path, n: int = 5, seq_size: int = 4) -> Path:
                       "next": [float(t) for _, t in rows]}).to_csv(d / name, index=False)
     pd.DataFrame({"seq_size": [seq_size], "item_num": [n]}).to_pickle(d / "data_statis.df")
     (d / "id2name.txt").write_text("".join(f"{i}::Item number {i}\n" for i in range(n)))
+    return d
+
+
+def write_llara_release(tmp: Path, n: int = 5, seq_size: int = 4) -> Path:
+    """A release in the shape of the LLaRA / DLLM2Rec family as it is found in the wild:
+    no data_statis.df; validation and test as pandas pickles named Val_data.df / Test_data.df;
+    a first interaction written as len_seq = 1 with an all-padding seq; one-character titles.
+    Padding id n. Train: 6 rows (one padding-only), valid 2 (one padding-only), test 2."""
+    d = tmp / "release"
+    d.mkdir()
+
+    def frame(rows):
+        return pd.DataFrame({"seq": [h + [n] * (seq_size - len(h)) if h else [n] * seq_size for h, _ in rows],
+                             "len_seq": [max(len(h), 1) for h, _ in rows], "next": [t for _, t in rows]})
+    frame([([], 2), ([2], 1), ([2, 1], 0), ([0, 1, 2], 3), ([3], 4), ([1, 4, 3, 2], 0)]).to_pickle(d / "train_data.df")
+    frame([([], 4), ([0, 1], 2)]).to_pickle(d / "Val_data.df")
+    frame([([4, 0], 1), ([3, 2, 1], 4)]).to_pickle(d / "Test_data.df")
+    names = {0: "M", 1: "Up", 2: "Heat", 3: "X", 4: "Alien"}  # "M" and "X": valid one-character names
+    (d / "id2name.txt").write_text("".join(f"{i}::{t}\n" for i, t in names.items()))
     return d

@@ -42,3 +42,27 @@ def test_ml100k_builds_with_known_stats(wheel_cache, tmp_path, monkeypatch):
     build_dataset("ml-100k", p, str(tmp_path / "slow"), cache=wheel_cache)
     for name in ("items.parquet", "sequences.parquet", "stats.json"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "slow" / name).read_bytes()
+
+
+def test_recbole_source_imports_ml100k_atomic_files_to_the_same_splits(wheel_cache, tmp_path):
+    """The ml-100k atomic files of the recbole wheel, read as a plain `recbole` source."""
+    import zipfile
+    w = WHEELS["ml-100k"]
+    with zipfile.ZipFile(fetch_wheel("ml-100k", wheel_cache)) as zf:
+        (tmp_path / "ml-100k.inter").write_bytes(zf.read(w.inter))
+        (tmp_path / "ml-100k.item").write_bytes(zf.read(w.item))
+    base = {"sample_rule": "movielens", "max_history": 10, "sample": {"train": 1500, "valid": 200, "test": 200}}
+    build_dataset("a", {"source": "ml-100k", **base}, str(tmp_path / "a"), cache=wheel_cache)
+    paths = {"inter": str(tmp_path / "ml-100k.inter"), "item": str(tmp_path / "ml-100k.item")}
+    # movie 656 is "M" (Fritz Lang, 1931): without the year the title has one character, and the
+    # default title rule (more than 1) drops it; min_title_chars 0 keeps it
+    build_dataset("b", {"source": "recbole", "paths": paths, "min_title_chars": 0, **base}, str(tmp_path / "b"))
+    a, b = (pl.read_parquet(tmp_path / d / "sequences.parquet") for d in ("a", "b"))
+    assert a.equals(b)
+    ia, ib = (pl.read_parquet(tmp_path / d / "items.parquet") for d in ("a", "b"))
+    assert ia["raw_id"].equals(ib["raw_id"]) and ib["title"][0] == "Toy Story"
+    stats = json.loads((tmp_path / "b" / "stats.json").read_text())
+    assert stats["source_info"]["title_field"] == "movie_title" and stats["rows_before_sampling"]["test"] == 9057
+    build_dataset("c", {"source": "recbole", "paths": paths, **base}, str(tmp_path / "c"))
+    stats = json.loads((tmp_path / "c" / "stats.json").read_text())
+    assert stats["counts"]["items_with_short_title"] == 1 and stats["items"] == 1681 and stats["has_titles"]

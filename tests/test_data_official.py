@@ -91,7 +91,7 @@ def test_official_bad_id_names_file_and_line(tmp_path):
 def test_official_missing_file(tmp_path):
     src = write_official(tmp_path)
     (src / "val_data.csv").unlink()
-    with pytest.raises(UserError, match="val_data.csv not found"):
+    with pytest.raises(UserError, match=r"no valid file \(val_data.csv / Val_data.csv"):
         build_dataset("o", {"source": "official", "paths": {"dir": str(src)}}, str(tmp_path / "d"))
     with pytest.raises(UserError, match="paths.dir"):
         build_dataset("o", {"source": "official"}, str(tmp_path / "d"))

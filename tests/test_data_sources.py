@@ -5,9 +5,10 @@ import json
 from pathlib import Path
 
 import polars as pl
-from fixtures_data import AMAZON_EXPECTED, ID, params, write_games, write_sasrec, write_toys
+from fixtures_data import ID, params, write_games, write_sasrec, write_toys
 
 from dllm2rec.data.build import build_dataset
+from dllm2rec.dataset import load_dataset
 
 
 def load(out: Path):
@@ -42,17 +43,41 @@ def test_plain_and_gzip_files_read_alike(tmp_path):
     assert load(tmp_path / "a")[1].equals(load(tmp_path / "b")[1])
 
 
-def test_sasrec_format_uses_row_order(tmp_path):
-    build_dataset("s", params("sasrec", write_sasrec(tmp_path)), str(tmp_path / "out"))
+def test_sasrec_format_has_no_time_and_splits_per_user(tmp_path):
+    """No timestamps: leave-one-out per user (last sample test, the one before valid), null times."""
+    build_dataset("s", params("sasrec", write_sasrec(tmp_path), max_history=2), str(tmp_path / "out"))
     items, seqs, stats = load(tmp_path / "out")
     assert items["raw_id"].to_list() == sorted(ID) and stats["has_titles"]
-    assert stats["timestamps"] == "row_order"
-    # targets in line order: A's lines 4..9, B's line 12, D's lines 17-18, E's line 22
-    got = [(r["user"], r["target"], r["timestamp"]) for r in seqs.iter_rows(named=True)]
-    exp = sorted(AMAZON_EXPECTED, key=lambda r: ({"A": 0, "B": 1, "D": 2, "E": 3}[r[0]], r[3]))
-    assert [(u, t) for u, t, _ in got] == [(u, t) for u, _, t, _ in exp]
-    assert [ts for _, _, ts in got] == [4, 5, 6, 7, 8, 9, 12, 17, 18, 22]
-    assert seqs["history"].to_list() == [h for _, h, _, _ in exp]
+    assert stats["timestamps"] == "none" and stats["split"] == "leave_one_out"
+    assert seqs["timestamp"].null_count() == seqs.height  # never a fake time
+    # each user's items in file order; amazon rule with L = 2
+    history = {"A": [f"I{k}" for k in range(1, 10)], "B": ["J1", "J3", "J2"], "C": ["C1"],
+               "D": [f"K{k}" for k in range(1, 6)], "E": ["E1", "E2", "E3", "E4"]}
+    expected = {"train": [], "valid": [], "test": []}
+
+    def sample(u, its, i):
+        return (u, [ID[r] for r in its[max(i - 2, 0):i]], ID[its[i]])
+    for u, its in history.items():
+        m = len(its) - 2 if len(its) >= 3 else len(its)  # leave-one-out: the last two are valid, test
+        expected["train"] += [sample(u, its, i) for i in range(max(min(2, m - 1), 1), m)]
+        if len(its) >= 3:  # A, B, D, E; C has one interaction
+            expected["valid"].append(sample(u, its, len(its) - 2))
+            expected["test"].append(sample(u, its, len(its) - 1))
+    got = {s: [(r["user"], r["history"], r["target"]) for r in seqs.filter(pl.col("split") == s).iter_rows(named=True)]
+           for s in ("train", "valid", "test")}
+    assert got == expected
+    assert stats["rows"] == {"train": 7, "valid": 4, "test": 4}
+    assert expected["test"][0] == ("A", [ID["I7"], ID["I8"]], ID["I9"])
+    assert expected["valid"][1] == ("B", [ID["J1"]], ID["J3"])
+    assert seqs["seq_id"].to_list() == list(range(15))
+    # test users are training users too (a split by file order would put them apart); B's three
+    # interactions give only a valid and a test target
+    test_users = set(seqs.filter(pl.col("split") == "test")["user"])
+    assert test_users - {"B"} <= set(seqs.filter(pl.col("split") == "train")["user"]) and len(test_users) == 4
+    # the dataset contract takes null timestamps: the later stages read it as any other
+    ds = load_dataset(tmp_path / "out")
+    assert {s: ds.split(s).num_rows for s in ("train", "valid", "test")} == stats["rows"]
+    assert ds.padded().target.tolist() == seqs["target"].to_list()
 
 
 def test_sasrec_without_titles_is_accepted_and_marked(tmp_path):
@@ -60,7 +85,7 @@ def test_sasrec_without_titles_is_accepted_and_marked(tmp_path):
     items, seqs, stats = load(tmp_path / "out")
     assert stats["has_titles"] is False
     assert items["title"].null_count() == items.height == 22
-    assert seqs.height == 10
+    assert seqs.height == 14
 
 
 def test_ml10m_dat_files(tmp_path):

@@ -61,7 +61,7 @@ def test_schema_agrees_with_dataclass(name):
     assert name in blocks["types"]
     then = blocks[name]
     types = option_types(OPTIONS[name])
-    assert then["propertyNames"]["enum"] == ["type", "extends", *types], "schema keys differ from the dataclass"
+    assert then["propertyNames"]["enum"] == ["type", "extends", "search", *types], "schema keys differ from the dataclass"
     for key, tp in types.items():
         prop = then["properties"][key]
         if typing.get_origin(tp) is typing.Literal:
@@ -80,7 +80,7 @@ def test_config_entry_lists_the_defaults(name):
     entry = cfg[name]
     assert entry["type"] == name
     defaults = option_defaults(OPTIONS[name])
-    assert list(k for k in entry if k != "type") == list(defaults), "config.yaml keys (and order) differ"
+    assert list(k for k in entry if k not in ("type", "search")) == list(defaults), "config.yaml keys (and order) differ"
     assert parse_options(entry) == OPTIONS[name](), "config.yaml values differ from the dataclass defaults"
     for key, value in defaults.items():
         assert type(entry[key]) is type(value), f"methods.{name}.{key}: write {value!r}"
@@ -108,8 +108,8 @@ def test_options_are_parsed_strictly():
         parse_options({"type": "cd", "t1": "1e-3"})
     with pytest.raises(UserError, match=r"methods\.hint\.normalize must be true or false"):
         parse_options({"type": "hint", "normalize": "yes"})
-    with pytest.raises(UserError, match=r"methods\.rd\.weighting must be one of position, dynamic, hybrid"):
-        parse_options({"type": "rd", "weighting": "linear"})
+    with pytest.raises(UserError, match=r"methods\.hint\.projector must be one of linear, mlp"):
+        parse_options({"type": "hint", "projector": "conv"})
     with pytest.raises(UserError, match="unknown distillation method type 'bogus'"):
         parse_options({"type": "bogus"})
     # the method class parses its cfg the same way

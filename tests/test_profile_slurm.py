@@ -227,7 +227,7 @@ def test_first_gpu_jobs_and_cpu_jobs(workdir):
             check_gpu_job(rule, argv)
             cpus = PROFILE["set-resources"][rule]["cpus_per_gpu"]
             assert f"--cpus-per-gpu={cpus}" in argv, argv
-            assert "--mem" in argv and argv[argv.index("--mem") + 1] == "32000", argv  # gpu_mem_mb default
+            assert "--mem" in argv and argv[argv.index("--mem") + 1] == "32000", argv  # teacher mem_mb default
         else:
             check_cpu_job(rule, argv)
 

@@ -62,10 +62,11 @@ def test_artifacts(synth, tmp_path):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["test"] == pytest.approx(m["test"])
     assert set(on_disk) == {"valid", "test", "best_epoch", "epochs_run", "train_seconds", "inference_seconds",
-                            "backbone", "method", "seed", "n_params"}
+                            "dataset", "teacher", "backbone", "method", "params", "seed", "n_params"}
     keys = {f"{k}@{K}" for k in ("HR", "NDCG") for K in KS}
     assert set(on_disk["valid"]) == keys and set(on_disk["test"]) == keys
     assert on_disk["epochs_run"] == 3 and on_disk["backbone"] == "sasrec" and on_disk["method"] == "dllm2rec"
+    assert on_disk["dataset"] == "data" and on_disk["params"]["method"] == DLLM2REC  # identity: the folder's name
     rows = list(csv.DictReader((out / "train_log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert list(rows[0]) == ["epoch", "loss", "rec_loss", "distill_loss", "valid_HR@20", "valid_NDCG@20", "seconds",
@@ -108,9 +109,11 @@ def test_selection_uses_validation_only(synth, tmp_path, monkeypatch):
     assert m["valid"]["NDCG@20"] == 0.5 and m["test"]["NDCG@20"] == test_curve[1]  # the one test call
 
 
-@pytest.mark.parametrize("method", [DLLM2REC, {"type": "rrd"}, {"type": "cd"}], ids=["dllm2rec", "rrd", "cd"])
+@pytest.mark.parametrize("method", [DLLM2REC, {"type": "rrd"}, {"type": "cd"}, {"type": "dcd"}, {"type": "htd"}],
+                         ids=["dllm2rec", "rrd", "cd", "dcd", "htd"])
 def test_resume_after_kill_matches_uninterrupted(synth, tmp_path, monkeypatch, method):
-    """Also for methods that sample with their own generators (RRD, CD): those are checkpointed too."""
+    """Also for methods that sample with their own generators (RRD, CD, DCD, HTD) and for DCD's cached
+    discrepancies (refreshed every 3 epochs; the kill falls inside a cycle): those are checkpointed too."""
     full, out_a, _ = run(synth, tmp_path, "dros", method, "a", epochs=4)
 
     class Killed(Exception):
@@ -150,3 +153,25 @@ def test_cli_and_errors(synth, tmp_path):
     with pytest.raises(UserError, match="rerun the teacher"):
         train_student(str(synth / "data"), "gru4rec", "dllm2rec", params("gru4rec", DLLM2REC, epochs=1), 0,
                       str(tmp_path / "y"), str(tmp_path / "yw"), teacher=str(other / "teacher"))
+
+
+def test_ranks_artifact_reproduces_the_metrics(synth, tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    m, out, _ = run(synth, tmp_path, "gru4rec", NONE, "ranks", teacher=False, epochs=2)
+    t = pq.read_table(out / "ranks.parquet").to_pandas()
+    assert list(t.columns) == ["split", "seq_id", "target", "rank", "topk"]
+    _, _, splits = load_sequences(synth / "data")
+    for split in ("valid", "test"):
+        part = t[t.split == split]
+        assert part.seq_id.tolist() == splits[split].seq_id.tolist()
+        rank = part["rank"].to_numpy()  # 1-based
+        assert rank.min() >= 1
+        assert np.mean(rank <= 20) == pytest.approx(m[split]["HR@20"])
+        assert np.mean(np.where(rank <= 20, 1 / np.log2(rank + 1), 0)) == pytest.approx(m[split]["NDCG@20"])
+        topk = np.stack(part.topk.to_numpy())
+        assert topk.shape == (len(part), 20)
+        # a target ranked r <= 20 sits at position r in the top-20 list (ties aside: random floats)
+        top = rank <= 20
+        assert (topk[top, rank[top] - 1] == part.target.to_numpy()[top]).all()

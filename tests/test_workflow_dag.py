@@ -1,4 +1,5 @@
 """The workflow's DAG, config validation and style, checked with real Snakemake dry runs."""
+import math
 import subprocess
 import sys
 
@@ -12,18 +13,37 @@ def project(tmp_path):
     return copy_project(tmp_path)
 
 
+def n_points(entry):
+    """Runs per dataset x backbone x seed of a method: one, or one per point of its search grid."""
+    return math.prod(len(values) for values in entry.get("search", {}).values())
+
+
+def merged(base, over):
+    """A config file merged over another, as Snakemake's --configfile does."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def test_default_dry_run_shows_the_whole_paper_dag(project):
     res = snakemake(project, "-n", "--cores", "2", "results/table5.csv")
     assert res.returncode == 0, res.stdout
     counts = job_counts(res.stdout)
     cfg = load_yaml(ROOT / "config.yaml")
-    n_students = len(cfg["tables"]["backbones"]) * len(cfg["tables"]["methods"]) * len(cfg["tables"]["seeds"])
+    runs = sum(n_points(cfg["methods"][m]) for m in cfg["tables"]["methods"])
+    assert 1 < n_points(cfg["methods"]["dllm2rec"]) <= 2  # the default's budget: a tiny grid
+    assert all(n_points(cfg["methods"][m]) == 1 for m in cfg["tables"]["methods"] if m != "dllm2rec")
+    n_students = len(cfg["tables"]["backbones"]) * runs * len(cfg["tables"]["seeds"])
     shards = cfg["teacher_shards"]
     assert counts == {
-        "dataset": 1, "base_model": 1, "sft": 1, "item_embeddings": 1,
+        "dataset": 1, "popularity": 1, "base_model": 1, "sft": 1, "item_embeddings": 1,
         "teacher_shard": 3 * shards, "teacher_gather": 3, "teacher_metrics": 1,
-        "student": n_students, "table5": 1,
+        "student": n_students, "selection": 1, "table5": 1,
     }
+    # a method without a grid keeps its run folder; a grid point has its own
+    assert "/dros/none/seed0/metrics.json" in res.stdout and "/dros/dllm2rec@lambda_d=" in res.stdout
+    assert "/dros/dllm2rec/seed0/" not in res.stdout
 
 
 def raw_placeholders(project, cfg):
@@ -37,17 +57,23 @@ def raw_placeholders(project, cfg):
 def test_paper_config_dry_runs_every_table(project):
     cfg = load_yaml(project / "configs" / "paper.yaml")
     raw_placeholders(project, cfg)
-    res = snakemake(project, "-n", "--cores", "2", "--configfile", "configs/paper.yaml")
+    # --quiet rules: the job table without thousands of job descriptions
+    res = snakemake(project, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "configs/paper.yaml")
     assert res.returncode == 0, res.stdout[-3000:]
     counts = job_counts(res.stdout)
     t = cfg["tables"]
+    methods = merged(load_yaml(project / "config.yaml"), cfg)["methods"]
+    # the paper's DLLM2Rec grid (§4.1.4): lambda_d in {0.1, ..., 1.0} x weight decay in {1e-4, ..., 1e-7, 0}
+    assert n_points(methods["dllm2rec"]) == 50
+    assert all(n_points(methods[m]) > 1 for m in t["methods"] if m != "none")
     grid = len(t["datasets"]) * len(t["backbones"]) * len(t["seeds"])
     ablations = {m for k in ("table7", "table8") for m in t["ablation"][k]} - set(t["methods"])
     sweeps = sum(len(t["figure2"][p]) for p in ("lambda_d", "gamma_p", "gamma_c", "gamma_o"))
     n_extra = len(t["datasets"]) * len(t["seeds"]) * (len(ablations) + sweeps)
-    assert counts["student"] == grid * len(t["methods"]) + n_extra
+    assert counts["student"] == grid * sum(n_points(methods[m]) for m in t["methods"]) + n_extra
     assert len(t["methods"]) == 11 and len(t["datasets"]) == 3
-    for rule in ("table4", "table5", "table6", "ablation_table", "figure2", "dataset", "sft"):
+    for rule in ("table4", "table5", "table6", "ablation_table", "figure2", "dataset", "sft", "table1", "table2",
+                 "table3", "teacher_table", "valid_ndcg_figure", "sft_loss_figure", "table5_bars", "selection"):
         assert rule in counts
 
 
@@ -79,6 +105,10 @@ def overlay(project, name, **changes):
         ({"methods/dllm2rec/lamda_d": 0.5}, "lamda_d"),
         ({"datasets/ml-100k/source": "netflix"}, "'netflix' is not one of"),
         ({"tables/backbones": ["bert4rec"]}, "'bert4rec' is not one of"),
+        ({"methods/dllm2rec/search": {"lamda_d": [0.1]}}, "methods.dllm2rec.search.lamda_d: not an option of this method"),
+        ({"methods/hint/search": {"weight_decay": ["1e-4"]}}, "methods.hint.search.weight_decay: student.weight_decay takes numbers"),
+        ({"methods/dllm2rec/search": {"projector": ["linear", "cnn"]}}, "methods.dllm2rec.projector must be one of linear, mlp; got 'cnn' (in methods.dllm2rec.search)"),
+        ({"methods/dllm2rec/search": {"lambda_d": []}}, "search"),
     ],
 )
 def test_bad_config_fails_before_any_job_with_the_key(project, change, message):

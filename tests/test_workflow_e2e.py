@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from dllm2rec.selection import read_choice
 from tiny_llm import make_tiny_llama
 from workflow_utils import copy_project, load_yaml, snakemake, write_config
 
@@ -50,11 +51,20 @@ def tiny_run(tmp_path_factory):
                    "methods": METHODS, "seeds": [0], "figure2": {"backbone": "dros", "lambda_d": [0.9]}},
     }
     write_config(project / "tiny.yaml", config)
-    # targets first: --configfile takes every following word as a config file
-    res = snakemake(project, "results/table5.csv", "results/table6.csv", "results/figure2.png",
-                    "--cores", "2", "--configfile", "tiny.yaml")
+    # the default targets: every table, figure and what the report shows
+    res = snakemake(project, "--cores", "2", "--configfile", "tiny.yaml")
     assert res.returncode == 0, res.stdout[-5000:]
     return project
+
+
+def test_report_builds_without_mailto_links(tiny_run):
+    res = snakemake(tiny_run, "--report", "report.html", "--configfile", "tiny.yaml")
+    assert res.returncode == 0, res.stdout[-3000:]
+    html = (tiny_run / "report.html").read_text()
+    assert "mailto:HR" not in html and "mailto:NDCG" not in html  # captions escape HR\@20 (docutils links x@y)
+    for name in ("table1.csv", "table2.csv", "table3.csv", "teacher_metrics.csv", "valid_ndcg.png", "sft_loss.png",
+                 "table5_bars.png", "figure2.png", "selection.csv"):
+        assert name in html, name
 
 
 def read_csv(path):
@@ -66,6 +76,7 @@ def test_table5_has_every_row_with_metrics_in_unit_interval(tiny_run):
     rows = read_csv(tiny_run / "results" / "table5.csv")
     assert rows[0] == ["backbone", "model", "tiny:HR@20", "tiny:NDCG@20"]
     assert rows[1][:2] == ["Teacher", "BIGRec"]
+    assert [r[0] for r in rows[2:4]] == ["Popularity", "Chance"]  # the reference rows (popularity.json)
     models = [tuple(r[:2]) for r in rows[2:]]
     for backbone in ("GRU4Rec", "SASRec", "DROS"):
         names = [m for b, m in models if b == backbone]
@@ -73,17 +84,28 @@ def test_table5_has_every_row_with_metrics_in_unit_interval(tiny_run):
                          "+DLLM2Rec", "Gain.S", "Gain.B"]
     for r in rows[1:]:
         if not r[1].startswith("Gain"):
-            assert all(0.0 <= float(v) <= 1.0 for v in r[2:]), r
+            assert all(0.0 <= float(v.strip("*_")) <= 1.0 for v in r[2:]), r  # **best**, _runner-up_
         else:
-            assert all(v.endswith("%") for v in r[2:]), r
-    # the artifact contract of one student run
-    run = tiny_run / "results" / "students" / "tiny" / "tiny-llama" / "sasrec" / "dllm2rec" / "seed0"
+            assert all(v.split(" (p=")[0].endswith("%") for v in r[2:]), r
+    # Tables 1-3 and the per-sequence ranks they read
+    assert [r[1] for r in read_csv(tiny_run / "results" / "table1.csv")[1:]] == ["DROS", "BIGRec", "Gain"]
+    t2 = read_csv(tiny_run / "results" / "table2.csv")
+    assert [r[1] for r in t2[1:]] == ["BIGRec > DROS", "BIGRec < DROS", "tie (not counted)"]
+    assert sum(int(r[3]) for r in t2[1:]) == json.loads(
+        (tiny_run / "results" / "teacher" / "tiny" / "tiny-llama" / "metrics.json").read_text())["n_test"]
+    t3 = read_csv(tiny_run / "results" / "table3.csv")
+    assert float(t3[1][2].rstrip("%")) + float(t3[3][2].rstrip("%")) == pytest.approx(100.0, abs=0.02)
+    # the artifact contract of one student run (DLLM2Rec's: the grid point chosen on validation)
+    choice = read_choice(tiny_run / "results" / "selection.csv")
+    run = tiny_run / "results" / "students" / "tiny" / "tiny-llama" / "sasrec" / choice["tiny", "sasrec", "dllm2rec"] / "seed0"
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test"]) == {f"{m}@{k}" for m in ("HR", "NDCG") for k in (1, 5, 10, 20)}
     assert (run / "model.pt").stat().st_size > 0 and len(read_csv(run / "train_log.csv")) >= 2
-    # Figure 2's sweep: the plain run at lambda_d 0.3 and the extra run at 0.9
+    # Figure 2's sweep: DLLM2Rec at its chosen lambda_d (config.yaml's grid: 0.3 or 0.7) and the extra run at 0.9
+    chosen = choice["tiny", "dros", "dllm2rec"].split("=")[1]
+    assert chosen in ("0.3", "0.7")
     points = read_csv(tiny_run / "results" / "figure2.csv")
-    assert [r[:3] for r in points[1:] if r[0] == "lambda_d"] == [["lambda_d", "0.3", "tiny"], ["lambda_d", "0.9", "tiny"]]
+    assert [r[:3] for r in points[1:] if r[0] == "lambda_d"] == [["lambda_d", chosen, "tiny"], ["lambda_d", "0.9", "tiny"]]
     assert (tiny_run / "results" / "figure2.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -107,10 +129,10 @@ def dry_run_jobs(project, *extra):
     jobs = []
     for line in res.stdout.splitlines():
         line = line.strip()
-        if line.startswith("rule ") and line.endswith(":"):
-            jobs.append([line[5:-1], None])
+        if line.startswith(("rule ", "checkpoint ")) and line.endswith(":"):
+            jobs.append([line.split(" ", 1)[1][:-1], None])
         elif line.startswith("output:") and jobs and jobs[-1][1] is None:
-            jobs[-1][1] = line[len("output:"):].split(",")[0].strip()  # the first output
+            jobs[-1][1] = line[len("output:"):].split(", ")[0].strip()  # the first output
     return res.stdout, jobs
 
 
@@ -130,15 +152,27 @@ def test_student_hyperparameter_change_reruns_only_its_jobs(tiny_run):
     name = overlay(tiny_run, "alpha.yaml", lambda c: c["student"].update(backbones={"gru4rec": {}, "sasrec": {}, "dros": {"alpha": 0.7}}))
     _, jobs = dry_run_jobs(tiny_run, name)
     rules = [r for r, _ in jobs]
-    assert set(rules) == {"student", "table5"}
+    assert set(rules) == {"student", "selection", "table5"}
     students = [o for r, o in jobs if r == "student"]
-    assert len(students) == len(METHODS) and all("/dros/" in o for o in students)
+    assert len(students) == len(METHODS) + 1 and all("/dros/" in o for o in students)  # dllm2rec: 2 grid points
 
-    name = overlay(tiny_run, "lambda.yaml", lambda c: c.setdefault("methods", {}).update(dllm2rec={"type": "dllm2rec", "lambda_d": 0.9}))
+    # an option outside the grid: every point of the method reruns, nothing else
+    name = overlay(tiny_run, "ed.yaml", lambda c: c.setdefault("methods", {}).update(dllm2rec={"type": "dllm2rec", "ed_weight": 0.5}))
     _, jobs = dry_run_jobs(tiny_run, name)
     students = [o for r, o in jobs if r == "student"]
-    assert {r for r, _ in jobs} == {"student", "table5"} and len(students) == 3
-    assert all("/dllm2rec/" in o for o in students)
+    assert {r for r, _ in jobs} == {"student", "selection", "table5"} and len(students) == 6
+    assert all("/dllm2rec@lambda_d=" in o for o in students)
+
+
+def test_grid_value_change_reruns_only_its_points_the_selection_and_the_tables(tiny_run):
+    cfg = load_yaml(tiny_run / "config.yaml")
+    assert cfg["methods"]["dllm2rec"]["search"] == {"lambda_d": [0.3, 0.7]}
+    name = overlay(tiny_run, "grid.yaml", lambda c: c.setdefault("methods", {}).update(
+        dllm2rec={"type": "dllm2rec", "search": {"lambda_d": [0.3, 0.9]}}))
+    _, jobs = dry_run_jobs(tiny_run, name)
+    assert {r for r, _ in jobs} == {"student", "selection", "table5"}
+    assert sorted(o for r, o in jobs if r == "student") == sorted(
+        f"results/students/tiny/tiny-llama/{b}/dllm2rec@lambda_d=0.9/seed0/metrics.json" for b in ("gru4rec", "sasrec", "dros"))
 
 
 def test_teacher_change_reruns_teacher_and_downstream_never_data(tiny_run):
@@ -149,7 +183,8 @@ def test_teacher_change_reruns_teacher_and_downstream_never_data(tiny_run):
     assert "dataset" not in rules and "base_model" not in rules and "item_embeddings" not in rules
     students = [o for r, o in jobs if r == "student"]
     # `none` reads no teacher output; Hint and HTD only the item embeddings, made by the base model
-    on_sft = [m for m in METHODS if m not in ("none", "hint", "htd")]
+    on_sft = [m for m in METHODS if m not in ("none", "hint", "htd", "dllm2rec")]
+    on_sft += ["dllm2rec@lambda_d=0.3", "dllm2rec@lambda_d=0.7"]  # config.yaml's grid
     assert sorted(students) == sorted(
         f"results/students/tiny/tiny-llama/{b}/{m}/seed0/metrics.json" for b in ("gru4rec", "sasrec", "dros") for m in on_sft)
 
@@ -161,7 +196,7 @@ def test_package_code_change_reruns_the_rules_that_run_it(tiny_run):
         source.write_text(original + "\n# changed\n")
         _, jobs = dry_run_jobs(tiny_run, "tiny.yaml")
         rules = {r for r, _ in jobs}
-        assert rules == {"student", "table5"}
-        assert len([1 for r, _ in jobs if r == "student"]) == 3 * len(METHODS)
+        assert rules == {"student", "selection", "table5"}
+        assert len([1 for r, _ in jobs if r == "student"]) == 3 * (len(METHODS) + 1)
     finally:
         source.write_text(original)

@@ -1,1 +1,1 @@
-"""Data stage: raw datasets -> items.parquet, sequences.parquet, stats.json (SPEC §1, docs/datasets.md)."""
+"""Data stage: raw datasets -> items.parquet, sequences.parquet, stats.json (docs/method.md §1, docs/datasets.md)."""

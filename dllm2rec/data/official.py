@@ -4,8 +4,10 @@ A folder holds
 * ``train_data.df``: pandas pickle, columns ``seq`` (list of ``seq_size`` ids, the history oldest
   first, right-padded with the padding id n), ``len_seq`` (int), ``next`` (the target, int);
 * ``val_data.csv``, ``test_data.csv``: the same columns as CSV; ``seq`` written as ``"[1, 2, ...]"``
-  and ``next`` as a float (``16713.0``), as the released files are;
-* ``data_statis.df``: pandas pickle, one row, ``seq_size`` and ``item_num`` (= n);
+  and ``next`` as a float (``16713.0``), as the released files are (on import, any split may also
+  be a pickle or CSV spelled ``Val_data.df``, ``val_data.df``, ``Test_data.csv``, ...: SPELLINGS);
+* ``data_statis.df``: pandas pickle, one row, ``seq_size`` and ``item_num`` (= n); optional on
+  import (derived from the files when absent, and said so);
 * ``id2name.txt`` (optional): ``id::name`` per line (``name<TAB>id`` and ``id<TAB>name`` are read too).
 
 The official files carry no users or timestamps: an import uses the row order (train, then
@@ -16,6 +18,7 @@ from __future__ import annotations
 import ast
 import csv
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,8 @@ import pyarrow as pa
 from dllm2rec.data.lines import Report, iter_lines, open_binary
 from dllm2rec.data.raw import usable_title
 from dllm2rec.data.samples import SPLITS, SampleSet
-from dllm2rec.io import UserError, atomic_path, parquet_metadata, read_parquet
+from dllm2rec.dataset import histories, load_dataset, targets
+from dllm2rec.io import UserError, atomic_path
 
 FILES = {"train": "train_data.df", "valid": "val_data.csv", "test": "test_data.csv"}
 
@@ -80,17 +84,32 @@ def _seq(value, where: str) -> list:
     return list(value)
 
 
-def _rows(directory: Path, split: str):
+# Accepted names of each split file, in order of preference: the released DLLM2Rec files
+# (train_data.df, val_data.csv, test_data.csv) and the capitalised pickles of the LLaRA family
+# (Val_data.df, Test_data.df); the format follows the suffix (.df = pandas pickle, .csv = CSV).
+SPELLINGS = {split: [f"{stem}{ext}" for ext in ((".df", ".csv") if split == "train" else (".csv", ".df"))
+                     for stem in (base, base.capitalize())]
+             for split, base in (("train", "train_data"), ("valid", "val_data"), ("test", "test_data"))}
+
+
+def split_file(directory: Path, split: str) -> Path:
+    """The file of ``split`` in an official folder, under any accepted spelling."""
+    for name in SPELLINGS[split]:
+        if (directory / name).is_file():
+            return directory / name
+    raise UserError(f"official dataset folder {directory}: no {split} file ({' / '.join(SPELLINGS[split])}) "
+                    f"found. The folder needs a train, a validation and a test file (docs/datasets.md).")
+
+
+def _rows(path: Path):
     """Yield (where, seq, len_seq, next) for each row of one split file, in file order."""
-    path = directory / FILES[split]
-    if not path.exists():
-        raise UserError(f"official dataset folder {directory}: {FILES[split]} not found. The folder needs "
-                        f"train_data.df, val_data.csv, test_data.csv and data_statis.df (docs/datasets.md).")
-    if split == "train":
+    if path.suffix == ".df":
         try:
             df = pd.read_pickle(path)
         except Exception as err:  # noqa: BLE001
-            raise UserError(f"{path}: not a readable pandas pickle ({err}). Re-export train_data.df.") from None
+            raise UserError(f"{path}: not a readable pandas pickle ({err}). Re-export {path.name}.") from None
+        if not isinstance(df, pd.DataFrame):
+            raise UserError(f"{path}: holds a {type(df).__name__}, not a pandas DataFrame. Re-export {path.name}.")
         missing = {"seq", "len_seq", "next"} - set(df.columns)
         if missing:
             raise UserError(f"{path}: columns {sorted(missing)} missing (need seq, len_seq, next).")
@@ -109,17 +128,11 @@ def _rows(directory: Path, split: str):
         raise UserError(f"{path}: not UTF-8 text ({err}). Re-export the file.") from None
 
 
-def read_official(params: dict, name: str, max_history: int):
-    """Items (order, titles), samples with their fixed split, a report, base stats and seq_size."""
-    paths = params.get("paths") or {}
-    if not paths.get("dir"):
-        raise UserError(f"dataset {name!r} (source 'official') needs datasets.{name}.paths.dir: the folder with "
-                        f"train_data.df, val_data.csv, test_data.csv, data_statis.df. See docs/datasets.md.")
-    directory = Path(paths["dir"]).expanduser()
+def read_statis(directory: Path) -> tuple[int, int] | None:
+    """(seq_size, item_num) from data_statis.df, or None when the folder has none."""
     statis_path = directory / "data_statis.df"
     if not statis_path.exists():
-        raise UserError(f"official dataset folder {directory}: data_statis.df not found (paths.dir = {directory}). "
-                        f"Point paths.dir at the folder that holds the official files.")
+        return None
     try:
         statis = pd.read_pickle(statis_path)
         seq_size, n = int(statis["seq_size"].iloc[0]), int(statis["item_num"].iloc[0])
@@ -127,38 +140,102 @@ def read_official(params: dict, name: str, max_history: int):
         raise UserError(f"{statis_path}: need a pandas pickle with columns seq_size and item_num ({err}).") from None
     if n < 1 or seq_size < 1:
         raise UserError(f"{statis_path}: item_num {n} and seq_size {seq_size} must be positive.")
+    return seq_size, n
+
+
+def derive_statis(directory: Path, rows: list) -> tuple[int, int]:
+    """(seq_size, item_num) when data_statis.df is absent: seq_size is the longest ``seq``; the
+    padding id (the value after ``len_seq`` in every padded row) is item_num, as in the files this
+    format comes from; with no padded row at all, item_num is the largest id + 1."""
+    seq_size = max((len(seq) for _, seq, _, _, _ in rows), default=0)
+    pads: set[int] = set()
+    real = -1
+    for where, seq, length, nxt, _ in rows:
+        pads.update(_int(v, where, "padding") for v in seq[length:])
+        real = max(real, nxt)
+    if len(pads) > 1:
+        raise UserError(f"official dataset folder {directory}: no data_statis.df, and the padding ids differ "
+                        f"({sorted(pads)[:5]}), so item_num cannot be derived. Add data_statis.df "
+                        f"(one row: seq_size, item_num).")
+    if pads:
+        n = pads.pop()
+        for where, seq, length, nxt, _ in rows:
+            real = max([real, *(v for v in (_int(x, where, "seq item") for x in seq[:length]) if v != n)])
+        if n <= real:
+            raise UserError(f"official dataset folder {directory}: no data_statis.df, and the padding id {n} is "
+                            f"not above every item id (largest {real}), so item_num cannot be derived. "
+                            f"Add data_statis.df (one row: seq_size, item_num).")
+    else:
+        for where, seq, length, _, _ in rows:
+            real = max([real, *(_int(x, where, "seq item") for x in seq[:length])])
+        n = real + 1
+    if n < 1 or seq_size < 1:
+        raise UserError(f"official dataset folder {directory}: no data_statis.df and no rows to derive it from.")
+    return seq_size, n
+
+
+def read_official(params: dict, name: str, max_history: int):
+    """Items (order, titles), samples with their fixed split, a report, base stats, seq_size and
+    source_info (the files read, and whether the statistics were derived)."""
+    paths = params.get("paths") or {}
+    if not paths.get("dir"):
+        raise UserError(f"dataset {name!r} (source 'official') needs datasets.{name}.paths.dir: the folder with "
+                        f"train_data.df, val_data.csv, test_data.csv (data_statis.df optional). "
+                        f"See docs/datasets.md.")
+    directory = Path(paths["dir"]).expanduser()
+    if not directory.is_dir():
+        raise UserError(f"dataset {name!r}: paths.dir {directory} is not a folder. Point it at the folder that "
+                        f"holds the official files.")
     report = Report()
-    pool: list[int] = []
-    lo, hi, target, labels = [], [], [], []
+    files = {split: split_file(directory, split) for split in SPLITS}
+    raw = []  # (where, seq, len_seq, next, split index)
     for k, split in enumerate(SPLITS):
-        for where, s, length, nxt in _rows(directory, split):
+        for where, s, length, nxt in _rows(files[split]):
             seq = _seq(s, where)
             length = _int(length, where, "len_seq")
-            nxt = _int(nxt, where, "next")
             if not 0 <= length <= len(seq):
                 raise UserError(f"{where}: len_seq {length} is outside 0..{len(seq)} (the length of seq).")
-            hist = [_int(v, where, "seq item") for v in seq[:length]]
-            if any(not 0 <= v < n for v in hist) or not 0 <= nxt < n:
-                raise UserError(f"{where}: an item id is outside 0..{n - 1} (item_num {n} in data_statis.df). "
-                                f"The files do not belong together; re-export them.")
-            if any(_int(v, where, "padding") != n for v in seq[length:]) or len(seq) != seq_size:
-                report.drop("rows_with_nonstandard_padding", where)
-            if length == 0:
-                report.drop("empty_history_skipped", where)
-                continue
-            if length > max_history:
-                report.drop("histories_truncated", where)
-                hist = hist[-max_history:]
-            lo.append(len(pool))
-            pool.extend(hist)
-            hi.append(len(pool))
-            target.append(nxt)
-            labels.append(k)
+            raw.append((where, seq, length, _int(nxt, where, "next"), k))
+    info = {"dir": str(directory), "files": {split: files[split].name for split in SPLITS}}
+    statis = read_statis(directory)
+    if statis is None:
+        statis = derive_statis(directory, raw)
+        info["data_statis"] = "derived: seq_size = longest seq, item_num = the padding id (or largest id + 1)"
+        report.set("data_statis_derived", 1)
+        print(f"[data {name}] {directory}: no data_statis.df; derived seq_size {statis[0]}, "
+              f"item_num {statis[1]} from the files", file=sys.stderr)
+    seq_size, n = statis
+    pool: list[int] = []
+    lo, hi, target, labels = [], [], [], []
+    for where, seq, length, nxt, k in raw:
+        hist = [_int(v, where, "seq item") for v in seq[:length]]
+        if hist and all(v == n for v in hist):
+            # a first interaction written as len_seq >= 1 with only padding (the LLaRA family's way)
+            report.drop("padding_only_histories", where)
+            hist = []
+        if any(not 0 <= v < n for v in hist) or not 0 <= nxt < n:
+            raise UserError(f"{where}: an item id is outside 0..{n - 1} (item_num {n}"
+                            f"{' derived from the files' if 'data_statis' in info else ' in data_statis.df'}). "
+                            f"The files do not belong together; re-export them.")
+        if any(_int(v, where, "padding") != n for v in seq[length:]) or len(seq) != seq_size:
+            report.drop("rows_with_nonstandard_padding", where)
+        if not hist:
+            report.drop("empty_history_skipped", where)
+            continue
+        if len(hist) > max_history:
+            report.drop("histories_truncated", where)
+            hist = hist[-max_history:]
+        lo.append(len(pool))
+        pool.extend(hist)
+        hi.append(len(pool))
+        target.append(nxt)
+        labels.append(k)
     titles = None
     if paths.get("titles") or (directory / "id2name.txt").exists():
         tpath = Path(paths.get("titles") or directory / "id2name.txt").expanduser()
         if not tpath.exists():
             raise UserError(f"dataset {name!r}: paths.titles not found: {tpath}.")
+        info["titles"] = str(tpath)
         names = read_id2name(tpath, report)
         titles = {}
         for raw_id, title in names.items():
@@ -168,6 +245,12 @@ def read_official(params: dict, name: str, max_history: int):
             title = usable_title(title)
             if title is not None:
                 titles[str(int(raw_id))] = title
+        missing = [i for i in range(n) if str(i) not in titles]
+        if missing:
+            raise UserError(f"dataset {name!r}: {tpath} names {n - len(missing)} of the {n} items; no usable name "
+                            f"for id(s) {', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''}. "
+                            f"A partly titled dataset cannot feed the teacher. Fix: add the missing 'id::name' "
+                            f"lines, or point paths.titles at a complete file.")
     rows = len(target)
     samples = SampleSet(pool=np.asarray(pool, dtype=np.int32), lo=np.asarray(lo, dtype=np.int64),
                         hi=np.asarray(hi, dtype=np.int64), target=np.asarray(target, dtype=np.int32),
@@ -176,32 +259,23 @@ def read_official(params: dict, name: str, max_history: int):
                         split=np.asarray(labels, dtype=np.int8))
     order = [str(i) for i in range(n)]
     base = {"users": None, "items": n, "interactions": None}
-    return order, titles, samples, report, base, seq_size
+    return order, titles, samples, report, base, seq_size, info
 
 
 # ----------------------------------------------------------------------------------------- export
 def export_official(data: str, out: str) -> None:
     """Write the dataset in ``data`` (items/sequences.parquet) as an official-format folder ``out``."""
-    data = Path(data)
-    items = read_parquet(data / "items.parquet", "items.parquet").to_pandas()
-    seqs = read_parquet(data / "sequences.parquet", "sequences.parquet")
-    meta = parquet_metadata(data / "sequences.parquet")
-    n = len(items)
-    if not (items["item_id"].to_numpy() == np.arange(n)).all():
-        raise UserError(f"{data / 'items.parquet'}: item_id must be 0..n-1 in order. Rebuild the dataset.")
-    longest = max((len(h) for h in seqs.column("history").to_pylist()), default=1)
-    seq_size = int(meta.get("seq_size") or (meta.get("params") or {}).get("max_history") or longest)
-    if longest > seq_size:
-        raise UserError(f"{data / 'sequences.parquet'}: a history has {longest} items, more than seq_size {seq_size}.")
-    df = seqs.to_pandas().sort_values("seq_id", kind="stable")
+    dataset = load_dataset(data)
+    n = dataset.n_items
+    seq_size = dataset.seq_size()
 
     def frame(split: str, next_dtype) -> pd.DataFrame:
-        part = df[df["split"] == split]
-        hist = [list(map(int, h)) for h in part["history"]]
+        part = dataset.split(split, by_seq_id=True)
+        hist = [list(map(int, h)) for h in histories(part)]
         return pd.DataFrame({
             "seq": [h + [n] * (seq_size - len(h)) for h in hist],
             "len_seq": np.asarray([len(h) for h in hist], dtype=np.int64),
-            "next": part["target"].to_numpy().astype(next_dtype),
+            "next": targets(part).astype(next_dtype),
         })
 
     with atomic_path(out, is_dir=True) as tmp:
@@ -210,8 +284,7 @@ def export_official(data: str, out: str) -> None:
         frame("valid", np.float64).to_csv(tmp / FILES["valid"], index=False)
         frame("test", np.float64).to_csv(tmp / FILES["test"], index=False)
         pd.DataFrame({"seq_size": [seq_size], "item_num": [n]}).to_pickle(tmp / "data_statis.df")
-        titled = items[items["title"].notna()]
-        if len(titled):
+        titled = [(i, t) for i, t in enumerate(dataset.titles()) if t is not None]
+        if titled:
             with open(tmp / "id2name.txt", "w", encoding="utf-8", newline="\n") as fh:
-                fh.writelines(f"{int(i)}::{' '.join(str(t).splitlines())}\n"
-                              for i, t in zip(titled["item_id"], titled["title"]))
+                fh.writelines(f"{i}::{' '.join(str(t).splitlines())}\n" for i, t in titled)

@@ -14,7 +14,8 @@ class RawInteractions:
 
     ``titles`` maps raw item id -> usable title (already filtered by the title rule), or is
     None for a source without titles. ``timestamps`` is "file" (real times from the source)
-    or "row_order" (the source has none: the line number stands in).
+    or "none" (the source has none: the ``timestamp`` column is the line number, which orders
+    each user's history but is never used as a time; the split is then per user).
     """
 
     frame: pl.DataFrame
@@ -27,7 +28,7 @@ class RawInteractions:
 def usable_title(title) -> str | None:
     """A title stripped of surrounding blanks, or None when it is missing, not text, or blank.
 
-    The length rule (SPEC §1.1) is applied afterwards by :func:`apply_title_rule`.
+    The length rule (docs/method.md §1.1) is applied afterwards by :func:`apply_title_rule`.
     """
     if not isinstance(title, str):
         return None
@@ -35,15 +36,26 @@ def usable_title(title) -> str | None:
     return title or None
 
 
-def apply_title_rule(titles: dict[str, str] | None, min_chars: int, report) -> dict[str, str] | None:
-    """SPEC §1.1: keep titles longer than ``min_chars`` characters (default 1); count the rest."""
+def apply_title_rule(titles: dict[str, str] | None, min_chars: int, report,
+                     keep_short: bool = False) -> dict[str, str] | None:
+    """docs/method.md §1.1: keep titles longer than ``min_chars`` characters (default 1); count the rest.
+
+    A short title drops its item (``items_with_short_title``, also in ``items_without_title``),
+    never the other items' titles. ``keep_short`` (sources whose item ids and splits are fixed,
+    such as the official format) keeps the item with its short title, counted as
+    ``short_titles_kept``.
+    """
     if titles is None:
         return None
     kept = {}
     for raw_id, title in titles.items():
         if len(title) > min_chars:
             kept[raw_id] = title
+        elif keep_short:
+            kept[raw_id] = title
+            report.drop("short_titles_kept", f"item {raw_id} (title {title!r})")
         else:
+            report.drop("items_with_short_title", f"item {raw_id} (title {title!r})")
             report.drop("items_without_title", f"item {raw_id} (title {title!r})")
     return kept
 

@@ -1,4 +1,4 @@
-"""SPEC §1: item ids, per-user order, the two sample rules, the 8:1:1 split, sampling, stats.
+"""docs/method.md §1: item ids, per-user order, the two sample rules, the 8:1:1 split, sampling, stats.
 
 Everything is vectorised (numpy / polars / pyarrow) so MovieLens-10M takes seconds. A sample's
 history is kept as a range ``pool[lo:hi]`` of one flat item array until the rows that survive
@@ -28,9 +28,9 @@ class SampleSet:
     lo: np.ndarray          # int64
     hi: np.ndarray          # int64
     target: np.ndarray      # int32
-    timestamp: np.ndarray   # int64
+    timestamp: np.ndarray | None  # int64; None when the source has no timestamps (split per user)
     user: pa.Array          # str, one per sample
-    split: np.ndarray | None = None  # int8 0/1/2 when the source fixes the split (official import)
+    split: np.ndarray | None = None  # int8 0/1/2 when fixed before the split step (official; leave-one-out)
 
 
 def index_ids(values: pl.Series) -> tuple[np.ndarray, list[str]]:
@@ -58,18 +58,40 @@ def clean_interactions(raw: RawInteractions, params: dict, report: Report) -> pl
     return df
 
 
+# BIGRec's preprocessing keeps repeated (user, item, timestamp) rows for both of its pipelines
+# (SAI990323/BIGRec, data/game/process.ipynb and data/movie/process.ipynb: every review / rating
+# line becomes an interaction), so neither sample rule drops them unless the config says so.
+DROP_DUPLICATES_DEFAULT = {"amazon": False, "movielens": False}
+
+
+def drop_duplicates_setting(params: dict, rule: str, name: str) -> bool:
+    value = params.get("drop_duplicates")
+    if value is None:
+        return DROP_DUPLICATES_DEFAULT.get(rule, False)
+    if not isinstance(value, bool):
+        raise UserError(f"datasets.{name}.drop_duplicates must be true or false, got {value!r}")
+    return value
+
+
 def make_samples(df: pl.DataFrame, rule: str, L: int, report: Report,
-                 drop_duplicates: bool = True) -> tuple[SampleSet, list[str], dict]:
-    """Apply a sample rule (SPEC §1.3) to cleaned interactions; returns samples and item order."""
+                 drop_duplicates: bool = False, timed: bool = True) -> tuple[SampleSet, list[str], dict]:
+    """Apply a sample rule (docs/method.md §1.3) to cleaned interactions; returns samples and item order.
+
+    ``timed`` False: the source has no timestamps; the ``timestamp`` column is only the position
+    in the file (each user's order), duplicates cannot be told apart and the samples carry no time.
+    """
     if rule not in RULES:
-        raise UserError(f"unknown sample_rule {rule!r}; use one of {', '.join(RULES)} (SPEC §1.3)")
+        raise UserError(f"unknown sample_rule {rule!r}; use one of {', '.join(RULES)} (docs/method.md §1.3)")
     item_codes, item_order = index_ids(df["item"])
     user_codes, user_order = index_ids(df["user"])
     codes = pl.DataFrame({"u": user_codes, "i": item_codes, "t": df["timestamp"].cast(pl.Int64)}).with_row_index("row")
-    if drop_duplicates:  # same user, item and timestamp: keep the first in file order
+    if timed:
+        report.set("negative_timestamps", int((codes["t"] < 0).sum()))  # kept: they still order a history
         first = codes.select(pl.struct("u", "i", "t").is_first_distinct()).to_series()
-        report.set("duplicate_interactions_dropped", int((~first).sum()))
-        codes = codes.filter(first)
+        report.set("duplicate_interactions", int((~first).sum()))
+        if drop_duplicates:  # same user, item and timestamp: keep the first in file order
+            report.set("duplicate_interactions_dropped", int((~first).sum()))
+            codes = codes.filter(first)
     # per user, by timestamp; ties keep file order (row is unique, so the sort is fully determined)
     codes = codes.sort(["u", "t", "row"])
     u = codes["u"].to_numpy()
@@ -79,24 +101,42 @@ def make_samples(df: pl.DataFrame, rule: str, L: int, report: Report,
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     pos = np.arange(len(u)) - starts[u]
     n_u = counts[u]
+    labels = None
+    if not timed:
+        # leave-one-out per user (SASRec's partition): with 3 or more interactions, the last is the
+        # test target, the one before the valid target, and the rule cuts train samples from the rest
+        loo = n_u >= 3
+        labels = np.where(loo & (pos == n_u - 1), 2, np.where(loo & (pos == n_u - 2), 1, 0)).astype(np.int8)
+        n_u = np.where(loo, n_u - 2, n_u)  # the train part's length
     if rule == "amazon":
         first = np.minimum(L, n_u - 1)
-        keep = (pos >= first) & (pos >= 1)
+        keep = (pos >= first) & (pos >= 1) & (pos < n_u)
         report.set("empty_history_skipped", int((counts == 1).sum()))
     else:
-        keep = pos >= L
+        keep = (pos >= L) & (pos < n_u)
         report.set("users_without_samples", int((counts <= L).sum()))
+    if labels is not None:  # valid and test targets, with the histories the rule allows
+        keep |= (labels > 0) & (pos >= (1 if rule == "amazon" else L))
     p = np.nonzero(keep)[0]
+    split = None
+    if labels is not None:  # train, then valid, then test; each in user order
+        p = p[np.argsort(labels[p], kind="stable")]
+        split = labels[p]
     lo = np.maximum(p - L, starts[u[p]])
     samples = SampleSet(pool=items, lo=lo.astype(np.int64), hi=p.astype(np.int64), target=items[p],
-                        timestamp=t[p], user=pa.array(user_order, pa.string()).take(pa.array(u[p])))
+                        timestamp=t[p] if timed else None, user=pa.array(user_order, pa.string()).take(pa.array(u[p])),
+                        split=split)
     users_with_interactions = len(user_order)
     base = {"users": users_with_interactions, "items": len(item_order), "interactions": int(codes.height)}
     return samples, item_order, base
 
 
 def chronological_split(s: SampleSet) -> tuple[np.ndarray, np.ndarray]:
-    """Order of samples (stable by target timestamp) and the split label of each position."""
+    """Order of samples and the split label of each position.
+
+    A split fixed before (official import, or leave-one-out for sources without timestamps, made
+    in :func:`make_samples`): the samples' order. Else: stable by target timestamp, then 8:1:1.
+    """
     n = len(s.target)
     if s.split is not None:
         order = np.arange(n)
@@ -145,11 +185,19 @@ def finish(s: SampleSet, params: dict, name: str) -> tuple[pa.Table, dict]:
     order, labels = chronological_split(s)
     n = len(order)
     before = {split: int((labels == k).sum()) for k, split in enumerate(SPLITS)}
+    method = split_method(s)
     for split, count in before.items():
         if count == 0:
-            raise UserError(f"dataset {name!r}: the {split} split is empty ({n} samples in all). The raw data "
-                            f"gives too few sequences for an 8:1:1 split; check the raw files (paths.*), "
-                            f"max_history and sample_rule. See docs/datasets.md.")
+            if method == "leave_one_out":
+                why = ("leave-one-out (used because the source has no timestamps) takes valid and test "
+                       "targets from users with 3 or more interactions (and, for sample_rule movielens, "
+                       "a full max_history before them), and none qualifies")
+            else:
+                why = f"the raw data gives too few sequences for the {method} split"
+            raise UserError(f"dataset {name!r}: the {split} split is empty ({n} samples in all): {why}. "
+                            f"The students cannot train or be evaluated on it. Fix: give the source more "
+                            f"interactions (check paths.*), or lower max_history / use sample_rule amazon, "
+                            f"which keep more samples per user. See docs/datasets.md.")
     keep = sample_rows(labels, params.get("sample"), name)
     rows = order[keep]
     seq_id = keep.astype(np.int64)  # position in the full chronological order: sampling never renumbers
@@ -158,11 +206,18 @@ def finish(s: SampleSet, params: dict, name: str) -> tuple[pa.Table, dict]:
         "user": s.user.take(pa.array(rows)),
         "history": history_array(s, rows),
         "target": pa.array(s.target[rows].astype(np.int32), pa.int32()),
-        "timestamp": pa.array(s.timestamp[rows].astype(np.int64), pa.int64()),
+        "timestamp": (pa.array(s.timestamp[rows].astype(np.int64), pa.int64()) if s.timestamp is not None
+                      else pa.nulls(len(rows), pa.int64())),
         "split": pa.array(np.array(SPLITS, dtype=object)[labels[keep]], pa.string()),
     })
     after = {split: int((labels[keep] == k).sum()) for k, split in enumerate(SPLITS)}
-    return table, {"samples": n, "rows_before_sampling": before, "rows": after}
+    return table, {"split": method, "samples": n, "rows_before_sampling": before, "rows": after}
+
+
+def split_method(s: SampleSet) -> str:
+    if s.timestamp is None:
+        return "leave_one_out"
+    return "given" if s.split is not None else "chronological"
 
 
 def items_table(order: list[str], titles: dict[str, str] | None) -> pa.Table:

@@ -1,8 +1,9 @@
 """The plain SASRec format: one ``user item`` pair per line, each user's lines in time order.
 
-There are no timestamps: the line number stands in for one (so "chronological" means file
-order, and the global split follows the file). Titles, when wanted, come from ``paths.titles``
-(``item::title`` lines; ``title<TAB>item`` and ``item<TAB>title`` are read too).
+There are no timestamps: each user's lines give the order of that user's history, and the
+split is per user (leave-one-out, docs/datasets.md); the samples carry no time (null).
+Titles, when wanted, come from ``paths.titles`` (``item::title`` lines; ``title<TAB>item`` and
+``item<TAB>title`` are read too).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def read_sasrec(params: dict, name: str) -> RawInteractions:
                 continue
             users.append(parts[0])
             items.append(parts[1])
-            stamps.append(lineno)
+            stamps.append(lineno)  # orders each user's history only; never written out as a time
     report.set("lines_read", n)
     if not users:
         raise UserError(f"{path}: no 'user item' line found in {n} lines{report.first('malformed_lines')}. "
@@ -41,4 +42,4 @@ def read_sasrec(params: dict, name: str) -> RawInteractions:
                 report.drop("items_without_title", f"{tpath}: item {raw_id}")
             else:
                 titles[raw_id] = title
-    return RawInteractions(frame(users, items, stamps), titles, report, "row_order", {"file": str(path)})
+    return RawInteractions(frame(users, items, stamps), titles, report, "none", {"file": str(path)})

@@ -53,18 +53,26 @@ class TeacherSplit:
     topk_dist: torch.Tensor  # [S, N] float32, L2 grounding distance of each listed item (ascending)
     target_dist: torch.Tensor  # [S] float32, distance of the generated text to the ground-truth item (Eq. 7)
     gen_emb: torch.Tensor | None = None  # [S, d_t] float32, grounding embedding of the generated text
+    text_gen_emb: torch.Tensor | None = None  # [S, d_e] float32, the text encoder's embedding of the generated text
+    # teacher coverage: bool [S_split] over the student's rows of the split, None when the teacher covers
+    # every row. When set, the tensors above hold only the covered rows (S = covered.sum()), and the trainer
+    # gives a method only those rows (``DistillContext`` and ``Batch.rows`` renumbered; student/train.py).
+    covered: torch.Tensor | None = None
 
 
 @dataclass
 class TeacherTensors:
     item_emb: torch.Tensor  # [n, d_t] float32, title embedding z_i of every item (Eq. 12)
     splits: dict[str, TeacherSplit] = field(default_factory=dict)  # "train", "valid", "test"
+    text_item_emb: torch.Tensor | None = None  # [n, d_e] float32, the text encoder's embedding of every title
 
 
 @dataclass
 class DistillContext:
     """What every method may read besides the teacher. Row i of ``train_*`` is the i-th train
-    row of sequences.parquet (file order), the same row order as ``TeacherSplit`` and ``Batch.rows``."""
+    row of sequences.parquet (file order), the same row order as ``TeacherSplit`` and ``Batch.rows``.
+    Under partial teacher coverage the ``train_*`` rows are only the covered ones (still in file
+    order), so a method sees the covered rows alone; ``item_counts`` stays the whole split's."""
 
     n_items: int
     hidden: int
@@ -145,6 +153,11 @@ class DistillMethod(nn.Module):
     def adjust_state(self, state: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Sequence representation after the backbone, before scoring (KAR, LLM-CF)."""
         return state
+
+    def scores(self, student, state: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Scores [B, n] of every item for ``state`` (after :meth:`adjust_state`); KAR adds its
+        item-knowledge term. Default: the student's own ``scores``."""
+        return student.scores(state)
 
     def loss(self, batch: Batch, scores: torch.Tensor, state: torch.Tensor, student, epoch: int) -> torch.Tensor:
         """The distillation term, already multiplied by its own weight (e.g. lambda_d).

@@ -1,17 +1,28 @@
 """KAR (Xi et al. 2023, "Towards Open-World Recommendation with Knowledge Augmentation from LLMs").
 
-KAR encodes LLM-generated knowledge (item "factual" knowledge, user "reasoning" knowledge)
-with a text encoder and maps it into the recommender through a hybrid-expert adaptor: shared
-experts used by both knowledge kinds plus experts specific to each kind, mixed by a per-kind
-softmax gate. Here the two knowledge vectors are the teacher artifacts:
-- item side: the title embedding z_i (standardised) -> x_i = HEA_item(z_i), added to the
-  student's input item embeddings: table_i = e_i + x_i (the padding row gets nothing);
-- sequence side: the embedding of the teacher's generated text for the sequence, g_s
-  (standardised with the item table's statistics, same encoder) -> x_s = HEA_seq(g_s), added
-  to the sequence representation: h'_s = h_s + x_s.
+KAR asks an LLM for knowledge about the user (reasoning over the user's history) and about the
+candidate item (factual knowledge), encodes both texts with a text encoder, and maps the two
+vectors into the recommender with a hybrid-expert adaptor (HEA); the adapted vectors are extra
+features of the scoring model next to the candidate item's and the user's embeddings
+(``RS/models.py`` of YunjiaXi/Open-World-Knowledge-Augmented-Recommendation: ``process_input``
+feeds ``hist_aug_vec`` and the candidate's ``item_aug_vec`` through ``ConvertNet`` and
+concatenates the result to the CTR model's input).
 
-HEA_d(v) = Σ_{e ∈ shared ∪ specific_d} softmax(W_d v)_e · E_e(v), E_e an MLP d_t -> h_e -> d.
-No distillation loss; the adaptor trains with the student's own loss. g_s is needed for every
+Here (docs/methods.md, "KAR"):
+- user knowledge k_s: the teacher's (BIGRec's) generated text for the sequence, i.e. its
+  prediction of the next item; item knowledge k_i: the item's title (this pipeline asks the LLM
+  for no separate factual knowledge). Both embedded by the teacher (``encoder: teacher``) or by
+  the text encoder all-MiniLM-L6-v2 (``encoder: minilm``), see :mod:`dllm2rec.distill.knowledge`;
+- HEA (``RS/layers.py`` ``HEA``): for domain d in {user, item},
+  HEA_d(v) = Σ_{e ∈ shared ∪ specific_d} softmax(W_d v + b_d)_e · E_e(v), every expert E_e the
+  KAR MLP ``[expert_hidden, hidden]``: Linear, ReLU, Dropout per layer (so it ends with ReLU);
+- the student scores a full catalogue with a dot product, so the features enter by addition on
+  both sides: h'_s = h_s + HEA_user(k_s) and score(s, i) = out(h'_s)_i + h'_s · HEA_item(k_i),
+  i.e. the candidate item's knowledge reaches the score (our adaptation of KAR's concatenation
+  into an MLP, which a full-catalogue ranking cannot afford).
+
+No distillation loss; the adaptor trains with the student's own loss. During training only the
+scores the loss reads (each row's target and negative) get the item term. k_s is needed for every
 evaluated sequence, so the teacher runs at inference.
 """
 from __future__ import annotations
@@ -19,16 +30,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dllm2rec.io import UserError
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
-from dllm2rec.distill.common import distinct_items, standardize, teacher_item_emb, teacher_split
+from dllm2rec.distill.common import distinct_items
+from dllm2rec.distill.knowledge import Knowledge
 from dllm2rec.distill.spec import KAROptions
 
 
 class Expert(nn.Module):
-    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float):
+    """KAR's expert ``MLP(fc_dims)``: Linear, ReLU, Dropout for every layer (ends with ReLU)."""
+
+    def __init__(self, d_in: int, dims: tuple[int, ...], dropout: float):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out))
+        layers: list[nn.Module] = []
+        for d in dims:
+            layers += [nn.Linear(d_in, d), nn.ReLU(), nn.Dropout(dropout)]
+            d_in = d
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x):
         return self.net(x)
@@ -37,10 +54,11 @@ class Expert(nn.Module):
 class HybridExpertAdaptor(nn.Module):
     """Shared experts + one set of specific experts per domain, with a softmax gate per domain."""
 
-    def __init__(self, d_in: int, d_out: int, domains: tuple[str, ...], n_shared: int, n_specific: int, d_hidden: int, dropout: float):
+    def __init__(self, d_in: int, dims: tuple[int, ...], domains: tuple[str, ...], n_shared: int, n_specific: int,
+                 dropout: float):
         super().__init__()
-        self.shared = nn.ModuleList(Expert(d_in, d_hidden, d_out, dropout) for _ in range(n_shared))
-        self.specific = nn.ModuleDict({d: nn.ModuleList(Expert(d_in, d_hidden, d_out, dropout) for _ in range(n_specific)) for d in domains})
+        self.shared = nn.ModuleList(Expert(d_in, dims, dropout) for _ in range(n_shared))
+        self.specific = nn.ModuleDict({d: nn.ModuleList(Expert(d_in, dims, dropout) for _ in range(n_specific)) for d in domains})
         self.gate = nn.ModuleDict({d: nn.Linear(d_in, n_shared + n_specific) for d in domains})
 
     def forward(self, x: torch.Tensor, domain: str) -> torch.Tensor:
@@ -56,45 +74,41 @@ class KAR(DistillMethod):
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        z_raw = teacher_item_emb(ctx)
-        ref = z_raw.clone()
-        self.register_buffer("ref_mean", ref.mean(0, keepdim=True), persistent=False)
-        self.register_buffer("ref_std", ref.std(0, keepdim=True, unbiased=False).clamp_min(1e-6), persistent=False)
-        self.register_buffer("z", standardize(z_raw), persistent=False)
-        self.augment_items = self.opt.augment_items
-        self.augment_sequence = self.opt.augment_sequence
-        self.adaptor = HybridExpertAdaptor(
-            z_raw.shape[1], ctx.hidden, ("item", "seq"),
-            n_shared=self.opt.n_shared,
-            n_specific=self.opt.n_specific,
-            d_hidden=self.opt.expert_hidden,
-            dropout=self.opt.dropout,
-        )
+        o = self.opt
+        self.knowledge = Knowledge(ctx, o.encoder)
+        self.register_buffer("k_items", self.knowledge.items, persistent=False)
+        self.adaptor = HybridExpertAdaptor(self.knowledge.dim, (o.expert_hidden, ctx.hidden), ("user", "item"),
+                                           n_shared=o.n_shared, n_specific=o.n_specific, dropout=o.dropout)
+        self._eval_items: torch.Tensor | None = None  # HEA_item of every item, cached in eval mode
 
-    def item_table(self, student) -> torch.Tensor:
-        base = student.item_emb.weight
-        if not self.augment_items:
-            return base
-        x = self.adaptor(self.z, "item")
-        return base + torch.cat([x, x.new_zeros(1, x.shape[1])], 0)
+    def train(self, mode: bool = True):
+        self._eval_items = None
+        return super().train(mode)
 
-    def item_table_for(self, student, history: torch.Tensor) -> torch.Tensor:
-        """Training: run the adaptor on the batch's history items only (the rows encode reads)."""
-        base = student.item_emb.weight
-        if not self.augment_items:
-            return base
-        items = distinct_items(history, self.ctx.n_items)
-        x = self.adaptor(self.z[items], "item")
-        return base.index_add(0, items, x.to(base.dtype))
-
-    def sequence_knowledge(self, batch: Batch) -> torch.Tensor:
-        sp = teacher_split(self.ctx, batch.split)
-        if sp.gen_emb is None:
-            raise UserError(f"KAR needs the generated-text embeddings of split {batch.split!r}")
-        g = sp.gen_emb[batch.rows.to(sp.gen_emb.device)].to(self.z.device).float()
-        return (g - self.ref_mean) / self.ref_std
+    def user_knowledge(self, batch: Batch) -> torch.Tensor:
+        return self.knowledge.generated(batch.split, batch.rows).to(self.k_items.device)
 
     def adjust_state(self, state: torch.Tensor, batch: Batch) -> torch.Tensor:
-        if not self.augment_sequence:
+        if not self.opt.augment_user:
             return state
-        return state + self.adaptor(self.sequence_knowledge(batch), "seq").to(state.dtype)
+        return state + self.adaptor(self.user_knowledge(batch), "user").to(state.dtype)
+
+    def item_knowledge(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """HEA_item(k_i) for ``items`` (all items when None) -> [m, hidden]."""
+        k = self.k_items if items is None else self.k_items[items]
+        return self.adaptor(k, "item")
+
+    def scores(self, student, state: torch.Tensor, batch: Batch) -> torch.Tensor:
+        scores = student.scores(state)
+        if not self.opt.augment_items:
+            return scores
+        if self.training and batch.negative is not None:
+            # the training loss reads each row's target and negative: add the term to those columns
+            cols = distinct_items(torch.cat([batch.target.reshape(-1), batch.negative.reshape(-1)]), self.ctx.n_items)
+            cols = cols.to(scores.device)
+            return scores.index_add(1, cols, state @ self.item_knowledge(cols).to(state.dtype).T)
+        if self.training:
+            return scores + state @ self.item_knowledge().to(state.dtype).T
+        if self._eval_items is None or self._eval_items.device != state.device:
+            self._eval_items = self.item_knowledge().to(state.device)
+        return scores + state @ self._eval_items.to(state.dtype).T

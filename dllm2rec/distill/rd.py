@@ -1,8 +1,11 @@
-"""Ranking Distillation (RD, Tang & Wang KDD 2018).
+"""Ranking Distillation (RD, Tang & Wang KDD 2018), as in graytowne/rank_distill ``distill_caser.py``.
 
-The teacher's top-K items of each sequence are extra positives for the student, weighted by
-position (static, w^a_r ∝ exp(-r/λ)) and, after a warm-up, by the student's rank gap
-(dynamic, w^b_r = tanh(max(μ (r̂_r - r), 0))); the hybrid uses w^a·w^b renormalised.
+The teacher's top-K items of each sequence (its list with the target removed) are extra
+positives of the student, weighted per position: the static weight w^a_r ∝ exp(-r/λ) (sums to
+1), and from epoch ``dynamic_start_epoch`` on the hybrid w^a_r · w^b_sr with the ranking
+discrepancy w^b_sr = tanh(max(μ (r̂_sr - r), 0)), without renormalisation:
+
+    L = lambda_kd · mean_s Σ_{r=1..K} w_sr · (-log σ(ŷ_{s,π_sr}))
 """
 from __future__ import annotations
 
@@ -15,38 +18,40 @@ from dllm2rec.distill.common import student_ranks, teacher_rows
 from dllm2rec.distill.spec import RDOptions
 
 
+def drop_target(items: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+    """The first ``k`` items of each teacher list [B, N] once the row's target is removed [B, k]
+    (RD's ``with_targets=False``). Rows that do not list their target keep their first k."""
+    listed = (items == target.view(-1, 1)).to(torch.int8)
+    order = torch.sort(listed, dim=1, stable=True).indices  # list order kept, the target moved last
+    return items.gather(1, order[:, :k])
+
+
 @register_method("rd")
 class RD(DistillMethod):
-    """L = lambda_kd * mean_s [ - Σ_{r=1..K} w_sr log σ(ŷ_{s,π_sr}) ],  Σ_r w_sr = 1.
-
-    weighting "position": w = w^a; "dynamic": w = w^b/Σ w^b; "hybrid": w = w^a w^b / Σ w^a w^b.
-    Dynamic and hybrid fall back to w^a during the first ``warmup_epochs`` epochs.
-    """
+    """L = lambda_kd * mean_s Σ_r w_sr (-log σ(ŷ_{s,π_sr})), see the module docstring."""
 
     Options = RDOptions
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        self.lambda_kd = self.opt.lambda_kd
-        self.k = self.opt.k
-        self.lam = self.opt.lam
-        self.mu = self.opt.mu
-        self.warmup_epochs = self.opt.warmup_epochs
-        self.weighting = self.opt.weighting
+        self.lambda_kd, self.k, self.lam, self.mu = self.opt.lambda_kd, self.opt.k, self.opt.lam, self.opt.mu
+        self.dynamic_start_epoch = self.opt.dynamic_start_epoch
+        r = torch.arange(1, self.k + 1, dtype=torch.float32)
+        self.register_buffer("w_static", torch.softmax(-r / self.lam, dim=0), persistent=False)
 
     def weights(self, items: torch.Tensor, scores: torch.Tensor, epoch: int) -> torch.Tensor:
+        """[B, K]: w^a before ``dynamic_start_epoch`` (0-based), w^a·w^b from it on."""
         k = items.shape[1]
-        r = torch.arange(1, k + 1, device=scores.device, dtype=torch.float32)
-        wa = torch.softmax(-r / self.lam, dim=0).expand(items.shape[0], k)
-        if self.weighting == "position" or epoch < self.warmup_epochs:
+        wa = self.w_static[:k].expand(items.shape[0], k)
+        if epoch < self.dynamic_start_epoch:
             return wa
+        r = torch.arange(1, k + 1, device=scores.device, dtype=torch.float32)
         rhat = student_ranks(scores.detach()).gather(1, items).float()
-        wb = torch.tanh((self.mu * (rhat - r)).clamp_min(0))
-        w = wa * wb if self.weighting == "hybrid" else wb
-        return w / w.sum(1, keepdim=True).clamp_min(1e-12)
+        return wa * torch.tanh((self.mu * (rhat - r)).clamp_min(0))
 
     def loss(self, batch: Batch, scores, state, student, epoch: int) -> torch.Tensor:
-        items, _ = teacher_rows(self.ctx, batch, scores.device, self.k)
-        w = self.weights(items, scores, epoch)
-        ll = F.logsigmoid(scores.gather(1, items))
-        return self.lambda_kd * -(w * ll).sum(1).mean()
+        items, _ = teacher_rows(self.ctx, batch, scores.device)
+        target = batch.target.to(scores.device).view(-1, 1)
+        items = drop_target(items, target, self.k)
+        w = self.weights(items, scores, epoch) * (items != target)  # a list of <= K items keeps its target last
+        return self.lambda_kd * (w * F.softplus(-scores.gather(1, items))).sum(1).mean()

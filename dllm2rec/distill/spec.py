@@ -21,11 +21,32 @@ import typing
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from dllm2rec import layout
 from dllm2rec.io import UserError
 
 SPLITS = ("train", "valid", "test")
-TEACHER_PARTS = ("ranks", "item_embeddings", "generated_embeddings")
-RESERVED_KEYS = ("type", "extends")  # config keys every entry may carry; not options
+TEACHER_PARTS = ("ranks", "item_embeddings", "generated_embeddings", "text_item_embeddings",
+                 "text_generated_embeddings")
+
+
+# the knowledge-text parts KAR / LLM-CF read per ``encoder`` (dllm2rec/distill/knowledge.py)
+_ENCODER_PARTS = {
+    "teacher": frozenset({"item_embeddings", "generated_embeddings"}),
+    "minilm": frozenset({"text_item_embeddings", "text_generated_embeddings"}),
+}
+
+
+def part_files(part: str, splits) -> list[str]:
+    """The files of a teacher part, relative to the teacher's folder (one per split for the
+    per-sequence parts, one for the per-item parts), as :mod:`dllm2rec.layout` names them."""
+    if part not in TEACHER_PARTS:
+        raise ValueError(f"unknown teacher part {part!r}; known: {TEACHER_PARTS}")
+    if part in layout.PER_ITEM_TEACHER_PARTS:
+        return [layout.TEACHER_FILES[part]]
+    return [layout.TEACHER_FILES[part].format(split=s) for s in splits]
+
+
+RESERVED_KEYS = ("type", "extends", "search")  # config keys every entry may carry; not options
 
 OPTIONS: dict[str, type["MethodOptions"]] = {}
 
@@ -48,6 +69,9 @@ class MethodOptions:
     method: ClassVar[str] = "base"
     needs: ClassVar[frozenset[str]] = frozenset()  # subset of TEACHER_PARTS
     uses_teacher_at_inference: ClassVar[bool] = False
+    # False: the method needs teacher output for every training sequence (its model reads it for
+    # each row, not only its loss), so it refuses a teacher with partial train coverage (docs/teacher.md)
+    partial_coverage: ClassVar[bool] = True
 
     def teacher_parts(self) -> frozenset[str]:
         """The teacher artifacts this configuration reads (``needs`` unless an option drops one)."""
@@ -98,7 +122,7 @@ def options_class(method_type: str) -> type[MethodOptions]:
 
 def read_options(cls: type[MethodOptions], cfg: dict, name: str) -> MethodOptions:
     """``cfg`` (a ``methods.<name>`` entry) as an instance of ``cls``; missing keys take their
-    defaults, ``type`` and ``extends`` are skipped. Unknown keys and values of the wrong type
+    defaults, ``type``, ``extends`` and ``search`` are skipped. Unknown keys and values of the wrong type
     raise a UserError naming ``methods.<name>.<key>``."""
     types = option_types(cls)
     values = {}
@@ -126,6 +150,13 @@ def teacher_needs(method_cfg: dict, name: str | None = None) -> dict[str, list[s
     opt = parse_options(method_cfg, name)
     splits = list(SPLITS) if opt.uses_teacher_at_inference else ["train"]
     return {part: list(splits) for part in sorted(opt.teacher_parts())}
+
+
+def needs_full_coverage(method_cfg: dict, name: str | None = None) -> bool:
+    """True when the method reads teacher output for every training sequence and so refuses a
+    teacher whose ``generation.train_coverage`` is partial (KAR, LLM-CF; docs/teacher.md)."""
+    opt = parse_options(method_cfg, name)
+    return bool(opt.teacher_parts()) and not opt.partial_coverage
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,10 +213,12 @@ class HintOptions(MethodOptions):
 class HTDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings"})
 
-    lambda_kd: float = 1.0
-    n_groups: int = 30
-    alpha: float = 0.5
-    kmeans_iters: int = 25
+    lambda_kd: float = 0.001  # lmbda_TD (Topology_Distillation_KDD21 notebook)
+    alpha: float = 0.5  # TD share of α·TD + (1-α)·GA (notebook)
+    n_groups: int = 30  # K (notebook: HTD(..., K=30, choice='second'))
+    tau_start: float = 1.0  # Gumbel-softmax temperature, run.py run_HTD: current_T = 1
+    tau_end: float = 1e-10  # run.py: T_annealing(epoch, max_epoch, 1, 1e-10)
+    teacher_dim: int = 200  # teacher space cut to its top principal components (the released teacher's width); 0: all
 
 
 @options("rd")
@@ -193,12 +226,11 @@ class HTDOptions(MethodOptions):
 class RDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
 
-    lambda_kd: float = 1.0
-    k: int = 10
-    lam: float = 1.0
-    mu: float = 0.1
-    warmup_epochs: int = 2
-    weighting: Literal["position", "dynamic", "hybrid"] = "hybrid"
+    lambda_kd: float = 1.0  # teach_alpha (rank_distill distill_caser.py)
+    k: int = 10  # K
+    lam: float = 1.0  # lamda: position-weight sharpness
+    mu: float = 0.1  # mu: ranking-discrepancy sharpness
+    dynamic_start_epoch: int = 10  # dynamic_start_epoch: hybrid weights from this 0-based epoch on
 
 
 @options("cd")
@@ -206,10 +238,10 @@ class RDOptions(MethodOptions):
 class CDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
 
-    lambda_kd: float = 0.5
-    n_samples: int = 10
-    rank_temp: float = 10.0
-    t1: float = 1.0
+    lambda_kd: float = 1.0
+    n_samples: int = 50
+    lam: float = 0.05
+    t1: float = 2.0
     t2: float = 0.0
     top_n: int = 100
 
@@ -219,11 +251,10 @@ class CDOptions(MethodOptions):
 class RRDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
 
-    lambda_kd: float = 0.01
-    k: int = 10
-    l: int = 40  # noqa: E741 (RRD's L)
-    temp: float = 10.0
-    top_n: int = 100
+    lambda_kd: float = 0.001  # URRD_lmbda (DE-RRD_CIKM20 main_URRD.py)
+    k: int = 40  # U_K: interesting items
+    l: int = 40  # noqa: E741 (U_L: uninteresting items)
+    temp: float = 10.0  # U_T: rank temperature
 
 
 @options("dcd")
@@ -231,11 +262,12 @@ class RRDOptions(MethodOptions):
 class DCDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
 
-    lambda_kd: float = 0.01
-    k_up: int = 10
-    k_down: int = 10
-    eps: float = 0.01
-    top_n: int = 100
+    lambda_user: float = 0.001  # UCD_lmbda: not in the released code; RRD's λ (ours)
+    lambda_item: float = 0.001  # ICD_lmbda: likewise
+    n_samples: int = 10  # p_n: under-/over-estimated samples per kind (ours)
+    eps: float = 0.1  # ep: rank-discrepancy slope (ours)
+    refresh_every: int = 3  # run_dcd.py: discrepancies recomputed when epoch % 3 == 0
+    top_n: int = 100  # teacher list length on both sides (released: 500; ours: the teacher's N)
 
 
 @options("unkd")
@@ -243,12 +275,10 @@ class DCDOptions(MethodOptions):
 class UnKDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
 
-    lambda_kd: float = 0.5
-    n_groups: int = 4
-    n_pos: int = 5
-    n_neg: int = 5
-    temp: float = 10.0
-    top_n: int = 100
+    lambda_kd: float = 1.0  # kd_weight (UnKD README command)
+    n_groups: int = 4  # split_group (README command)
+    n_samples: int = 30  # sample_num: pairs per sequence over all groups (README command)
+    temp: float = 20.0  # rank weights exp(-(1+i)/20) (sample.py get_rank_negItems)
 
 
 @options("kar")
@@ -256,13 +286,18 @@ class UnKDOptions(MethodOptions):
 class KAROptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings", "generated_embeddings"})
     uses_teacher_at_inference: ClassVar[bool] = True
+    partial_coverage: ClassVar[bool] = False  # every row's user knowledge enters its representation
 
+    encoder: Literal["teacher", "minilm"] = "teacher"
     n_shared: int = 2
     n_specific: int = 6
     expert_hidden: int = 128
     dropout: float = 0.0
     augment_items: bool = True
-    augment_sequence: bool = True
+    augment_user: bool = True
+
+    def teacher_parts(self) -> frozenset[str]:
+        return _ENCODER_PARTS[self.encoder]
 
 
 @options("llmcf")
@@ -270,7 +305,15 @@ class KAROptions(MethodOptions):
 class LLMCFOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings", "generated_embeddings"})
     uses_teacher_at_inference: ClassVar[bool] = False  # retrieval reads train generations only
+    partial_coverage: ClassVar[bool] = False  # each train row's demonstrations are fixed per row before training
 
+    encoder: Literal["teacher", "minilm"] = "teacher"
     n_neighbors: int = 4
-    retrieval_dim: int = 64
+    base_fraction: float = 0.1
+    icl_weight: float = 0.1
+    n_layers: int = 2
+    n_heads: int = 2
     chunk: int = 256
+
+    def teacher_parts(self) -> frozenset[str]:
+        return _ENCODER_PARTS[self.encoder]

@@ -1,4 +1,4 @@
-"""Student backbones (SPEC §3), one file each behind :class:`SequentialRecommender`.
+"""Student backbones (docs/method.md §3), one file each behind :class:`SequentialRecommender`.
 
 ``get_backbone(name)`` maps the ``{backbone}`` wildcard to a class.
 """

@@ -1,4 +1,4 @@
-"""DROS (SPEC §3): SASRec trained with the distributionally robust loss added, L_r + α·L_DRO.
+"""DROS (docs/method.md §3): SASRec trained with the distributionally robust loss added, L_r + α·L_DRO.
 
     L_DRO(s, t) = log( Σ_j exp(ps_j ŷ_sj²/β) − exp(ps_t ŷ_st²/β) + exp(ps_t (ŷ_st − 1)²/β) )
     ps_j = ((c_j + 1) / Σ_k (c_k + 1)) ** ps_power,   c = train target counts.

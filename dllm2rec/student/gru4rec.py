@@ -1,4 +1,4 @@
-"""GRU4Rec (SPEC §3): one GRU layer over the history, the last real step's hidden state.
+"""GRU4Rec (docs/method.md §3): one GRU layer over the history, the last real step's hidden state.
 
 The released code packs the right-padded history (``pack_padded_sequence``) and takes the final
 hidden state. A GRU is causal, so running it over the padded batch and reading the output at

@@ -1,5 +1,5 @@
-"""SASRec as released with DLLM2Rec and DROS: ``SASRec`` in istarryn/DLLM2Rec ``main.py`` (and
-YangZhengyi98/DROS ``A_SASRec_final_bce.py``) with ``MultiHeadAttention`` and
+"""SASRec (docs/method.md §3) as released with DLLM2Rec and DROS: ``SASRec`` in istarryn/DLLM2Rec
+``main.py`` (and YangZhengyi98/DROS ``A_SASRec_final_bce.py``) with ``MultiHeadAttention`` and
 ``PositionwiseFeedForward`` from their ``SASRecModules_ori.py``.
 
 Input: item embeddings + learned positions, dropout, padding positions zeroed (``x``). Per block:

@@ -1,6 +1,7 @@
 """Train one student (backbone x distillation method x seed) and write its artifacts.
 
-``train_student(data, backbone, method, params, seed, out, work, teacher=None, threads=None, device="auto")``
+``train_student(data, backbone, method, params, seed, out, work, teacher=None, threads=None, device="auto",
+ dataset=None, teacher_name=None)``
 
 ``params`` = ``{"student": S, "method": M}``:
 
@@ -10,7 +11,7 @@
   absent but ``backbones`` is present, ``backbones[<backbone>]`` is used.
 * ``M``: the method's config entry (``methods.<method>``), including ``type``.
 
-The trainer (SPEC §3, §6): every split's sequences are loaded once as tensors (histories
+The trainer (docs/method.md §3, §6): every split's sequences are loaded once as tensors (histories
 right-padded with ``n_items``); each epoch draws a permutation of the train rows and one negative
 per row (uniform over items not in the history and != target); Adam; validation full ranking
 after every epoch; the epoch with the best validation NDCG@20 is kept and training stops after
@@ -18,32 +19,35 @@ after every epoch; the epoch with the best validation NDCG@20 is kept and traini
 is written to ``work/checkpoint.pt`` after every epoch (model, method, optimizer, RNG states,
 best state, log) and a rerun continues from it; it is deleted once ``out/`` is complete.
 
-Outputs (each written atomically): ``out/model.pt``, ``out/metrics.json``, ``out/train_log.csv``.
+Outputs: the run folder of :mod:`dllm2rec.student_run` (model.pt, metrics.json with the run's identity,
+train_log.csv, ranks.parquet: per valid/test sequence the target's rank and the top-20 items).
+:func:`train_student` reads as its steps: :func:`_prepare` (data, teacher, model, optimizer),
+:func:`_resume`, :func:`_fit` (:func:`_train_epoch`, validation, :func:`_select`, :func:`_checkpoint`),
+:func:`_test_and_write`.
 """
 from __future__ import annotations
 
 import copy
-import csv
-import hashlib
-import io
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
 
+from dllm2rec import resume
+from dllm2rec import student_run as run_files
+from dllm2rec.dataset import SPLITS, load_dataset
 from dllm2rec.distill.base import Batch, DistillContext, get_method
-from dllm2rec.evaluate import evaluate
-from dllm2rec.io import UserError, atomic_path, read_parquet, write_json
+from dllm2rec.evaluate import TOP_K, evaluate, rank_split
+from dllm2rec.io import UserError, atomic_path
 from dllm2rec.student.base import get_backbone
 
 STUDENT_KEYS = {"hidden", "dropout", "lr", "batch_size", "weight_decay", "epochs", "patience",
                 "eval_batch_size", "device", "backbone", "backbones"}
-SPLITS = ("train", "valid", "test")
-LOG_FIELDS = ["epoch", "loss", "rec_loss", "distill_loss", "valid_HR@20", "valid_NDCG@20", "seconds", "valid_seconds"]
-FORMAT = "dllm2rec-student/1"
+LOG_FIELDS = run_files.LOG_FIELDS
+FORMAT = run_files.MODEL_FORMAT
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -56,42 +60,19 @@ class SplitData:
 
 
 def load_sequences(data) -> tuple[int, int, dict[str, SplitData]]:
-    """``(n_items, max_len, {split: SplitData})`` from ``{data}/items.parquet`` and
-    ``{data}/sequences.parquet``; rows of a split keep their file order."""
-    data = Path(data)
-    items = read_parquet(data / "items.parquet", "items table")
-    ids = items.column("item_id").to_numpy()
-    n_items = len(ids)
-    if n_items == 0 or not np.array_equal(np.sort(ids), np.arange(n_items)):
-        raise UserError(f"{data / 'items.parquet'}: item_id must be exactly 0..n-1; rebuild the dataset.")
-    seqs = read_parquet(data / "sequences.parquet", "sequences table")
-    hist_col = seqs.column("history").combine_chunks()
-    offsets = np.asarray(hist_col.offsets, dtype=np.int64)
-    flat = hist_col.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-    lengths_all = np.diff(offsets)
-    max_len = int(lengths_all.max()) if len(lengths_all) else 1
-    split_col = seqs.column("split").combine_chunks()
-    targets = seqs.column("target").to_numpy().astype(np.int64)
-    seq_ids = seqs.column("seq_id").to_numpy().astype(np.int64)
-    if (lengths_all < 1).any():
-        bad = int(seq_ids[np.flatnonzero(lengths_all < 1)[0]])
-        raise UserError(f"{data / 'sequences.parquet'}: seq_id {bad} has an empty history; rebuild the dataset.")
-    if len(flat) and (flat.min() < 0 or flat.max() >= n_items) or len(targets) and (targets.min() < 0 or targets.max() >= n_items):
-        raise UserError(f"{data / 'sequences.parquet'}: item ids outside 0..{n_items - 1}; rebuild the dataset.")
-    # padded [rows, max_len] matrix, vectorised
-    rows = len(lengths_all)
-    padded = np.full((rows, max_len), n_items, dtype=np.int64)
-    row_of = np.repeat(np.arange(rows), lengths_all)
-    col_of = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths_all)
-    padded[row_of, col_of] = flat
+    """``(n_items, max_len, {split: SplitData})`` of a dataset folder (read and checked by
+    :func:`dllm2rec.dataset.load_dataset`); rows of a split keep their file order."""
+    return _splits(load_dataset(data))
+
+
+def _splits(dataset) -> tuple[int, int, dict[str, SplitData]]:
+    p = dataset.padded()
     out = {}
     for split in SPLITS:
-        mask = np.asarray(pc.equal(split_col, split).to_numpy(zero_copy_only=False), dtype=bool)
-        if not mask.any():
-            raise UserError(f"{data / 'sequences.parquet'}: split {split!r} is empty; rebuild the dataset.")
-        out[split] = SplitData(seq_ids[mask], torch.from_numpy(padded[mask]), torch.from_numpy(lengths_all[mask]),
-                               torch.from_numpy(targets[mask]))
-    return n_items, max_len, out
+        mask = p.split == split
+        out[split] = SplitData(p.seq_id[mask], torch.from_numpy(p.history[mask]), torch.from_numpy(p.lengths[mask]),
+                               torch.from_numpy(p.target[mask]))
+    return dataset.n_items, p.history.shape[1], out
 
 
 def sample_negatives(history: torch.Tensor, target: torch.Tensor, n_items: int, gen: torch.Generator,
@@ -155,10 +136,6 @@ def build(backbone: str, method: str, params: dict, n_items: int, max_len: int, 
     return student, meth
 
 
-def _fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _on_checkpoint(epoch: int) -> None:
     """Called after each epoch's checkpoint is on disk (tests patch it to simulate a kill)."""
 
@@ -169,40 +146,106 @@ def _save_torch(obj, path: Path) -> None:
 
 
 # --- training --------------------------------------------------------------------------------
-def train_student(data: str, backbone: str, method: str, params: dict, seed: int, out: str, work: str,
-                  teacher: str | None = None, threads: int | None = None, device: str = "auto") -> dict:
-    """Train, select on validation NDCG@20, test once; write out/{model.pt,metrics.json,train_log.csv}.
-    Returns the metrics dict."""
-    seed = int(seed)
-    if isinstance(params, str):
-        params = json.loads(params)
-    if threads not in (None, "", "None"):
-        torch.set_num_threads(int(threads))
-    if teacher in ("", "None", "none", "null"):
-        teacher = None
-    cfg, _ = _student_params(params, backbone)
-    dev = _device(device, dict(params["student"]))
-    out, work = Path(out), Path(work)
+@dataclass
+class Run:
+    """Everything one training run works with, built by :func:`_prepare`."""
 
-    n_items, max_len, splits = load_sequences(data)
-    tr = splits["train"]
-    item_counts = torch.bincount(tr.target, minlength=n_items)
+    backbone: str
+    method: str
+    params: dict
+    seed: int
+    cfg: dict  # the student settings with defaults applied
+    device: torch.device
+    n_items: int
+    max_len: int
+    splits: dict  # {split: SplitData} on the device
+    train_cpu: SplitData  # the train split on the CPU (negative sampling)
+    dataset_name: str
+    student: torch.nn.Module = None
+    meth: torch.nn.Module = None
+    opt: torch.optim.Optimizer = None
+    gen: torch.Generator = None
+    state: dict = field(default_factory=lambda: {"epoch": 0, "best": None, "bad": 0, "log": [], "train_seconds": 0.0,
+                                                 "stopped": False})
+    covered: torch.Tensor | None = None  # bool [S_train]: rows with teacher output; None = all (teacher coverage)
+    covered_row: torch.Tensor | None = None  # [S_train] long: a covered row's index among the covered rows
 
-    mcfg = dict(params["method"])
+
+def _load_teacher(teacher, method: str, mcfg: dict, splits: dict, n_items: int):
+    """The teacher tensors the method reads (its required parts, for the splits it needs), or None."""
     mcls = get_method(mcfg.get("type", method))
     parts = mcls.parse_options(mcfg, method).teacher_parts()  # errors name methods.<method>.<key>
-    tt = None
-    if parts:
-        if teacher is None:
-            raise UserError(f"method {method!r} reads the teacher's {sorted(parts)}: pass --teacher DIR")
-        from dllm2rec.distill.teacher_data import load_teacher
+    if not parts:
+        return None
+    if teacher is None:
+        raise UserError(f"method {method!r} reads the teacher's {sorted(parts)}: pass --teacher DIR")
+    from dllm2rec.distill.teacher_data import load_teacher
 
-        which = SPLITS if mcls.uses_teacher_at_inference else ("train",)
-        tt = load_teacher(teacher, {s: splits[s].seq_id for s in which}, n_items, parts)
+    which = SPLITS if mcls.uses_teacher_at_inference else ("train",)
+    opt = mcls.parse_options(mcfg, method)
+    if not opt.partial_coverage:
+        _refuse_partial_coverage(teacher, method)
+    return load_teacher(teacher, {s: splits[s].seq_id for s in which}, n_items, parts)
+
+
+def _refuse_partial_coverage(teacher, method: str) -> None:
+    """A method that reads teacher output for every training row cannot train on a teacher that
+    covers only some of them (docs/teacher.md, "Teacher coverage")."""
+    from dllm2rec import teacher_artifacts as ta
+
+    ranks = ta.path(teacher, "ranks", "train")
+    info = ta.read_coverage(ranks) if ranks.exists() else {}
+    if info.get("train_coverage", "all") != "all" and info.get("n_covered") != info.get("n_rows"):
+        raise UserError(f"method {method!r} needs teacher output for every training sequence, but the teacher at "
+                        f"{teacher} covers {info.get('n_covered')} of {info.get('n_rows')} (generation.train_coverage "
+                        f"{info.get('train_coverage')!r}): set it to `all`, or leave {method!r} out of this run.")
+
+
+def _covered_rows(tt, train: SplitData):
+    """``(covered bool [S] or None, the train rows a method sees)``: under partial teacher coverage a
+    method sees only the covered train rows (in file order); otherwise all of them."""
+    covered = tt.splits["train"].covered if tt is not None and "train" in tt.splits else None
+    if covered is None:
+        return None, train
+    keep = covered.numpy()
+    return covered, SplitData(train.seq_id[keep], train.history[covered], train.lengths[covered], train.target[covered])
+
+
+def _distill_loss(run: "Run", batch: Batch, scores: torch.Tensor, state: torch.Tensor, epoch: int) -> torch.Tensor:
+    """The method's distillation term for a training batch.
+
+    Teacher coverage, once for every method: rows without teacher output get no distillation
+    loss. The method's ``loss`` sees the batch's covered rows alone (rows renumbered to the
+    covered rows it was built on) and the result is scaled by their share of the batch, so a
+    per-row mean over the covered rows becomes a sum over them divided by the batch size: each
+    covered row weighs what it weighs under full coverage, an uncovered row weighs nothing.
+    With full coverage (``run.covered`` None) this is exactly ``meth.loss(batch, ...)``."""
+    if run.covered is None:
+        return run.meth.loss(batch, scores, state, run.student, epoch)
+    keep = run.covered[batch.rows]
+    n = int(keep.sum())
+    if n == 0:
+        return scores.new_zeros(())
+    sub = Batch(batch.split, run.covered_row[batch.rows[keep]], batch.history[keep], batch.lengths[keep],
+                batch.target[keep], None if batch.negative is None else batch.negative[keep])
+    dist = run.meth.loss(sub, scores[keep], state[keep], run.student, epoch)
+    return dist * (n / len(batch.rows))
+
+
+def _prepare(data, backbone, method, params, seed, teacher, device) -> Run:
+    """Load the data and the teacher, build student, method, optimizer and sampling generator."""
+    cfg, _ = _student_params(params, backbone)
+    dev = _device(device, dict(params["student"]))
+    dataset = load_dataset(data)
+    n_items, max_len, splits = _splits(dataset)
+    tr = splits["train"]
+    item_counts = torch.bincount(tr.target, minlength=n_items)
+    tt = _load_teacher(teacher, method, dict(params["method"]), splits, n_items)
+    covered, seen = _covered_rows(tt, tr)  # seen: the train rows the method is built on
 
     torch.manual_seed(seed)
     ctx = DistillContext(n_items=n_items, hidden=int(cfg["hidden"]), teacher=tt, item_counts=item_counts,
-                         train_history=tr.history, train_lengths=tr.lengths, train_target=tr.target, seed=seed,
+                         train_history=seen.history, train_lengths=seen.lengths, train_target=seen.target, seed=seed,
                          max_epochs=int(cfg["epochs"]))
     student, meth = build(backbone, method, params, n_items, max_len, ctx)
     student.to(dev)
@@ -211,124 +254,185 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
     opt = torch.optim.Adam(_dedup_params(student, meth), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
                            fused=True)
     gen = torch.Generator().manual_seed(seed)
+    run = Run(backbone, method, params, seed, cfg, dev, n_items, max_len, {s: d.to(dev) for s, d in splits.items()},
+              tr, dataset.name, student, meth, opt, gen)
+    if covered is not None:
+        run.covered = covered.to(dev)
+        run.covered_row = (torch.cumsum(covered.long(), 0) - 1).to(dev)  # split row -> covered row
+    return run
 
-    dsplits = {s: d.to(dev) for s, d in splits.items()}
-    dtr = dsplits["train"]
-    epochs, patience, bs = int(cfg["epochs"]), int(cfg["patience"]), int(cfg["batch_size"])
-    ebs = int(cfg["eval_batch_size"])
 
-    fp = _fingerprint(params, backbone, method, seed, n_items, max_len, len(tr.target), str(Path(data).resolve()),
-                      str(Path(teacher).resolve()) if teacher else None)
-    ckpt_path = work / "checkpoint.pt"
-    state = {"epoch": 0, "best": None, "bad": 0, "log": [], "train_seconds": 0.0, "stopped": False}
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck.get("fingerprint") == fp:
-            student.load_state_dict(ck["student"])
-            meth.load_state_dict(ck["method"])
-            opt.load_state_dict(ck["optimizer"])
-            gen.set_state(ck["gen"])
-            meth.set_rng_state(ck.get("method_rng"))
-            torch.set_rng_state(ck["torch_rng"])
-            if dev.type == "cuda" and ck.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state_all(ck["cuda_rng"])
-            state = ck["state"]
-            print(f"resuming from {ckpt_path} after epoch {state['epoch']}", flush=True)
-        else:
-            print(f"ignoring {ckpt_path}: it was made by another configuration", flush=True)
+def _resume(run: Run, work: Path, fp: str) -> None:
+    """Continue from the work folder's checkpoint when it was made by this same run."""
+    ck = resume.load_checkpoint(work, fp)
+    if ck is None:
+        return
+    run.student.load_state_dict(ck["student"])
+    run.meth.load_state_dict(ck["method"])
+    run.opt.load_state_dict(ck["optimizer"])
+    run.gen.set_state(ck["gen"])
+    run.meth.set_rng_state(ck.get("method_rng"))
+    torch.set_rng_state(ck["torch_rng"])
+    if run.device.type == "cuda" and ck.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(ck["cuda_rng"])
+    run.state = ck["state"]
+    print(f"resuming from {resume.checkpoint_path(work)} after epoch {run.state['epoch']}", flush=True)
 
-    while state["epoch"] < epochs and not state["stopped"]:
+
+def _train_epoch(run: Run, epoch: int) -> list[float]:
+    """One pass over the train rows (a fresh permutation and negatives); mean loss, rec, distill."""
+    student, meth, dev = run.student, run.meth, run.device
+    tr, bs = run.splits["train"], int(run.cfg["batch_size"])
+    student.train()
+    meth.train()
+    perm = torch.randperm(len(tr.target), generator=run.gen)
+    negs = sample_negatives(run.train_cpu.history[perm], run.train_cpu.target[perm], run.n_items, run.gen)
+    perm_d, negs_d = perm.to(dev), negs.to(dev)
+    sums = torch.zeros(3, dtype=torch.float64, device=dev)
+    for start in range(0, len(perm), bs):
+        rows = perm_d[start:start + bs]
+        batch = Batch("train", rows, tr.history[rows], tr.lengths[rows], tr.target[rows], negs_d[start:start + bs])
+        table = meth.item_table_for(student, batch.history)
+        st = meth.adjust_state(student.encode(batch.history, batch.lengths, table), batch)
+        scores = meth.scores(student, st, batch)
+        rec = student.rec_loss(scores, batch.target, batch.negative)
+        dist = _distill_loss(run, batch, scores, st, epoch)
+        loss = rec + dist
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        sums += torch.stack([loss.detach(), rec.detach(), torch.as_tensor(dist).detach()]).double() * len(rows)
+    sums = (sums / len(perm)).tolist()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    if not all(np.isfinite(sums)):
+        raise UserError(f"training diverged at epoch {epoch + 1} (loss {sums[0]}); lower the learning rate "
+                        "or lambda_d")
+    return sums
+
+
+def _evaluate(run: Run, split: str) -> dict:
+    d = run.splits[split]
+    return evaluate(run.student, run.meth, split, d.history, d.lengths, d.target, int(run.cfg["eval_batch_size"]))
+
+
+def _rank(run: Run, split: str):
+    """(0-based target ranks, top-20 item lists) of one split, for ranks.parquet."""
+    d = run.splits[split]
+    return rank_split(run.student, run.meth, split, d.history, d.lengths, d.target, int(run.cfg["eval_batch_size"]),
+                      top_k=TOP_K)
+
+
+def _select(run: Run, epoch: int, valid: dict) -> None:
+    """Keep the epoch with the best validation NDCG@20; count epochs without improvement."""
+    state, best = run.state, run.state["best"]
+    if best is None or valid["NDCG@20"] > best["valid"]["NDCG@20"]:
+        state["best"] = {"epoch": epoch + 1, "valid": valid,
+                         "student": copy.deepcopy({k: v.cpu() for k, v in run.student.state_dict().items()}),
+                         "method": copy.deepcopy({k: v.cpu() for k, v in run.meth.state_dict().items()})}
+        state["bad"] = 0
+    else:
+        state["bad"] += 1
+    state["epoch"] = epoch + 1
+    state["stopped"] = state["bad"] >= int(run.cfg["patience"])
+
+
+def _checkpoint(run: Run, work: Path, fp: str) -> None:
+    resume.save_checkpoint(work, fp, {
+        "student": run.student.state_dict(), "method": run.meth.state_dict(), "optimizer": run.opt.state_dict(),
+        "gen": run.gen.get_state(), "torch_rng": torch.get_rng_state(), "method_rng": run.meth.rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else None, "state": run.state})
+
+
+def _fit(run: Run, work: Path, fp: str) -> None:
+    """Epochs until ``epochs`` or early stopping, a checkpoint after each."""
+    state = run.state
+    while state["epoch"] < int(run.cfg["epochs"]) and not state["stopped"]:
         epoch = state["epoch"]
         t0 = time.perf_counter()
-        student.train()
-        meth.train()
-        perm = torch.randperm(len(tr.target), generator=gen)
-        negs = sample_negatives(tr.history[perm], tr.target[perm], n_items, gen)
-        perm_d, negs_d = perm.to(dev), negs.to(dev)
-        sums = torch.zeros(3, dtype=torch.float64, device=dev)
-        for start in range(0, len(perm), bs):
-            rows = perm_d[start:start + bs]
-            batch = Batch("train", rows, dtr.history[rows], dtr.lengths[rows], dtr.target[rows], negs_d[start:start + bs])
-            table = meth.item_table_for(student, batch.history)
-            st = meth.adjust_state(student.encode(batch.history, batch.lengths, table), batch)
-            scores = student.scores(st)
-            rec = student.rec_loss(scores, batch.target, batch.negative)
-            dist = meth.loss(batch, scores, st, student, epoch)
-            loss = rec + dist
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums += torch.stack([loss.detach(), rec.detach(), torch.as_tensor(dist).detach()]).double() * len(rows)
-        sums = (sums / len(perm)).tolist()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        if not all(np.isfinite(sums)):
-            raise UserError(f"training diverged at epoch {epoch + 1} (loss {sums[0]}); lower the learning rate "
-                            "or lambda_d")
+        sums = _train_epoch(run, epoch)
         seconds = time.perf_counter() - t0
-        valid = evaluate(student, meth, "valid", dsplits["valid"].history, dsplits["valid"].lengths,
-                         dsplits["valid"].target, ebs)
+        valid = _evaluate(run, "valid")
         valid_seconds = time.perf_counter() - t0 - seconds
         state["train_seconds"] += seconds + valid_seconds
         state["log"].append({"epoch": epoch + 1, "loss": sums[0], "rec_loss": sums[1], "distill_loss": sums[2],
                              "valid_HR@20": valid["HR@20"], "valid_NDCG@20": valid["NDCG@20"], "seconds": seconds,
                              "valid_seconds": valid_seconds})
-        print(f"epoch {epoch + 1}: loss {sums[0]:.4f} (rec {sums[1]:.4f}, distill {sums[2]:.4f}) "
-              f"valid HR@20 {valid['HR@20']:.4f} NDCG@20 {valid['NDCG@20']:.4f} ({seconds:.1f}s)", flush=True)
+        _select(run, epoch, valid)
         best = state["best"]
-        if best is None or valid["NDCG@20"] > best["valid"]["NDCG@20"]:
-            state["best"] = {"epoch": epoch + 1, "valid": valid,
-                             "student": copy.deepcopy({k: v.cpu() for k, v in student.state_dict().items()}),
-                             "method": copy.deepcopy({k: v.cpu() for k, v in meth.state_dict().items()})}
-            state["bad"] = 0
-        else:
-            state["bad"] += 1
-        state["epoch"] = epoch + 1
-        state["stopped"] = state["bad"] >= patience
-        _save_torch({"fingerprint": fp, "student": student.state_dict(), "method": meth.state_dict(),
-                     "optimizer": opt.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                     "method_rng": meth.rng_state(),
-                     "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
-                     "state": state}, ckpt_path)
+        print(f"epoch {epoch + 1}/{run.cfg['epochs']}: loss {sums[0]:.4f} (rec {sums[1]:.4f}, distill {sums[2]:.4f}) "
+              f"valid HR@20 {valid['HR@20']:.4f} NDCG@20 {valid['NDCG@20']:.4f} ({seconds:.1f}s); best NDCG@20 "
+              f"{best['valid']['NDCG@20']:.4f} at epoch {best['epoch']}"
+              + (f", stopping: {state['bad']} epochs without improvement" if state["stopped"] else ""), flush=True)
+        _checkpoint(run, work, fp)
         _on_checkpoint(epoch + 1)
 
-    # --- the selected checkpoint, tested once ------------------------------------------------
-    best = state["best"]
+
+def _test_and_write(run: Run, out: Path, identity: dict) -> dict:
+    """Load the selected epoch, test it once, write the run's outputs; returns the metrics."""
+    best, state = run.state["best"], run.state
+    student, meth = run.student, run.meth
     student.load_state_dict(best["student"])
     meth.load_state_dict(best["method"])
     t0 = time.perf_counter()
-    test = evaluate(student, meth, "test", dsplits["test"].history, dsplits["test"].lengths, dsplits["test"].target, ebs)
+    test = _evaluate(run, "test")
     inference_seconds = time.perf_counter() - t0
-    metrics = {"valid": best["valid"], "test": test, "best_epoch": best["epoch"], "epochs_run": state["epoch"],
-               "train_seconds": state["train_seconds"], "inference_seconds": inference_seconds,
-               "backbone": backbone, "method": method, "seed": seed,
+    ranks = {split: _rank(run, split) for split in ("valid", "test")}  # ranks.parquet (Tables 2-3, p-values)
+    metrics = {**identity, "valid": best["valid"], "test": test, "best_epoch": best["epoch"],
+               "epochs_run": state["epoch"], "train_seconds": state["train_seconds"],
+               "inference_seconds": inference_seconds,
                "n_params": sum(p.numel() for p in _dedup_params(student, meth))}
     student.eval()
     meth.eval()
     with torch.no_grad():
         table = meth.item_table(student).detach().cpu()
-    model = {"format": FORMAT, "backbone": backbone, "method": method, "method_type": mcfg.get("type", method),
-             "n_items": n_items, "max_len": max_len, "params": params, "seed": seed, "best_epoch": best["epoch"],
+    mcfg = dict(run.params["method"])
+    model = {"format": FORMAT, "backbone": run.backbone, "method": run.method,
+             "method_type": mcfg.get("type", run.method), "n_items": run.n_items, "max_len": run.max_len,
+             "params": run.params, "seed": run.seed, "best_epoch": best["epoch"],
              "student_state": {k: v.cpu() for k, v in student.state_dict().items()},
              "method_state": {k: v.cpu() for k, v in meth.state_dict().items()},
              "item_table": table, "uses_teacher_at_inference": bool(meth.uses_teacher_at_inference)}
-    out.mkdir(parents=True, exist_ok=True)
-    _save_torch(model, out / "model.pt")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(state["log"])
-    with atomic_path(out / "train_log.csv") as tmp:
-        tmp.write_text(buf.getvalue())
-    write_json(metrics, out / "metrics.json")
-    ckpt_path.unlink(missing_ok=True)
+    ranks_table = run_files.ranks_table({split: (run.splits[split].seq_id, run.splits[split].target.cpu().numpy(),
+                                                 r.numpy(), top.tolist()) for split, (r, top) in ranks.items()})
+    run_files.write_run(out, metrics, model, state["log"], _save_torch, ranks=ranks_table)
+    return metrics
+
+
+def train_student(data: str, backbone: str, method: str, params: dict, seed: int, out: str, work: str,
+                  teacher: str | None = None, threads: int | None = None, device: str = "auto",
+                  dataset: str | None = None, teacher_name: str | None = None) -> dict:
+    """Train, select on validation NDCG@20, test once; write out/{model.pt,metrics.json,train_log.csv}.
+    ``dataset`` and ``teacher_name`` are recorded in metrics.json as the run's identity (the
+    dataset's name defaults to the one the data stage recorded). Returns the metrics dict."""
+    seed = int(seed)
+    if isinstance(params, str):
+        params = json.loads(params)
+    if threads not in (None, "", "None"):
+        torch.set_num_threads(int(threads))
+    if teacher in ("", "None", "none", "null"):
+        teacher = None
+    out, work = Path(out), Path(work)
+    run = _prepare(data, backbone, method, params, seed, teacher, device)
+    fp = resume.job_fingerprint([params, backbone, method, seed, run.n_items, run.max_len,
+                                 len(run.splits["train"].target)], [data, teacher])
+    _resume(run, work, fp)
+    with resume.report_kill(lambda: f"epoch {run.state['epoch'] + 1}/{run.cfg['epochs']}"):
+        _fit(run, work, fp)
+    identity = {"dataset": dataset or run.dataset_name, "teacher": teacher_name, "backbone": backbone,
+                "method": method, "params": params, "seed": seed}
+    metrics = _test_and_write(run, out, identity)
+    resume.remove_checkpoint(work)
+    print(f"done: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} run, valid NDCG@20 "
+          f"{metrics['valid']['NDCG@20']:.4f}, test HR@20 {metrics['test']['HR@20']:.4f} NDCG@20 "
+          f"{metrics['test']['NDCG@20']:.4f}, {metrics['train_seconds']:.0f}s training; outputs in {out}", flush=True)
     return metrics
 
 
 def load_model(path, device: str = "cpu"):
     """``(student, item_table)`` from a model.pt, ready for inference without the teacher:
     ``student.scores(student.encode(history, lengths, item_table))`` (methods that use the teacher
-    at inference, KAR / LLM-CF, also need their ``adjust_state``)."""
+    at inference, KAR / LLM-CF, also need their ``adjust_state`` and ``scores``)."""
     m = torch.load(path, map_location=device, weights_only=False)
     if m.get("format") != FORMAT:
         raise UserError(f"{path}: not a dllm2rec student model")

@@ -1,1 +1,1 @@
-"""BIGRec teacher: base model, prompts, LoRA SFT, generation + grounding, metrics (SPEC §2)."""
+"""BIGRec teacher: base model, prompts, LoRA SFT, generation + grounding, metrics (docs/method.md §2)."""

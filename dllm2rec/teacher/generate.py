@@ -19,24 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from dllm2rec import teacher_artifacts as ta
+from dllm2rec import dataset as ds
 from dllm2rec.io import UserError, parquet_metadata, read_parquet, write_parquet
-from dllm2rec.teacher.ground import (
-    embed_texts,
-    fixed_list,
-    item_popularity,
-    nearest_items,
-    read_item_embeddings,
-    read_items,
-)
+from dllm2rec.teacher import coverage
+from dllm2rec.teacher.ground import embed_texts, item_popularity, nearest_items
 from dllm2rec.teacher.prompts import clean_generation, encode_example, item_titles
-
-RANKS_SCHEMA = pa.schema([
-    ("seq_id", pa.int64()), ("generated", pa.string()), ("topk_items", pa.list_(pa.int32())),
-    ("topk_dist", pa.list_(pa.float32())), ("target_dist", pa.float32()),
-])
 
 
 def generation_cutoff(params: dict) -> int:
@@ -50,23 +39,66 @@ def popularity_gamma(params: dict) -> float:
 
 
 def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progress: bool = True) -> list[str]:
-    """Decoded responses (new tokens only, special tokens skipped) for tokenised prompts.
+    """Decoded top-beam responses (new tokens only, special tokens skipped) for tokenised prompts.
 
-    Prompts are sorted by length (longest first, so memory problems show at once) and batched
-    with left padding; beam search is deterministic (no sampling).
+    Beam search (greedy for ``num_beams: 1``) is deterministic and stops a beam at EOS or once
+    its answer is closed (:func:`~dllm2rec.teacher.beam.answer_closed`). ``gen["engine"]``:
+    ``ours`` (default, :mod:`dllm2rec.teacher.beam`: shared prompt cache, merged LoRA, CUDA graph
+    on a GPU, batches of at most ``batch_tokens`` cached tokens and ``batch_size`` prompts) or
+    ``hf`` (transformers ``generate`` on batches of ``batch_size`` prompts); both give the same
+    beams. Prompts are taken longest first, so memory problems show at once.
     """
+    engine = gen.get("engine", "ours")
+    if engine == "ours":
+        return _generate_ours(model, tokenizer, prompts, gen, progress)
+    if engine == "hf":
+        return _generate_hf(model, tokenizer, prompts, gen, progress)
+    raise UserError(f"generation.engine must be 'ours' or 'hf', not {engine!r}")
+
+
+def _generate_ours(model, tokenizer, prompts, gen, progress):
+    from tqdm.auto import tqdm
+
+    from dllm2rec.teacher.beam import Decoder, supports, token_batches
+
+    if not supports(model):
+        arch = getattr(getattr(model, "config", None), "model_type", "?")
+        raise UserError(f"generation engine 'ours' runs LLaMA-architecture models only, not {arch!r}: "
+                        f"set teachers.<name>.generation.engine: hf in the config")
+    num_beams, max_new = int(gen["num_beams"]), int(gen["max_new_tokens"])
+    decoder = Decoder(model, tokenizer, num_beams, max_new, float(gen.get("length_penalty", 1.0)),
+                      gen.get("early_stopping", False))
+    batches = token_batches([len(p) for p in prompts], num_beams, max_new, int(gen.get("batch_tokens", 16384)),
+                            int(gen["batch_size"]))
+    texts: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
+    for idx in batches:
+        beams = decoder.run([prompts[i] for i in idx])
+        top = [b[0] for b in beams.tokens]
+        for i, text in zip(idx, tokenizer.batch_decode(top, skip_special_tokens=True)):
+            texts[i] = text.strip()
+        bar.update(len(idx))
+    bar.close()
+    return texts
+
+
+def _generate_hf(model, tokenizer, prompts, gen, progress):
     import torch
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, StoppingCriteriaList
+
+    from dllm2rec.teacher.beam import AnswerStop, answer_table
 
     config = GenerationConfig(
         num_beams=int(gen["num_beams"]), max_new_tokens=int(gen["max_new_tokens"]), do_sample=False,
         num_return_sequences=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        bos_token_id=tokenizer.bos_token_id, length_penalty=float(gen.get("length_penalty", 1.0)),
+        early_stopping=gen.get("early_stopping", False),
     )
     batch_size = int(gen["batch_size"])
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     device = next(model.parameters()).device
+    table = answer_table(tokenizer, model.get_output_embeddings().weight.shape[0]).to(device)
     texts: list[str] = [""] * len(prompts)
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
     with torch.inference_mode():
@@ -79,7 +111,8 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progre
                 input_ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]):] = 1
             out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                 generation_config=config)
+                                 generation_config=config,
+                                 stopping_criteria=StoppingCriteriaList([AnswerStop(table, width)]))
             for row, text in zip(idx, tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)):
                 texts[row] = text.strip()
             bar.update(len(idx))
@@ -121,27 +154,39 @@ def generate_and_ground(model, tokenizer, histories: list[list[str]], targets, i
     }
 
 
-def shard_rows(sequences: pa.Table, split: str, shard: int, shards: int) -> pa.Table:
-    """Rows of ``split`` in seq_id order that belong to ``shard`` (1-based) of ``shards``."""
+def shard_rows(dataset: ds.Dataset, split: str, shard: int, shards: int, train_coverage=coverage.ALL,
+               coverage_seed: int = 0) -> pa.Table:
+    """Rows of ``split`` in seq_id order that belong to ``shard`` (1-based) of ``shards``.
+
+    For the train split only the covered rows are dealt out (``train_coverage``, see
+    :mod:`dllm2rec.teacher.coverage`); valid and test are always complete."""
     if not 1 <= shard <= shards:
         raise UserError(f"shard {shard} is not in 1..{shards}")
-    rows = sequences.filter(pc.equal(sequences.column("split"), split)).sort_by("seq_id")
+    rows = dataset.split(split, by_seq_id=True)
     if rows.num_rows == 0:
         raise UserError(f"split {split!r} has no sequences; check the data stage's output")
+    if split == "train" and coverage.is_partial(train_coverage):
+        rows = rows.take(coverage.covered_positions(rows.num_rows, train_coverage, coverage_seed))
+        if rows.num_rows < shards:
+            raise UserError(f"generation.{coverage.KEY} covers {rows.num_rows} training sequences, fewer than the "
+                            f"{shards} teacher shards: cover more sequences or lower teacher_shards.")
     return rows.take(np.arange(shard - 1, rows.num_rows, shards))
+
+
+def coverage_info(dataset: ds.Dataset, split: str, gen: dict) -> dict:
+    """What the split's teacher files cover, recorded in their metadata (the students read it
+    through :func:`dllm2rec.teacher_artifacts.read_coverage`)."""
+    n = dataset.split(split).num_rows
+    value = gen.get(coverage.KEY, coverage.ALL) if split == "train" else coverage.ALL
+    seed = int(gen.get(coverage.SEED_KEY, 0))
+    return {coverage.KEY: coverage.parse_coverage(value), "seed": seed, "n_rows": n,
+            "n_covered": coverage.covered_count(n, value)}
 
 
 def _tables(seq_ids, res: dict, dim: int) -> tuple[pa.Table, pa.Table]:
     n = len(seq_ids)
-    ranks = pa.table({
-        "seq_id": pa.array(np.asarray(seq_ids, dtype=np.int64)),
-        "generated": pa.array(res["generated"], type=pa.string()),
-        "topk_items": pa.array(list(res["topk_items"]), type=pa.list_(pa.int32())) if n else pa.array([], pa.list_(pa.int32())),
-        "topk_dist": pa.array(list(res["topk_dist"]), type=pa.list_(pa.float32())) if n else pa.array([], pa.list_(pa.float32())),
-        "target_dist": pa.array(np.asarray(res["target_dist"], dtype=np.float32)),
-    }, schema=RANKS_SCHEMA)
-    emb = pa.table({"seq_id": pa.array(np.asarray(seq_ids, dtype=np.int64)),
-                    "embedding": fixed_list(np.asarray(res["embeddings"]).reshape(n, dim), np.float16)})
+    ranks = ta.ranks_table(seq_ids, res)
+    emb = ta.generated_embeddings_table(seq_ids, np.asarray(res["embeddings"]).reshape(n, dim))
     return ranks, emb
 
 
@@ -156,25 +201,26 @@ def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, sha
     shard, shards = int(shard), int(shards)
     if not Path(adapter).exists():
         raise UserError(f"LoRA adapter not found: {adapter}. Run the sft rule first.")
-    items = read_items(data)
-    titles = item_titles(items)
-    sequences = read_parquet(Path(data) / "sequences.parquet", "sequences table")
-    rows = shard_rows(sequences, split, shard, shards)
+    dataset = ds.load_dataset(data)
+    dataset.require_titles()  # a UserError for a source without titles
+    titles = item_titles(dataset.items)  # normalised as the generations are (prompts.normalize_title)
+    gen = params.get("generation", {})
+    rows = shard_rows(dataset, split, shard, shards, gen.get(coverage.KEY, coverage.ALL), gen.get(coverage.SEED_KEY, 0))
     popularity = None
-    if popularity_gamma(params) > 0:
-        train = sequences.filter(pc.equal(sequences.column("split"), "train"))
-        popularity = item_popularity(train.column("target").to_numpy(), len(titles))
+    if popularity_gamma(params) > 0:  # BIGRec's popularity-adjusted grounding: train target counts
+        popularity = item_popularity(ds.targets(dataset.split("train")), len(titles))
     model, tokenizer = load_base(base, dtype=params.get("dtype"))
     model = PeftModel.from_pretrained(model, adapter).eval()
     device = next(model.parameters()).device
-    emb_items = torch.from_numpy(read_item_embeddings(item_emb, len(titles))).to(device)
-    histories = [[titles[i] for i in h] for h in rows.column("history").to_pylist()]
-    targets = rows.column("target").to_numpy()
+    emb_items = torch.from_numpy(ta.read_item_embeddings(item_emb, len(titles))).to(device)
+    histories = [[titles[i] for i in h] for h in ds.histories(rows)]
+    targets = ds.targets(rows)
     res = generate_and_ground(model, tokenizer, histories, targets, emb_items, params, noun, popularity=popularity)
-    ranks, emb = _tables(rows.column("seq_id").to_numpy(), res, emb_items.shape[1])
+    ranks, emb = _tables(ds.seq_ids(rows), res, emb_items.shape[1])
     meta = {k: res[k] for k in ("generation_seconds", "grounding_seconds", "n_truncated_prompts", "n_empty_generations")}
     meta.update(split=split, shard=shard, shards=shards, n_sequences=rows.num_rows, params=params, noun=noun,
-                base=str(base), adapter=str(adapter), device=str(device))
+                base=str(base), adapter=str(adapter), device=str(device),
+                coverage=coverage_info(dataset, split, gen))
     write_parquet(emb, out_emb, metadata=meta)
     write_parquet(ranks, out_ranks, metadata=meta)
     print(f"{split} shard {shard}/{shards}: {rows.num_rows} sequences, generation {meta['generation_seconds']:.1f}s, "
@@ -189,17 +235,17 @@ def gather_shards(ranks: list[str], embs: list[str], out_ranks: str, out_emb: st
     """Concatenate shard files in seq_id order; timings and counts in the metadata are summed."""
     ranks = [ranks] if isinstance(ranks, str) else list(ranks)
     embs = [embs] if isinstance(embs, str) else list(embs)
-    metas = [parquet_metadata(p) for p in ranks]
-    r = pa.concat_tables([pq.read_table(p) for p in ranks]).sort_by("seq_id")
-    e = pa.concat_tables([pq.read_table(p) for p in embs]).sort_by("seq_id")
-    ids = r.column("seq_id").to_numpy()
+    metas = [parquet_metadata(p, "teacher shard", "teacher_shard") for p in ranks]
+    r = ta.concat_by_seq_id([read_parquet(p, "teacher shard", "teacher_shard") for p in ranks])
+    e = ta.concat_by_seq_id([read_parquet(p, "teacher shard", "teacher_shard") for p in embs])
+    ids = ta.seq_ids(r)
     if len(np.unique(ids)) != len(ids):
         raise UserError(f"duplicate seq_id across teacher shards {ranks}: were shards of different runs mixed?")
-    if not np.array_equal(ids, e.column("seq_id").to_numpy()):
+    if not np.array_equal(ids, ta.seq_ids(e)):
         raise UserError(f"teacher ranks {ranks} and generated embeddings {embs} hold different seq_ids")
     meta = {k: sum(m.get(k, 0) for m in metas) for k in SUMMED}
     first = metas[0] if metas else {}
-    meta.update({k: first.get(k) for k in ("split", "params", "noun", "base", "adapter", "device")}, shards=len(ranks))
+    meta.update({k: first.get(k) for k in ("split", "params", "noun", "base", "adapter", "device", "coverage")}, shards=len(ranks))
     meta["shard_seconds"] = [m.get("generation_seconds", 0) + m.get("grounding_seconds", 0) for m in metas]
     write_parquet(e.replace_schema_metadata(None), out_emb, metadata=meta)
     write_parquet(r.replace_schema_metadata(None), out_ranks, metadata=meta)

@@ -1,4 +1,4 @@
-"""Grounding (SPEC §2, paper Eq. 4): texts -> last-layer last-token embeddings -> nearest items.
+"""Grounding (docs/method.md §2, paper Eq. 4): texts -> last-layer last-token embeddings -> nearest items.
 
 A text's embedding is the final hidden state (after the last norm) of its last token, taken
 from the **base** model (no LoRA), exactly as BIGRec does. Batches are padded on the left and
@@ -15,15 +15,12 @@ dist`` on min-max-normalised ``cdist`` distances), where gamma is chosen on vali
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pyarrow as pa
 
-from dllm2rec.io import UserError, read_json, read_parquet, write_parquet
+from dllm2rec import teacher_artifacts as ta
+from dllm2rec.dataset import load_dataset
+from dllm2rec.io import UserError, write_parquet
 from dllm2rec.teacher.prompts import item_titles
-
-SOURCES_WITH_TITLES = "ml-100k, ml-1m, ml-10m, games, toys, or an official export that includes id2name.txt"
 
 
 def embed_texts(model, tokenizer, texts: list[str], batch_size: int, desc: str | None = None) -> np.ndarray:
@@ -121,48 +118,18 @@ def nearest_items(queries, items, topn: int, targets=None, chunk: int = 256, pop
     return top_items, top_dist, target_dist
 
 
-def fixed_list(matrix: np.ndarray, dtype) -> pa.FixedSizeListArray:
-    matrix = np.ascontiguousarray(matrix, dtype=dtype)
-    flat = pa.array(matrix.reshape(-1), type=pa.from_numpy_dtype(np.dtype(dtype)))
-    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
-
-
-def read_items(data: str) -> pa.Table:
-    """items.parquet of a dataset folder, checked to have usable titles."""
-    data = Path(data)
-    items = read_parquet(data / "items.parquet", "items table")
-    stats_path = data / "stats.json"
-    has_titles = read_json(stats_path).get("has_titles", True) if stats_path.exists() else True
-    titles = items.column("title").to_pylist() if "title" in items.column_names else []
-    if not has_titles or not any(t for t in titles):
-        raise UserError(
-            f"{data}: the dataset has no item titles, but the BIGRec teacher generates and grounds titles. "
-            f"Use a source that provides titles ({SOURCES_WITH_TITLES}); students without a teacher still train on it."
-        )
-    return items.sort_by("item_id")
-
-
-def read_item_embeddings(path: str, n_items: int) -> np.ndarray:
-    table = read_parquet(path, "item embeddings").sort_by("item_id")
-    ids = table.column("item_id").to_numpy()
-    if len(ids) != n_items or not np.array_equal(ids, np.arange(n_items)):
-        raise UserError(f"{path} does not hold embeddings for items 0..{n_items - 1} ({len(ids)} rows); rerun the item_embeddings rule.")
-    col = table.column("embedding").combine_chunks()
-    return col.values.to_numpy(zero_copy_only=False).reshape(n_items, -1).astype(np.float32)
-
-
 def embed_items(base: str, data: str, params: dict, out: str) -> None:
-    """Every item title embedded by the base model -> ``out`` (item_id int32, embedding list<float32>)."""
+    """Every item title embedded by the base model -> ``out`` (the teacher artifacts contract)."""
     import time
 
     from dllm2rec.teacher.model import load_base
 
-    items = read_items(data)
+    dataset = load_dataset(data)
+    dataset.require_titles()  # a UserError for a source without titles
+    titles = item_titles(dataset.items)  # normalised as the generations are (prompts.normalize_title)
     model, tokenizer = load_base(base, dtype=params.get("dtype"))
     t0 = time.time()
-    titles = item_titles(items)  # normalised as the generations are (prompts.normalize_title)
     emb = embed_texts(model, tokenizer, titles, int(params["grounding"]["batch_size"]), desc="item titles")
-    table = pa.table({"item_id": pa.array(items.column("item_id").to_numpy().astype(np.int32)),
-                      "embedding": fixed_list(emb, np.float32)})
-    write_parquet(table, out, metadata={"seconds": time.time() - t0, "base": str(base), "n_items": len(titles),
-                                        "dim": int(emb.shape[1])})
+    table = ta.item_embeddings_table(np.arange(len(titles)), emb)
+    write_parquet(table, out, metadata=ta.embedding_metadata(model.config.hidden_size, seconds=time.time() - t0,
+                                                             base=str(base), n_items=len(titles), dim=int(emb.shape[1])))

@@ -1,20 +1,20 @@
 """The teacher's own test metrics (Table 5's BIGRec row) and inference wall time (Table 6).
 
-Full ranking is the grounded top-N list. A position is a hit when its item is the target or
-shares the target's exact title (items with one title are indistinguishable to the teacher).
-NDCG@K = 1/log2(rank+2) with the 0-based rank of the first hit, 0 beyond K.
+The teacher's ranking is its grounded top-N list. A position is a hit when its item is the
+target or shares the target's exact title (items with one title are indistinguishable to the
+teacher); the 0-based position of the first hit is the rank, and a target missing from the list
+is a miss at every K. HR@K / NDCG@K are then computed as for the students, by
+:func:`dllm2rec.evaluate.metrics_from_ranks`.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pyarrow.compute as pc
 
-from dllm2rec.io import UserError, parquet_metadata, read_parquet, write_json
+from dllm2rec import teacher_artifacts as ta
+from dllm2rec import dataset as ds
+from dllm2rec.evaluate import metrics_from_ranks
+from dllm2rec.io import UserError, parquet_metadata, read_parquet
 from dllm2rec.teacher.prompts import item_titles
-
-KS = (1, 5, 10, 20)
 
 
 def hit_ranks(topk_items: list[list[int]], targets, titles: list[str]) -> np.ndarray:
@@ -29,32 +29,19 @@ def hit_ranks(topk_items: list[list[int]], targets, titles: list[str]) -> np.nda
     return ranks
 
 
-def ranking_metrics(ranks: np.ndarray, ks=KS) -> dict:
-    out = {}
-    found = ranks >= 0
-    for k in ks:
-        hit = found & (ranks < k)
-        out[f"HR@{k}"] = float(hit.mean()) if len(ranks) else 0.0
-        gain = np.where(hit, 1.0 / np.log2(np.where(found, ranks, 0) + 2.0), 0.0)
-        out[f"NDCG@{k}"] = float(gain.mean()) if len(ranks) else 0.0
-    return out
-
-
-def teacher_metrics(ranks: str, data: str, out: str) -> None:
-    """Test HR@K / NDCG@K (K = 1, 5, 10, 20), inference seconds and n_test -> ``out`` JSON."""
-    table = read_parquet(ranks, "teacher ranks")
-    seqs = read_parquet(Path(data) / "sequences.parquet", "sequences table")
-    items = read_parquet(Path(data) / "items.parquet", "items table").sort_by("item_id")
-    test = seqs.filter(pc.equal(seqs.column("split"), "test")).sort_by("seq_id")
-    table = table.sort_by("seq_id")
-    if not np.array_equal(table.column("seq_id").to_numpy(), test.column("seq_id").to_numpy()):
+def teacher_metrics(ranks: str, data: str, out: str, teacher: str | None = None) -> None:
+    """Test HR@K / NDCG@K, inference seconds and n_test -> ``out`` JSON, with the dataset's and
+    the ``teacher``'s names."""
+    table = read_parquet(ranks, "teacher ranks", rule="teacher_gather")
+    dataset = ds.load_dataset(data)
+    test = dataset.split("test", by_seq_id=True)
+    table = ta.concat_by_seq_id([table])
+    if not np.array_equal(ta.seq_ids(table), ds.seq_ids(test)):
         raise UserError(f"{ranks} does not hold exactly the test sequences of {data} "
                         f"({table.num_rows} rows vs {test.num_rows}); rerun the teacher for this dataset.")
-    titles = item_titles(items)
-    r = hit_ranks(table.column("topk_items").to_pylist(), test.column("target").to_pylist(), titles)
+    titles = item_titles(dataset.items)  # as the teacher saw them (prompts.normalize_title)
+    r = hit_ranks(ta.topk_items(table), ds.targets(test).tolist(), titles)
     meta = parquet_metadata(ranks)
-    write_json({
-        "test": ranking_metrics(r),
-        "inference_seconds": float(meta.get("generation_seconds", 0.0) + meta.get("grounding_seconds", 0.0)),
-        "n_test": int(test.num_rows),
-    }, out)
+    ta.write_metrics(out, dataset.name, teacher, metrics_from_ranks(r),
+                          float(meta.get("generation_seconds", 0.0) + meta.get("grounding_seconds", 0.0)),
+                          int(test.num_rows))

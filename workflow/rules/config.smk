@@ -1,0 +1,220 @@
+# Config handling: schema validation, `extends` between methods, Figure 2's sweep methods and
+# the cross-checks that must pass before any job runs. Paths and getters are in paths.smk.
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)  # the dllm2rec package beside the Snakefile
+from dllm2rec import layout as L
+from dllm2rec.data.check import dataset_problem
+from dllm2rec.data.sources import SOURCES
+from dllm2rec.distill.spec import needs_full_coverage
+from dllm2rec.distill.spec import teacher_needs as method_teacher_needs
+from dllm2rec.distill.spec import option_types, options_class, parse_options
+from dllm2rec.io import UserError
+from dllm2rec.selection import SearchError, grid_points, read_choice
+from dllm2rec.teacher import coverage as teacher_coverage
+from dllm2rec.sweeps import FIGURE2_PARAMS, sweep_method
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+
+def fail(msg):
+    raise WorkflowError(f"config error: {msg}")
+
+
+def resolve_method(name, seen=()):
+    """The method's options with `extends` applied (the child's keys win)."""
+    if name not in config["methods"]:
+        fail(
+            f"method {name!r} is not defined under `methods` (defined: {', '.join(config['methods'])})."
+        )
+    entry = dict(config["methods"][name])
+    # a grid is not an option (its points: search_points below)
+    entry.pop("search", None)
+    parent = entry.pop("extends", None)
+    if parent is None:
+        return entry
+    if parent in seen:
+        fail(
+            f"methods.{name}.extends forms a cycle: {' -> '.join((*seen, name, parent))}"
+        )
+    merged = resolve_method(parent, (*seen, name))
+    merged.update(entry)
+    return merged
+
+
+def figure2_methods():
+    """Figure 2's sweep points: {method name: its config entry}, each extending `dllm2rec`."""
+    sweep = config["tables"].get("figure2", {})
+    return {
+        sweep_method(param, value): {
+            "type": "dllm2rec",
+            "extends": "dllm2rec",
+            param: value,
+        }
+        for param in FIGURE2_PARAMS
+        for value in sweep.get(param, [])
+    }
+
+
+# the sweep points become methods (a method the user defined under the same name wins)
+for _name, _entry in figure2_methods().items():
+    config["methods"].setdefault(_name, _entry)
+
+
+# --- search grids: `methods.<name>.search` (dllm2rec/selection.py, docs/protocol.md) ----------
+def search_points():
+    """{searched method: [its grid points]}; keys and values checked against the method's options
+    and the student keys a search may vary."""
+    grids = {}
+    for name, entry in config["methods"].items():
+        if "search" not in entry:
+            continue
+        try:
+            options = option_types(options_class(entry["type"]))
+            grids[name] = grid_points(name, entry["search"], options)
+        except (SearchError, UserError) as err:
+            fail(str(err))
+    return grids
+
+
+SEARCH = search_points()
+GRID_POINTS = {p.name: p for points in SEARCH.values() for p in points}
+# each point becomes a method extending the searched one with the point's option values
+for _point in GRID_POINTS.values():
+    # (no clash with a defined method: the schema allows no `@` in method names)
+    config["methods"][_point.name] = {
+        "type": config["methods"][_point.method]["type"],
+        "extends": _point.method,
+        **_point.method_options,
+    }
+    try:
+        parse_options(resolve_method(_point.name), _point.method)
+    except UserError as err:
+        fail(f"{err} (in methods.{_point.method}.search)")
+
+
+def check_raw_files(name, ds):
+    """Every raw file of dataset `name` exists (checked here, at config time: Snakemake swallows
+    an error raised inside an input function when the outputs already exist, and would report
+    "Nothing to be done" over results made from files that are gone)."""
+    source = SOURCES[ds["source"]]
+    for key in (
+        *source.paths,
+        *(k for k in source.optional if k in ds.get("paths", {})),
+    ):
+        path = ds["paths"][key]
+        if not os.path.exists(path):
+            fail(
+                f"datasets.{name}.paths.{key} = {path!r} does not exist (working directory {os.getcwd()}). "
+                f"Download the raw {ds['source']} files (docs/datasets.md says where) and set that key to "
+                f"their path, or take datasets.{name} out of the config."
+            )
+
+
+def check_ranked_lists():
+    """A method cannot read more of the teacher's ranked list than grounding keeps (`topn`)."""
+    for name in config["methods"]:
+        try:
+            opt = parse_options(resolve_method(name), name)
+        except UserError as err:
+            fail(str(err))
+        if opt.method != "dllm2rec" or not opt.ranking:
+            continue
+        for teacher, tcfg in config["teachers"].items():
+            topn = tcfg.get("grounding", {}).get("topn", 100)
+            if opt.k > topn:
+                fail(
+                    f"methods.{name}.k = {opt.k} is larger than teachers.{teacher}.grounding.topn = {topn}: "
+                    f"DLLM2Rec distils the teacher's top-k, and the teacher keeps only its top-{topn}. "
+                    f"Lower k or raise topn."
+                )
+
+
+def check_config():
+    tables = config["tables"]
+    if tables["teacher"] not in config["teachers"]:
+        fail(
+            f"tables.teacher is {tables['teacher']!r}, which is not a key of `teachers` ({', '.join(config['teachers'])})."
+        )
+    for name in tables["datasets"]:
+        if name not in config["datasets"]:
+            fail(
+                f"tables.datasets names {name!r}, which is not a key of `datasets` ({', '.join(config['datasets'])})."
+            )
+    for name in tables["backbones"]:
+        if name not in config["student"]["backbones"]:
+            fail(
+                f"tables.backbones names {name!r}; add it under student.backbones (e.g. `{name}: {{}}`)."
+            )
+    ablation = tables.get("ablation", {})
+    if (ablation or tables.get("figure2")) and "dllm2rec" not in config["methods"]:
+        fail(
+            "tables.ablation compares variants with the method `dllm2rec`: define methods.dllm2rec."
+        )
+    for name in [
+        *tables["methods"],
+        *ablation.get("table7", []),
+        *ablation.get("table8", []),
+    ]:
+        resolve_method(name)
+    for name in config["methods"]:
+        resolve_method(name)
+    for name, ds in config["datasets"].items():
+        needed = SOURCES[ds["source"]].paths
+        missing = [key for key in needed if key not in ds["paths"]]
+        if missing:
+            fail(
+                f"datasets.{name} (source {ds['source']}) needs paths.{', paths.'.join(missing)}: set them to the raw files (see docs/datasets.md)."
+            )
+        problem = dataset_problem(name, ds, needs_titles=name in tables["datasets"])
+        if problem:
+            fail(problem)
+        check_raw_files(name, ds)
+    check_ranked_lists()
+
+
+def check_coverage():
+    """generation.train_coverage: a valid value, and no method of the tables that needs teacher
+    output for every training sequence (KAR, LLM-CF) while the tables' teacher covers a subset.
+    """
+    for name, teacher in config["teachers"].items():
+        key = f"teachers.{name}.generation.{teacher_coverage.KEY}"
+        try:
+            teacher_coverage.parse_coverage(
+                teacher.get("generation", {}).get(teacher_coverage.KEY), key
+            )
+        except UserError as e:
+            fail(str(e))
+    teacher = config["tables"]["teacher"]
+    gen = config["teachers"][teacher].get("generation", {})
+    if not teacher_coverage.is_partial(gen.get(teacher_coverage.KEY)):
+        return
+    ablation = config["tables"].get("ablation", {})
+    names = [
+        *config["tables"]["methods"],
+        *ablation.get("table7", []),
+        *ablation.get("table8", []),
+    ]
+    for name in dict.fromkeys(names):
+        if needs_full_coverage(resolve_method(name), name):
+            fail(
+                f"method {name!r} needs teacher output for every training sequence, but "
+                f"teachers.{teacher}.generation.{teacher_coverage.KEY} is "
+                f"{gen[teacher_coverage.KEY]!r}: set it to `all`, or remove {name!r} from tables.methods."
+            )
+
+
+check_config()
+check_coverage()
+
+TABLES = config["tables"]
+ABLATION = TABLES.get("ablation", {})
+FIGURE2 = TABLES.get("figure2", {})

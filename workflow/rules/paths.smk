@@ -1,0 +1,334 @@
+# Paths and getters: every rule's inputs, outputs and params. The path templates come from
+# dllm2rec/layout.py (the one place that spells a path; docs/artifacts.md lists them).
+import functools
+
+SPLITS = ["train", "valid", "test"]
+
+
+# --- code each stage runs (Snakemake does not track imported modules by itself) -------------
+def code(*parts):
+    """The package's Python files under the given subpackages/modules, as inputs of the rules that
+    run them (with the I/O helpers, the layout and the CLI every rule goes through). Found beside
+    the Snakefile, so `--directory` elsewhere still tracks them."""
+    package = Path(workflow.basedir) / "dllm2rec"
+    files = [package / "io.py", package / "cli.py", package / "layout.py"]
+    for part in parts:
+        path = package / part
+        files += (
+            sorted(path.glob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+        )
+    return [os.path.relpath(f) for f in files]
+
+
+def jsonarg(obj):
+    """A config subtree as one scalar param; sorted keys, so key order never causes a rerun."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+# --- datasets --------------------------------------------------------------------------------
+def dataset_cfg(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def dataset_params(wildcards):
+    """What the data stage reads: the prompt noun is the teacher's, so changing it keeps the data."""
+    return jsonarg({k: v for k, v in dataset_cfg(wildcards).items() if k != "noun"})
+
+
+def raw_files(wildcards):
+    """The raw files of a non-embedded dataset; a missing one stops the job with the fix."""
+    ds = dataset_cfg(wildcards)
+    source = SOURCES[ds["source"]]
+    files = []
+    for key in source.paths:
+        path = ds["paths"][key]
+        if not os.path.exists(path):
+            raise WorkflowError(
+                f"datasets.{wildcards.dataset}.paths.{key} = {path!r} does not exist. Download the raw "
+                f"{ds['source']} files (docs/datasets.md says where) and set that key to their path."
+            )
+        files.append(path)
+    for key in source.optional:
+        if key in ds["paths"]:
+            files.append(ds["paths"][key])
+    return files
+
+
+def data_files(dataset="{dataset}"):
+    """The dataset's files as named inputs: data_items, data_sequences, data_stats."""
+    return {f"data_{part}": L.data_file(part, dataset) for part in L.DATASET_FILES}
+
+
+# --- teacher -----------------------------------------------------------------------------------
+def teacher_cfg(wildcards):
+    return config["teachers"][wildcards.teacher]
+
+
+def sft_launcher(wildcards):
+    """`python`, or `accelerate launch` over the teacher's `sft_gpus` GPUs (data parallel)."""
+    gpus = teacher_cfg(wildcards)["sft_gpus"]
+    return "python" if gpus == 1 else f"accelerate launch --num_processes {gpus}"
+
+
+def shard_params(wildcards):
+    """Generation and grounding settings; prompts are cut as in fine-tuning unless set apart.
+    The train coverage (docs/teacher.md) is passed to the train split's shards only, and not at
+    all when it is `all`, so the default's params and the valid/test shards never change with it.
+    """
+    cfg = teacher_cfg(wildcards)
+    generation = {"cutoff_len": cfg["sft"]["cutoff_len"], **cfg["generation"]}
+    coverage = generation.pop("train_coverage", "all")
+    seed = generation.pop("train_coverage_seed", 0)
+    if wildcards.split == "train" and coverage != "all":
+        generation.update(train_coverage=coverage, train_coverage_seed=seed)
+    return jsonarg(
+        {"dtype": cfg["dtype"], "generation": generation, "grounding": cfg["grounding"]}
+    )
+
+
+def item_embedding_params(wildcards):
+    cfg = teacher_cfg(wildcards)
+    grounding = {"batch_size": cfg["grounding"]["batch_size"]}
+    return jsonarg({"dtype": cfg["dtype"], "grounding": grounding})
+
+
+def scatter_index(wildcards):
+    """'2-of-4' -> (2, 4)."""
+    shard, shards = wildcards.scatteritem.split("-of-")
+    return int(shard), int(shards)
+
+
+# --- students ------------------------------------------------------------------------------------
+@functools.lru_cache(
+    maxsize=None
+)  # asked once per job: thousands of times with search grids
+def teacher_needs(method):
+    """The teacher artifacts a method reads, {part: [splits]}, from the method's options
+    (dllm2rec/distill/spec.py, torch-free), so that the rule declares exactly what the trainer loads.
+    """
+    return method_teacher_needs(resolve_method(method), name=method)
+
+
+def student_inputs(wildcards):
+    inputs = data_files(wildcards.dataset)
+    for part, splits in teacher_needs(wildcards.method).items():
+        files = [
+            L.teacher_file(part, wildcards.dataset, wildcards.teacher, split=s)
+            for s in splits
+        ]
+        inputs[part] = files[0] if part in L.PER_ITEM_TEACHER_PARTS else files
+    return inputs
+
+
+def student_params(wildcards):
+    # eval_batch_size and device change the speed, not the results
+    ignore = ("backbones", "device", "eval_batch_size")
+    student = {k: v for k, v in config["student"].items() if k not in ignore}
+    student["backbone"] = config["student"]["backbones"][wildcards.backbone]
+    params = {"student": student, "method": resolve_method(wildcards.method)}
+    point = GRID_POINTS.get(wildcards.method)
+    if (
+        point
+    ):  # a grid point: its student values, and what it is a point of (metrics.json params)
+        student.update(point.student)
+        params["search"] = {"method": point.method, "values": point.values}
+    return jsonarg(params)
+
+
+def student_gpu(wildcards):
+    """1 when the student runs on a GPU (`device: cuda`, or `auto` with an NVIDIA GPU visible on the
+    machine that builds the DAG, i.e. `nvidia-smi` on the PATH; on a cluster whose login node has none, set `device: cuda`), so
+    that profiles can cap how many students share one GPU (`student_gpu` resource). Torch-free.
+    """
+    device = config["student"]["device"]
+    return int(
+        device == "cuda"
+        or (device == "auto" and shutil.which("nvidia-smi") is not None)
+    )
+
+
+def student_teacher_arg(wildcards):
+    if not teacher_needs(wildcards.method):
+        return ""
+    return f"--teacher {L.teacher_dir(wildcards.dataset, wildcards.teacher)}"
+
+
+def student_metrics(datasets, teacher, backbones, methods, seeds, searched=False):
+    """The runs' metrics files: of the methods without a search grid, or (``searched``) of the
+    searched ones, whose runs are their chosen grid point's (known after the selection). Rules
+    take the two as separate inputs, so the first are in the DAG before the selection runs.
+    """
+    return [
+        L.student_file(
+            "metrics",
+            dataset=d,
+            teacher=teacher,
+            backbone=b,
+            method=chosen_run(d, b, m) if searched else m,
+            seed=s,
+        )
+        for d in datasets
+        for b in backbones
+        for m in methods
+        if (m in SEARCH) == searched
+        for s in seeds
+    ]
+
+
+# --- tables ---------------------------------------------------------------------------------------
+def teacher_metrics_files(wildcards):
+    return [L.teacher_file("metrics", d, TABLES["teacher"]) for d in TABLES["datasets"]]
+
+
+def popularity_files(wildcards):
+    """Table 5's Popularity rows: one reference file per dataset (rule popularity, data.smk)."""
+    return [L.popularity_file(d) for d in TABLES["datasets"]]
+
+
+def table5_students(searched=False):
+    """Getter: Table 5's runs (see student_metrics for ``searched``)."""
+
+    def getter(wildcards):
+        return student_metrics(
+            TABLES["datasets"],
+            TABLES["teacher"],
+            TABLES["backbones"],
+            TABLES["methods"],
+            TABLES["seeds"],
+            searched,
+        )
+
+    return getter
+
+
+def ablation_inputs(table, searched=False):
+    def getter(wildcards):
+        return student_metrics(
+            TABLES["datasets"],
+            TABLES["teacher"],
+            [ABLATION.get("backbone", "dros")],
+            ["dllm2rec", *ABLATION.get(table, [])],
+            TABLES["seeds"],
+            searched,
+        )
+
+    return getter
+
+
+def figure2_inputs(searched=False):
+    def getter(wildcards):
+        return student_metrics(
+            TABLES["datasets"],
+            TABLES["teacher"],
+            [FIGURE2.get("backbone", "dros")],
+            ["dllm2rec", *figure2_methods()],
+            TABLES["seeds"],
+            searched,
+        )
+
+    return getter
+
+
+def final_targets():
+    targets = [L.table("table4"), L.table("table5")]
+    if "dllm2rec" in TABLES["methods"]:
+        targets.append(L.table("table6"))
+    targets += [L.table(t) for t in ("table7", "table8") if ABLATION.get(t)]
+    if figure2_methods():
+        targets.append(L.FIGURE2)
+    return targets
+
+
+# --- Tables 1-3 and the report's extra inputs (tables.smk) ------------------------------------
+# Tables 1-3 compare the teacher with the plain DROS student (method none) of Table 5's runs.
+def analysis_tables():
+    ok = "dros" in TABLES["backbones"] and "none" in TABLES["methods"]
+    return [L.table(t) for t in ("table1", "table2", "table3")] if ok else []
+
+
+def student_files(part, backbones=None, methods=None, searched=False):
+    """Getter: the run file `part` (a key of layout.RUN_FILES) of Table 5's runs, or of the
+    given backbones x methods (see student_metrics for ``searched``)."""
+
+    def getter(wildcards):
+        return [
+            L.student_file(
+                part,
+                dataset=d,
+                teacher=TABLES["teacher"],
+                backbone=b,
+                method=chosen_run(d, b, m) if searched else m,
+                seed=s,
+            )
+            for d in TABLES["datasets"]
+            for b in backbones or TABLES["backbones"]
+            for m in methods or TABLES["methods"]
+            if (m in SEARCH) == searched
+            for s in TABLES["seeds"]
+        ]
+
+    return getter
+
+
+def report_targets():
+    """What `snakemake --report` shows besides Tables 4-8 and Figure 2."""
+    figures = ("table5_bars", "valid_ndcg", "sft_loss")
+    return [
+        *([L.SELECTION] if searched_runs() else []),
+        *analysis_tables(),
+        L.table("teacher_metrics"),
+        *(L.figure(f) for f in figures),
+    ]
+
+
+# --- search grids and the selection (selection.smk, dllm2rec/selection.py) --------------------
+def searched_runs():
+    """(backbone, searched method) pairs the tables read: Table 5's, Tables 7-8's and Figure 2's
+    DLLM2Rec reference, and Tables 1-3's plain DROS student."""
+    pairs = {(b, m) for b in TABLES["backbones"] for m in TABLES["methods"]}
+    if ABLATION.get("table7") or ABLATION.get("table8"):
+        pairs.add((ABLATION.get("backbone", "dros"), "dllm2rec"))
+    if figure2_methods():
+        pairs.add((FIGURE2.get("backbone", "dros"), "dllm2rec"))
+    if analysis_tables():
+        pairs.add(("dros", "none"))
+    return sorted((b, m) for b, m in pairs if m in SEARCH)
+
+
+def selection_inputs(wildcards):
+    """Every grid point's metrics file, of the searched methods the tables read."""
+    return [
+        L.student_file(
+            "metrics",
+            dataset=d,
+            teacher=TABLES["teacher"],
+            backbone=b,
+            method=p.name,
+            seed=s,
+        )
+        for d in TABLES["datasets"]
+        for b, m in searched_runs()
+        for p in SEARCH[m]
+        for s in TABLES["seeds"]
+    ]
+
+
+_CHOICE = {}  # selection.csv's choice, read once per modification
+
+
+def chosen_run(dataset, backbone, method):
+    """The run name the tables read for ``method``: itself, or for a searched method the grid
+    point the selection chose (waits for the selection checkpoint)."""
+    if method not in SEARCH:
+        return method
+    path = checkpoints.selection.get().output[0]
+    key = (path, os.path.getmtime(path))
+    if key not in _CHOICE:
+        _CHOICE.clear()
+        _CHOICE[key] = read_choice(path)
+    try:
+        return _CHOICE[key][dataset, backbone, method]
+    except KeyError:
+        raise WorkflowError(
+            f"{path} has no chosen point of {method} on {dataset}/{backbone}; delete it and rerun."
+        ) from None
