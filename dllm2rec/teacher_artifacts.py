@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dllm2rec import layout
 from dllm2rec.io import UserError, parquet_metadata, read_json, read_parquet, write_json
