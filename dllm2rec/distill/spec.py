@@ -21,7 +21,6 @@ import typing
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from dllm2rec import layout
 from dllm2rec.io import UserError
 
 SPLITS = ("train", "valid", "test")
@@ -34,16 +33,6 @@ _ENCODER_PARTS = {
     "teacher": frozenset({"item_embeddings", "generated_embeddings"}),
     "minilm": frozenset({"text_item_embeddings", "text_generated_embeddings"}),
 }
-
-
-def part_files(part: str, splits) -> list[str]:
-    """The files of a teacher part, relative to the teacher's folder (one per split for the
-    per-sequence parts, one for the per-item parts), as :mod:`dllm2rec.layout` names them."""
-    if part not in TEACHER_PARTS:
-        raise ValueError(f"unknown teacher part {part!r}; known: {TEACHER_PARTS}")
-    if part in layout.PER_ITEM_TEACHER_PARTS:
-        return [layout.TEACHER_FILES[part]]
-    return [layout.TEACHER_FILES[part].format(split=s) for s in splits]
 
 
 RESERVED_KEYS = ("type", "extends", "search")  # config keys every entry may carry; not options
