@@ -2,6 +2,7 @@
 
     python benchmarks/student_epoch.py [--data DIR] [--widths 576 4096] [--epochs 2] [--threads 2]
                                        [--backbone dros] [--method dllm2rec] [--device cpu]
+                                       [--compile off|on|both]
 
 Data: ``--data`` (a built dataset folder), else ml-100k is built with the data stage
 (``dllm2rec.data.build``, all sequences: 72,456 train rows, 1,682 items, the movielens rule);
@@ -9,7 +10,9 @@ if that fails (offline, no wheel) a synthetic dataset of the same shape is used 
 says so. Teacher: random, of the contract's schema: top-100 lists per train sequence, item
 embeddings of each width in ``--widths`` (576 = SmolLM2-135M, 4096 = LLaMA-2-7B). Timing is the
 training part of each epoch (the ``seconds`` column of train_log.csv: batches, negatives,
-losses, optimizer; validation excluded), reported per epoch; the first epoch includes warm-up.
+losses, optimizer; validation excluded), reported per epoch; the first epoch includes warm-up
+(and, with ``--compile``, the compilation). ``--compile both`` times the eager and the compiled
+training step (``student.compile``: CUDA graphs on a GPU) in the same run, one row each.
 """
 from __future__ import annotations
 
@@ -88,6 +91,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="dros")
     ap.add_argument("--method", default="dllm2rec")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--compile", choices=["off", "on", "both"], default="off")
     args = ap.parse_args()
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     student = {k: v for k, v in cfg["student"].items() if k != "backbones"}
@@ -99,22 +103,27 @@ def main() -> None:
         tmp = Path(tmp)
         data, what = get_data(args.data, tmp)
         rows = []
-        for width in (args.widths if args.method != "none" else [0]):
+        compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+        method = {k: v for k, v in cfg["methods"][args.method].items() if k != "search"}
+        for width, compiled in [(w, c) for w in (args.widths if args.method != "none" else [0]) for c in compiles]:
             teacher = tmp / f"teacher{width}"
-            if width:
+            if width and not teacher.exists():
                 write_random_teacher(data, teacher, width)
-            params = {"student": student, "method": cfg["methods"][args.method]}
+            params = {"student": {**student, "compile": compiled}, "method": method}
+            name = f"{width}-{'compiled' if compiled else 'eager'}"
             t0 = time.perf_counter()
-            train_student(str(data), args.backbone, args.method, params, 0, str(tmp / f"out{width}"),
-                          str(tmp / f"work{width}"), teacher=str(teacher) if width else None,
+            train_student(str(data), args.backbone, args.method, params, 0, str(tmp / f"out{name}"),
+                          str(tmp / f"work{name}"), teacher=str(teacher) if width else None,
                           threads=args.threads, device=args.device)
-            log = list(csv.DictReader((tmp / f"out{width}" / "train_log.csv").open()))
+            log = list(csv.DictReader((tmp / f"out{name}" / "train_log.csv").open()))
             secs = [float(r["seconds"]) for r in log]
-            m = json.loads((tmp / f"out{width}" / "metrics.json").read_text())
-            rows.append({"what": f"{args.backbone}+{args.method}" + (f", teacher width {width}" if width else ""),
+            m = json.loads((tmp / f"out{name}" / "metrics.json").read_text())
+            rows.append({"what": f"{args.backbone}+{args.method}" + (f", teacher width {width}" if width else "")
+                         + (", compiled" if compiled else ""),
                          "data": what, "machine": machine, "epoch_seconds": secs,
                          "steady_epoch_seconds": min(secs), "valid_eval_seconds": float(log[-1]["valid_seconds"]),
-                         "test_inference_seconds": m["inference_seconds"], "total_seconds": time.perf_counter() - t0})
+                         "test_inference_seconds": m["inference_seconds"], "total_seconds": time.perf_counter() - t0,
+                         "valid_NDCG@20": m["valid"]["NDCG@20"]})
             print(json.dumps(rows[-1]), flush=True)
 
 

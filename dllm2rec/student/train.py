@@ -45,7 +45,7 @@ from dllm2rec.io import UserError, atomic_path
 from dllm2rec.student.base import get_backbone
 
 STUDENT_KEYS = {"hidden", "dropout", "lr", "batch_size", "weight_decay", "epochs", "patience",
-                "eval_batch_size", "device", "backbone", "backbones"}
+                "eval_batch_size", "device", "compile", "backbone", "backbones"}
 LOG_FIELDS = run_files.LOG_FIELDS
 FORMAT = run_files.MODEL_FORMAT
 
@@ -101,7 +101,7 @@ def _student_params(params: dict, backbone: str) -> tuple[dict, dict]:
     if bb is None:
         bb = (s.get("backbones") or {}).get(backbone, {})
     defaults = {"hidden": 64, "dropout": 0.1, "lr": 1e-3, "batch_size": 256, "weight_decay": 0.0,
-                "epochs": 100, "patience": 10, "eval_batch_size": 1024}
+                "epochs": 100, "patience": 10, "eval_batch_size": 1024, "compile": False}
     cfg = {k: s.get(k, v) for k, v in defaults.items()}
     return cfg, dict(bb or {})
 
@@ -169,6 +169,8 @@ class Run:
                                                  "stopped": False})
     covered: torch.Tensor | None = None  # bool [S_train]: rows with teacher output; None = all (teacher coverage)
     covered_row: torch.Tensor | None = None  # [S_train] long: a covered row's index among the covered rows
+    encode: object = None  # the training step's student.encode and student.rec_loss, compiled with
+    rec_loss: object = None  # ``student.compile`` (see :func:`_training_functions`)
 
 
 def _load_teacher(teacher, method: str, mcfg: dict, splits: dict, n_items: int):
@@ -256,10 +258,27 @@ def _prepare(data, backbone, method, params, seed, teacher, device) -> Run:
     gen = torch.Generator().manual_seed(seed)
     run = Run(backbone, method, params, seed, cfg, dev, n_items, max_len, {s: d.to(dev) for s, d in splits.items()},
               tr, dataset.name, student, meth, opt, gen)
+    run.encode, run.rec_loss = _training_functions(student, dev, bool(cfg["compile"]))
     if covered is not None:
         run.covered = covered.to(dev)
         run.covered_row = (torch.cumsum(covered.long(), 0) - 1).to(dev)  # split row -> covered row
     return run
+
+
+def _training_functions(student, device: torch.device, compile_step: bool):
+    """``(encode, rec_loss)`` used by the training step: the student's own methods, or, with
+    ``student.compile``, the same functions through ``torch.compile`` (forward and backward fused
+    by Inductor; on a GPU in ``reduce-overhead`` mode, which replays each step as a CUDA graph
+    instead of launching its kernels one by one). Validation and test stay eager. The math is the
+    same; the compiled dropout draws from Inductor's own random stream, so runs agree with the
+    eager ones within seed noise, not bit for bit (exactly, with
+    ``torch._inductor.config.fallback_random = True``: tests/test_student_compile.py)."""
+    if not compile_step:
+        return student.encode, student.rec_loss
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    # dynamic=False: the full batches and the last one get a graph each, nothing is recompiled
+    return (torch.compile(student.encode, mode=mode, dynamic=False),
+            torch.compile(student.rec_loss, mode=mode, dynamic=False))
 
 
 def _resume(run: Run, work: Path, fp: str) -> None:
@@ -293,9 +312,9 @@ def _train_epoch(run: Run, epoch: int) -> list[float]:
         rows = perm_d[start:start + bs]
         batch = Batch("train", rows, tr.history[rows], tr.lengths[rows], tr.target[rows], negs_d[start:start + bs])
         table = meth.item_table_for(student, batch.history)
-        st = meth.adjust_state(student.encode(batch.history, batch.lengths, table), batch)
+        st = meth.adjust_state(run.encode(batch.history, batch.lengths, table), batch)
         scores = meth.scores(student, st, batch)
-        rec = student.rec_loss(scores, batch.target, batch.negative)
+        rec = run.rec_loss(scores, batch.target, batch.negative)
         dist = _distill_loss(run, batch, scores, st, epoch)
         loss = rec + dist
         run.opt.zero_grad(set_to_none=True)
