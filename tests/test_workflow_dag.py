@@ -77,6 +77,20 @@ def test_paper_config_dry_runs_every_table(project):
         assert rule in counts
 
 
+def test_evidence_config_dry_runs_table5_with_three_seeds_and_the_search(project):
+    cfg = merged(load_yaml(project / "config.yaml"), load_yaml(project / "configs" / "evidence.yaml"))
+    res = snakemake(project, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "configs/evidence.yaml")
+    assert res.returncode == 0, res.stdout[-3000:]
+    counts = job_counts(res.stdout)
+    t = cfg["tables"]
+    assert len(t["seeds"]) == 3 and n_points(cfg["methods"]["dllm2rec"]) > 1 and "none" in t["methods"]
+    assert counts["student"] == len(t["backbones"]) * len(t["seeds"]) * sum(n_points(cfg["methods"][m])
+                                                                              for m in t["methods"])
+    assert cfg["teachers"]["smollm2-135m"]["grounding"]["popularity_gamma"] > 0
+    for rule in ("table5", "table6", "selection", "teacher_metrics", "popularity"):
+        assert rule in counts
+
+
 def test_missing_raw_file_names_the_key_and_the_fix(project):
     res = snakemake(project, "-n", "--cores", "1", "--configfile", "configs/paper.yaml")
     assert res.returncode != 0
