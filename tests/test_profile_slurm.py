@@ -260,3 +260,15 @@ def test_gpu_model(workdir):
             check_cpu_job(rule, argv)
         else:
             check_gpu_job(rule, argv, model={"sft": "a100", "item_embeddings": "h100"}[rule])
+
+
+def test_gpu_students_share_a_gpu_through_shards(workdir):
+    """The profile's commented student block: `gres: shard:1` asks Slurm for one GPU shard per
+    student (so that several share a GPU), and nothing else of the GPU kind."""
+    text = (REPO / "profiles" / "slurm" / "config.yaml").read_text()
+    assert '#   gres: "shard:1"' in text  # the block this test applies
+    targets = [f"results/students/{DATASET}/{TEACHER}/{b}/none/seed0/metrics.json" for b in ("gru4rec", "sasrec")]
+    jobs, out = slurm_run(workdir, targets, "--set-resources", "student:gres=shard:1")
+    assert [rule for rule, _, _ in jobs] == ["student", "student"], out[-6000:]
+    for _, _, argv in jobs:
+        assert gpu_args(argv) == ["--gres=shard:1"], argv
