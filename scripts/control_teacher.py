@@ -32,6 +32,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dllm2rec import teacher_artifacts as ta  # noqa: E402
+from dllm2rec.evaluate import metrics_from_ranks, target_rank  # noqa: E402
 from dllm2rec.io import write_parquet  # noqa: E402
 from dllm2rec.student.train import load_model, load_sequences, train_student  # noqa: E402
 
@@ -56,7 +57,7 @@ def write_control_teacher(model: Path, data: Path, out: Path) -> float:
     emb = table[:n].numpy()
     write_parquet(ta.item_embeddings_table(np.arange(n), emb), ta.path(out, "item_embeddings"),
                   metadata=ta.embedding_metadata(emb.shape[1], control_teacher=str(model)))
-    return float((top.indices[:, :20] == tr.target[:, None]).any(1).float().mean())
+    return metrics_from_ranks(target_rank(scores, tr.target))["HR@20"]
 
 
 def load_config(files: list[str]) -> dict:
