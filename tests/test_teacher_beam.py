@@ -172,3 +172,28 @@ def test_token_batches_respect_budget_and_count():
         assert len(b) == 1 or len(b) * (max(lengths[i] for i in b) + 40) <= 600
     assert batches[0] == [1, 3]  # 2 x (200 + 40) = 480; a third prompt would need 720
     assert token_batches([1000], 4, 10, 600, 3) == [[0]]  # over budget alone: still generated
+
+
+@pytest.mark.parametrize("num_beams,early_stopping", [(4, False), (4, True), (3, "never"), (1, False)])
+def test_decode_step_reads_nothing_back_from_the_device(num_beams, early_stopping):
+    """The decode step that a GPU captures as a CUDA graph (the forward pass over the shared prompt
+    cache and the beam bookkeeping) runs on the meta device, which has shapes but no values: an
+    operation that reads a value back (``.item()``, ``bool()``, ``nonzero``, a boolean mask) would
+    fail there, as it would break the graph's capture on a GPU. Two steps, so the second reads the
+    first one's reordered beams and suffix cache."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = make_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg).eval()
+    decoder = Decoder(model, tok, num_beams, MAX_NEW, early_stopping=early_stopping)
+    assert decoder.device.type == "meta" and not decoder.cuda_graph
+    decoder._allocate(3, 64)
+    decoder._reset()
+    with torch.inference_mode():
+        decoder._step()
+        decoder._step()
+    assert decoder.fin_seqs.shape == (3, num_beams, MAX_NEW) and decoder.done.is_meta

@@ -124,9 +124,8 @@ def forward(run, rows):
     gen = torch.Generator().manual_seed(5)
     neg = torch.randint(0, run.n_items, (len(rows),), generator=gen)
     batch = Batch("train", rows, tr.history[rows], tr.lengths[rows], tr.target[rows], neg)
-    table = run.meth.item_table_for(run.student, batch.history)
-    state = run.meth.adjust_state(run.student.encode(batch.history, batch.lengths, table), batch)
-    return batch, state, run.meth.scores(run.student, state, batch)
+    scores, state, _ = train_mod.step_forward(run.student, run.meth, batch)
+    return batch, state, scores
 
 
 def test_rows_without_teacher_output_get_no_distillation_loss(synth, tmp_path):

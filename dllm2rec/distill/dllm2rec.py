@@ -163,9 +163,15 @@ class DLLM2Rec(DistillMethod):
         return base + self.ed_weight * proj if self.offset else proj
 
     def item_table_for(self, student, history: torch.Tensor) -> torch.Tensor:
+        """On a CPU, only the batch's distinct history items are projected (about 1,100 of ml-100k's
+        1,682 per batch: the projector is most of a step's cost there). On a GPU the whole table
+        is projected, which is cheap there and needs no ``torch.unique``, whose output size would
+        have to be read back to the host every step. The rows the history indexes are the same."""
         base = student.item_emb.weight
         if not self.use_embedding:
             return base
+        if history.device.type != "cpu":
+            return self.item_table(student)
         used = distinct_items(history, self.ctx.n_items)
         proj = self.projector(self.z[used])
         if self.offset:

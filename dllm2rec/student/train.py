@@ -169,8 +169,7 @@ class Run:
                                                  "stopped": False})
     covered: torch.Tensor | None = None  # bool [S_train]: rows with teacher output; None = all (teacher coverage)
     covered_row: torch.Tensor | None = None  # [S_train] long: a covered row's index among the covered rows
-    encode: object = None  # the training step's student.encode and student.rec_loss, compiled with
-    rec_loss: object = None  # ``student.compile`` (see :func:`_training_functions`)
+    forward: object = None  # :func:`step_forward`, compiled with ``student.compile`` (:func:`_training_forward`)
 
 
 def _load_teacher(teacher, method: str, mcfg: dict, splits: dict, n_items: int):
@@ -258,27 +257,40 @@ def _prepare(data, backbone, method, params, seed, teacher, device) -> Run:
     gen = torch.Generator().manual_seed(seed)
     run = Run(backbone, method, params, seed, cfg, dev, n_items, max_len, {s: d.to(dev) for s, d in splits.items()},
               tr, dataset.name, student, meth, opt, gen)
-    run.encode, run.rec_loss = _training_functions(student, dev, bool(cfg["compile"]))
+    run.forward = _training_forward(dev, bool(cfg["compile"]))
     if covered is not None:
         run.covered = covered.to(dev)
         run.covered_row = (torch.cumsum(covered.long(), 0) - 1).to(dev)  # split row -> covered row
     return run
 
 
-def _training_functions(student, device: torch.device, compile_step: bool):
-    """``(encode, rec_loss)`` used by the training step: the student's own methods, or, with
-    ``student.compile``, the same functions through ``torch.compile`` (forward and backward fused
-    by Inductor; on a GPU in ``reduce-overhead`` mode, which replays each step as a CUDA graph
-    instead of launching its kernels one by one). Validation and test stay eager. The math is the
-    same; the compiled dropout draws from Inductor's own random stream, so runs agree with the
-    eager ones within seed noise, not bit for bit (exactly, with
+def step_forward(student, meth, batch: Batch):
+    """The training step's forward pass up to the method's own loss: ``(scores, state, rec)``.
+
+    The item table (the method's, e.g. DLLM2Rec's projected teacher embeddings), the backbone's
+    state, the method's state adjustment and scores, and the backbone's loss L_r. On a GPU nothing
+    here reads a value back to the host (tests/test_student_compile.py runs it on the meta device),
+    so the step can be queued ahead and, compiled, replayed as one CUDA graph."""
+    table = meth.item_table_for(student, batch.history)
+    state = meth.adjust_state(student.encode(batch.history, batch.lengths, table), batch)
+    scores = meth.scores(student, state, batch)
+    return scores, state, student.rec_loss(scores, batch.target, batch.negative)
+
+
+def _training_forward(device: torch.device, compile_step: bool):
+    """:func:`step_forward`, or, with ``student.compile``, the same function through
+    ``torch.compile`` (forward and backward fused by Inductor; on a GPU in ``reduce-overhead``
+    mode, which replays each step as a CUDA graph instead of launching its kernels one by one).
+    The method's distillation loss stays eager (some methods change with the epoch number, which
+    would recompile a graph every epoch), and so do validation and test. The math is the same;
+    the compiled dropout draws from Inductor's own random stream, so runs agree with the eager
+    ones within seed noise, not bit for bit (exactly, with
     ``torch._inductor.config.fallback_random = True``: tests/test_student_compile.py)."""
     if not compile_step:
-        return student.encode, student.rec_loss
+        return step_forward
     mode = "reduce-overhead" if device.type == "cuda" else None
     # dynamic=False: the full batches and the last one get a graph each, nothing is recompiled
-    return (torch.compile(student.encode, mode=mode, dynamic=False),
-            torch.compile(student.rec_loss, mode=mode, dynamic=False))
+    return torch.compile(step_forward, mode=mode, dynamic=False)
 
 
 def _resume(run: Run, work: Path, fp: str) -> None:
@@ -308,13 +320,13 @@ def _train_epoch(run: Run, epoch: int) -> list[float]:
     negs = sample_negatives(run.train_cpu.history[perm], run.train_cpu.target[perm], run.n_items, run.gen)
     perm_d, negs_d = perm.to(dev), negs.to(dev)
     sums = torch.zeros(3, dtype=torch.float64, device=dev)
+    compiled_graphs = run.forward is not step_forward and dev.type == "cuda"
     for start in range(0, len(perm), bs):
         rows = perm_d[start:start + bs]
         batch = Batch("train", rows, tr.history[rows], tr.lengths[rows], tr.target[rows], negs_d[start:start + bs])
-        table = meth.item_table_for(student, batch.history)
-        st = meth.adjust_state(run.encode(batch.history, batch.lengths, table), batch)
-        scores = meth.scores(student, st, batch)
-        rec = run.rec_loss(scores, batch.target, batch.negative)
+        if compiled_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are consumed
+        scores, st, rec = run.forward(student, meth, batch)
         dist = _distill_loss(run, batch, scores, st, epoch)
         loss = rec + dist
         run.opt.zero_grad(set_to_none=True)
