@@ -64,6 +64,53 @@ def hf_beams(model, tok, prompt, num_beams, length_penalty, early_stopping, stop
     return texts, (out.sequences_scores.tolist() if beam else None)
 
 
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_decode_logits_equal_the_models_forward_pass(num_beams):
+    """Each decode step's logits, for every beam of a batch of prompts of different lengths, equal
+    the model's own forward pass over that prompt and the beam's tokens so far (an unsharpened
+    random model in fp32, so that a wrong position or a stray cache entry shows in the logits even
+    where it would not flip a token)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = make_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():  # larger attention logits than the default init's, so positions matter
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(20)
+            layer.self_attn.k_proj.weight.mul_(20)
+    rng = np.random.default_rng(3)
+    prompts = [tok(format_prompt([" ".join(x.title() for x in rng.choice(WORDS, size=2)) for _ in range(n)], "movie"))
+               ["input_ids"] for n in (1, 4, 2)]
+    decoder = Decoder(model, tok, num_beams, MAX_NEW, stop_at_answer=False)
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), tok.pad_token_id)
+    for row, p in enumerate(prompts):
+        ids[row, :len(p)] = torch.tensor(p)
+    lengths = torch.tensor([len(p) for p in prompts])
+    with torch.inference_mode():
+        decoder._allocate(len(prompts), width)
+        decoder._reset()
+        decoder.lengths.copy_(lengths)
+        decoder.prefix_valid.copy_(torch.arange(width)[None] < lengths[:, None])
+        logits = decoder._prefill(ids, lengths)
+        for row, p in enumerate(prompts):
+            torch.testing.assert_close(logits[row], model(torch.tensor([p])).logits[0, -1], atol=2e-4, rtol=1e-4)
+        decoder._select(logits[:, None].expand(len(prompts), num_beams, logits.shape[-1]))
+        for step in range(1, 5):
+            logits = decoder._decode()
+            for row, p in enumerate(prompts):
+                for beam in range(num_beams):
+                    seq = p + decoder.run_seqs[row, beam, :step].tolist()
+                    ref = model(torch.tensor([seq])).logits[0, -1]
+                    torch.testing.assert_close(logits[row, beam], ref, atol=2e-4, rtol=1e-4,
+                                               msg=lambda m: f"step {step}, prompt {row}, beam {beam}: {m}")
+            decoder._select(logits)
+
+
 @pytest.mark.parametrize("num_beams,length_penalty,early_stopping,stop_at_answer", [
     (4, 1.0, False, True),
     (4, 0.0, True, False),

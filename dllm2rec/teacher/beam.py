@@ -201,18 +201,21 @@ class Decoder:
         return self._lin(self.norm(last), self.lm_head).float()
 
     def _decode(self) -> torch.Tensor:
-        """One token per beam (``self.last``) at step ``self.t`` -> logits [B, K, V] (fp32)."""
+        """One token per beam (``self.last``, the token generated last: generation index
+        ``self.t - 1``, prompt position ``length + self.t - 1``) -> logits [B, K, V] (fp32).
+        Its key and value go to suffix slot ``self.t - 1``; slots ``0 .. self.t - 1`` are attended."""
         b, k, g = self.b, self.k, self.heads // self.kv_heads
         n = b * k
         x = F.embedding(self.last.view(n, 1), self.embed)
-        positions = (self.lengths.repeat_interleave(k) + self.t).view(n, 1)
+        slot = self.t - 1
+        positions = (self.lengths.repeat_interleave(k) + slot).view(n, 1)
         steps = torch.arange(self.max_new, device=self.device)
-        suffix_ok = (steps <= self.t).view(1, 1, 1, 1, -1)
+        suffix_ok = (steps <= slot).view(1, 1, 1, 1, -1)
         prefix_ok = self.prefix_valid.view(b, 1, 1, 1, -1)
         for i, layer in enumerate(self.layers):
             q, kk, vv = self._qkv(layer, x, positions)
-            self.suffix_k[i].index_copy_(2, self.t.view(1), kk)
-            self.suffix_v[i].index_copy_(2, self.t.view(1), vv)
+            self.suffix_k[i].index_copy_(2, slot.view(1), kk)
+            self.suffix_v[i].index_copy_(2, slot.view(1), vv)
             qg = q.view(b, k, self.kv_heads, g, self.head_dim)
             sk = self.suffix_k[i].view(b, k, self.kv_heads, self.max_new, self.head_dim)
             sv = self.suffix_v[i].view(b, k, self.kv_heads, self.max_new, self.head_dim)
