@@ -244,3 +244,21 @@ def test_decode_step_reads_nothing_back_from_the_device(num_beams, early_stoppin
         decoder._step()
         decoder._step()
     assert decoder.fin_seqs.shape == (3, num_beams, MAX_NEW) and decoder.done.is_meta
+
+
+def test_the_cuda_graph_warm_up_runs_and_leaves_no_trace(setup):
+    """The steps a GPU runs before capturing its graph (:meth:`Decoder._warm_up`, the same code on
+    a CPU) run without error on freshly reset buffers, and a search after them (which resets the
+    buffers, as ``run`` does after a capture) gives the same beams as a decoder that never
+    warmed up."""
+    model, tok, prompts = setup
+    fresh = Decoder(model, tok, 3, MAX_NEW).run(prompts[:2])
+    decoder = Decoder(model, tok, 3, MAX_NEW)
+    width = max(len(p) for p in prompts[:2])
+    decoder._allocate(2, width)
+    decoder._reset()
+    with torch.inference_mode():
+        decoder._warm_up()
+    assert int(decoder.t) == 1
+    again = decoder.run(prompts[:2])
+    assert again.tokens == fresh.tokens and again.scores == fresh.scores

@@ -349,14 +349,22 @@ class Decoder:
     def _step(self) -> None:
         self._select(self._decode())
 
+    def _warm_up(self) -> None:
+        """Run the decode step twice on the current buffers, as a CUDA graph's capture needs first
+        (kernels chosen, workspaces allocated), in the state a replay starts from: one token
+        generated (``t = 1``; at ``t = 0`` there is no token to decode yet). The caller resets
+        the buffers afterwards."""
+        for _ in range(2):
+            self.t.fill_(1)
+            self._step()
+        self.t.fill_(1)
+
     def _capture(self) -> None:
         """Record one decode step as a CUDA graph (warm-up runs first on a side stream)."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(2):
-                self._step()
-                self.t.zero_()
+            self._warm_up()
         torch.cuda.current_stream().wait_stream(stream)
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph):
