@@ -20,10 +20,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def main(argv=None):
-    from teacher_generation import histories
+    from teacher_generation import histories, load_real_base
 
     from dllm2rec.teacher.generate import generate_texts
-    from dllm2rec.teacher.model import load_base, prepare_base_model
     from dllm2rec.teacher.prompts import encode_example
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -32,10 +31,8 @@ def main(argv=None):
     ap.add_argument("--beams", type=int, nargs="+", default=[4, 1])
     ap.add_argument("--new-tokens", type=int, default=20)
     args = ap.parse_args(argv)
-    pointer = Path("resources/models/benchmark") / (args.base.replace("/", "_").replace(":", "_") + ".json")
-    prepare_base_model(args.base, str(pointer))
-    m32, tok = load_base(str(pointer), device="cpu", dtype="float32")
-    m16, _ = load_base(str(pointer), device="cpu", dtype="bfloat16")
+    m32, tok = load_real_base(args.base, "cpu", "float32")
+    m16, _ = load_real_base(args.base, "cpu", "bfloat16")
     prompts = [encode_example(tok, h, "movie", 512)[0] for h in histories(tok, args.prompts, 200)]
     n = len(prompts)
     for beams in args.beams:

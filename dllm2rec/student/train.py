@@ -320,7 +320,7 @@ def _train_epoch(run: Run, epoch: int) -> list[float]:
     negs = sample_negatives(run.train_cpu.history[perm], run.train_cpu.target[perm], run.n_items, run.gen)
     perm_d, negs_d = perm.to(dev), negs.to(dev)
     sums = torch.zeros(3, dtype=torch.float64, device=dev)
-    compiled_graphs = run.forward is not step_forward and dev.type == "cuda"
+    compiled_graphs = bool(run.cfg["compile"]) and dev.type == "cuda"  # reduce-overhead: CUDA graphs
     for start in range(0, len(perm), bs):
         rows = perm_d[start:start + bs]
         batch = Batch("train", rows, tr.history[rows], tr.lengths[rows], tr.target[rows], negs_d[start:start + bs])
