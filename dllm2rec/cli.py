@@ -30,6 +30,7 @@ COMMANDS = {
     "text-embeddings": "dllm2rec.teacher.text_encoder:text_embeddings",
     # students (dllm2rec/student)
     "train-student": "dllm2rec.student.train:train_student",
+    "train-group": "dllm2rec.student.fused:train_group",
     "recommend": "dllm2rec.recommend:recommend_command",
     "export-student": "dllm2rec.recommend:export_student",
     # the grid point chosen on validation (dllm2rec/selection.py)

@@ -18,6 +18,13 @@ def n_points(entry):
     return math.prod(len(values) for values in entry.get("search", {}).values())
 
 
+def student_jobs(counts):
+    """Split a dry run's job counts: ({fused group rule: jobs}, the other rules' counts). Every
+    group of runs that train together is a rule `student_<backbone>_<method>_<hash>`."""
+    groups = {k: v for k, v in counts.items() if k.startswith("student_")}
+    return groups, {k: v for k, v in counts.items() if k not in groups}
+
+
 def merged(base, over):
     """A config file merged over another, as Snakemake's --configfile does."""
     out = dict(base)
@@ -34,13 +41,17 @@ def test_default_dry_run_shows_the_whole_paper_dag(project):
     runs = sum(n_points(cfg["methods"][m]) for m in cfg["tables"]["methods"])
     assert 1 < n_points(cfg["methods"]["dllm2rec"]) <= 2  # the default's budget: a tiny grid
     assert all(n_points(cfg["methods"][m]) == 1 for m in cfg["tables"]["methods"] if m != "dllm2rec")
-    n_students = len(cfg["tables"]["backbones"]) * runs * len(cfg["tables"]["seeds"])
+    assert runs > len(cfg["tables"]["methods"])
     shards = cfg["teacher_shards"]
+    groups, counts = student_jobs(counts)
     assert counts == {
         "dataset": 1, "popularity": 1, "base_model": 1, "sft": 1, "item_embeddings": 1,
-        "teacher_shard": 3 * shards, "teacher_gather": 3, "teacher_metrics": 1,
-        "student": n_students, "selection": 1, "table5": 1,
+        "teacher_shard": 3 * shards, "teacher_gather": 3, "teacher_metrics": 1, "selection": 1, "table5": 1,
     }
+    # fused training (student.fuse: true): one job per backbone x method, a grid's points together
+    assert sorted(g.rsplit("_", 1)[0] for g in groups) == sorted(
+        f"student_{b}_{m}" for b in cfg["tables"]["backbones"] for m in cfg["tables"]["methods"])
+    assert set(groups.values()) == {1}
     # a method without a grid keeps its run folder; a grid point has its own
     assert "/dros/none/seed0/metrics.json" in res.stdout and "/dros/dllm2rec@lambda_d=" in res.stdout
     assert "/dros/dllm2rec/seed0/" not in res.stdout
@@ -70,7 +81,13 @@ def test_paper_config_dry_runs_every_table(project):
     ablations = {m for k in ("table7", "table8") for m in t["ablation"][k]} - set(t["methods"])
     sweeps = sum(len(t["figure2"][p]) for p in ("lambda_d", "gamma_p", "gamma_c", "gamma_o"))
     n_extra = len(t["datasets"]) * len(t["seeds"]) * (len(ablations) + sweeps)
-    assert counts["student"] == grid * sum(n_points(methods[m]) for m in t["methods"]) + n_extra
+    n_runs = grid * sum(n_points(methods[m]) for m in t["methods"]) + n_extra
+    groups, counts = student_jobs(counts)
+    # thousands of runs, trained in at most 600 jobs (docs/protocol.md); every row has its jobs
+    assert n_runs > 3000 and sum(groups.values()) <= 600
+    for b in t["backbones"]:
+        for m in t["methods"]:
+            assert any(g.startswith(f"student_{b}_{m}_") for g in groups), (b, m)
     assert len(t["methods"]) == 11 and len(t["datasets"]) == 3
     for rule in ("table4", "table5", "table6", "ablation_table", "figure2", "dataset", "sft", "table1", "table2",
                  "table3", "teacher_table", "valid_ndcg_figure", "sft_loss_figure", "table5_bars", "selection"):
@@ -84,8 +101,9 @@ def test_evidence_config_dry_runs_table5_with_three_seeds_and_the_search(project
     counts = job_counts(res.stdout)
     t = cfg["tables"]
     assert len(t["seeds"]) == 3 and n_points(cfg["methods"]["dllm2rec"]) > 1 and "none" in t["methods"]
-    assert counts["student"] == len(t["backbones"]) * len(t["seeds"]) * sum(n_points(cfg["methods"][m])
-                                                                              for m in t["methods"])
+    groups, counts = student_jobs(counts)
+    # a method's points and seeds train as one group per backbone
+    assert len(groups) == len(t["backbones"]) * len(t["methods"]) and set(groups.values()) == {1}
     assert cfg["teachers"]["smollm2-135m"]["grounding"]["popularity_gamma"] > 0
     for rule in ("table5", "table6", "selection", "teacher_metrics", "popularity"):
         assert rule in counts

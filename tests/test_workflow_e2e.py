@@ -124,15 +124,23 @@ def test_teacher_artifacts_follow_the_contract(tiny_run):
 
 
 def dry_run_jobs(project, *extra):
+    """(stdout, [(rule, first output)]) of a dry run. A student job (rule `student`, or one
+    `student_<backbone>_<method>_<hash>` rule per fused group, docs/students.md) is listed once
+    per run it trains, as rule `student` with that run's metrics.json."""
     res = snakemake(project, "results/table5.csv", "-n", "--cores", "2", "--configfile", *extra)
     assert res.returncode == 0, res.stdout[-3000:]
-    jobs = []
+    jobs, rule = [], None
     for line in res.stdout.splitlines():
         line = line.strip()
         if line.startswith(("rule ", "checkpoint ")) and line.endswith(":"):
-            jobs.append([line.split(" ", 1)[1][:-1], None])
-        elif line.startswith("output:") and jobs and jobs[-1][1] is None:
-            jobs[-1][1] = line[len("output:"):].split(", ")[0].strip()  # the first output
+            rule = line.split(" ", 1)[1][:-1]
+        elif line.startswith("output:") and rule is not None:
+            outputs = [o.strip() for o in line[len("output:"):].split(", ")]
+            if rule.startswith("student"):
+                jobs += [["student", o] for o in outputs if o.endswith("metrics.json")]
+            else:
+                jobs.append([rule, outputs[0]])
+            rule = None
     return res.stdout, jobs
 
 
@@ -164,15 +172,17 @@ def test_student_hyperparameter_change_reruns_only_its_jobs(tiny_run):
     assert all("/dllm2rec@lambda_d=" in o for o in students)
 
 
-def test_grid_value_change_reruns_only_its_points_the_selection_and_the_tables(tiny_run):
+def test_grid_value_change_reruns_only_its_group_the_selection_and_the_tables(tiny_run):
     cfg = load_yaml(tiny_run / "config.yaml")
     assert cfg["methods"]["dllm2rec"]["search"] == {"lambda_d": [0.3, 0.7]}
     name = overlay(tiny_run, "grid.yaml", lambda c: c.setdefault("methods", {}).update(
         dllm2rec={"type": "dllm2rec", "search": {"lambda_d": [0.3, 0.9]}}))
     _, jobs = dry_run_jobs(tiny_run, name)
     assert {r for r, _ in jobs} == {"student", "selection", "table5"}
+    # the points of one backbone train as one fused group: the group with the new value reruns
     assert sorted(o for r, o in jobs if r == "student") == sorted(
-        f"results/students/tiny/tiny-llama/{b}/dllm2rec@lambda_d=0.9/seed0/metrics.json" for b in ("gru4rec", "sasrec", "dros"))
+        f"results/students/tiny/tiny-llama/{b}/dllm2rec@lambda_d={v}/seed0/metrics.json"
+        for b in ("gru4rec", "sasrec", "dros") for v in ("0.3", "0.9"))
 
 
 def test_teacher_change_reruns_teacher_and_downstream_never_data(tiny_run):

@@ -110,6 +110,9 @@ class DistillMethod(nn.Module):
     Options: type[MethodOptions] = MethodOptions
     needs: frozenset[str] = frozenset()
     uses_teacher_at_inference: bool = False
+    # fused training on a CPU (dllm2rec/student/fused.py) sets this to the distinct items of the
+    # group's batch before each step: torch.unique has no vmap rule
+    batch_items: torch.Tensor | None = None
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__()

@@ -117,13 +117,14 @@ class DLLM2Rec(DistillMethod):
         super().__init__(cfg, ctx, student)
         c = self.opt
         self.variant = c.variant
-        self.lambda_d = c.lambda_d
+        # a buffer, so that the members of a fused group each weigh L_d by their own lambda_d
+        self.register_buffer("lambda_d", torch.tensor(float(c.lambda_d)), persistent=False)
         self.k = c.k
         self.beta = c.beta
         self.gamma_p = c.gamma_p if c.use_wp else 0.0
         self.gamma_c = c.gamma_c if c.use_wc else 0.0
         self.gamma_o = c.gamma_o if c.use_wo else 0.0
-        self.use_ranking = c.ranking and self.lambda_d != 0
+        self.use_ranking = c.ranking
         self.use_embedding = c.embedding and c.embedding_method == "collaborative"
         self.offset = c.offset
         self.ed_weight = c.ed_weight
@@ -170,9 +171,12 @@ class DLLM2Rec(DistillMethod):
         base = student.item_emb.weight
         if not self.use_embedding:
             return base
-        if history.device.type != "cpu":
+        if self.batch_items is not None:  # fused training: the group's batch items, found outside vmap
+            used = self.batch_items
+        elif history.device.type != "cpu":
             return self.item_table(student)
-        used = distinct_items(history, self.ctx.n_items)
+        else:
+            used = distinct_items(history, self.ctx.n_items)
         proj = self.projector(self.z[used])
         if self.offset:
             return base.index_add(0, used, proj, alpha=self.ed_weight)

@@ -61,10 +61,21 @@ class MethodOptions:
     # False: the method needs teacher output for every training sequence (its model reads it for
     # each row, not only its loss), so it refuses a teacher with partial train coverage (docs/teacher.md)
     partial_coverage: ClassVar[bool] = True
+    # Fused training (dllm2rec/student/fused.py, docs/students.md): a method whose training step
+    # runs under torch.func.vmap (no value read back, no draw from its own generators) trains the
+    # members of a group as one stacked model. The members of one stacked group may differ in
+    # seed, the student's lr and weight_decay, and the options named in ``fused_scalars`` (the
+    # method keeps them as tensors); every other option is equal within a group.
+    fusable: ClassVar[bool] = False
+    fused_scalars: ClassVar[tuple[str, ...]] = ()
 
     def teacher_parts(self) -> frozenset[str]:
         """The teacher artifacts this configuration reads (``needs`` unless an option drops one)."""
         return frozenset(self.needs)
+
+    def can_fuse(self) -> bool:
+        """True when this configuration's training step can run stacked (see ``fusable``)."""
+        return self.fusable
 
 
 def option_types(cls: type[MethodOptions]) -> dict[str, object]:
@@ -159,11 +170,15 @@ def needs_full_coverage(method_cfg: dict, name: str | None = None) -> bool:
 class NoneOptions(MethodOptions):
     """The plain student: no options, no teacher."""
 
+    fusable: ClassVar[bool] = True
+
 
 @options("dllm2rec")
 @dataclass(frozen=True)
 class DLLM2RecOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks", "item_embeddings"})
+    fusable: ClassVar[bool] = True
+    fused_scalars: ClassVar[tuple[str, ...]] = ("lambda_d",)
 
     variant: Literal["paper", "official"] = "paper"
     lambda_d: float = 0.7
@@ -184,6 +199,10 @@ class DLLM2RecOptions(MethodOptions):
 
     def teacher_parts(self) -> frozenset[str]:
         return frozenset(({"ranks"} if self.ranking else set()) | ({"item_embeddings"} if self.embedding else set()))
+
+    def can_fuse(self) -> bool:
+        # Table 8's swaps run Hint's / HTD's embedding loss, which are not fusable
+        return not self.embedding or self.embedding_method == "collaborative"
 
 
 @options("hint")

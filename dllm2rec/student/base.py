@@ -23,6 +23,43 @@ from dllm2rec.io import UserError
 BACKBONES: dict[str, type["SequentialRecommender"]] = {}
 
 
+class NoiseSource:
+    """Uniform random numbers for the dropout masks of one training step, per member of a fused
+    group (dllm2rec/student/fused.py). Inside ``torch.func.vmap`` each member sees its own row of
+    ``noise`` [N, T]; every :class:`Dropout` takes the next slice of it. ``noise`` None counts the
+    numbers a step needs (``used``) without drawing any."""
+
+    active: "NoiseSource | None" = None  # the source of the step in progress (one at a time)
+
+    def __init__(self, noise: torch.Tensor | None):
+        self.noise, self.used = noise, 0
+
+    def take(self, shape: torch.Size) -> torch.Tensor | None:
+        n = shape.numel()
+        start, self.used = self.used, self.used + n
+        if self.noise is None:
+            return None
+        if self.used > self.noise.shape[-1]:
+            raise RuntimeError(f"dropout noise exhausted: the step needs more than {self.noise.shape[-1]} numbers")
+        return self.noise[start:self.used].view(shape)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout``, except that while a :class:`NoiseSource` is active (fused training) its mask
+    is ``u >= p`` for the source's next uniform numbers ``u``, so that each member of a fused group
+    draws its masks from its own seeded stream. Otherwise (the eager trainer, evaluation,
+    serving) it is ``nn.Dropout``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        source = NoiseSource.active
+        if source is None or not self.training or self.p == 0:
+            return super().forward(x)
+        u = source.take(x.shape)
+        if u is None:  # counting pass
+            return x
+        return x * (u >= self.p).to(x.dtype) / (1.0 - self.p)
+
+
 def register_backbone(name: str):
     def deco(cls):
         cls.name = name
@@ -43,6 +80,7 @@ def get_backbone(name: str) -> type["SequentialRecommender"]:
 
 class SequentialRecommender(nn.Module):
     name: str = "base"
+    stacked: bool = False  # set by fused training (its parameters then carry a member axis under vmap)
 
     def __init__(self, n_items: int, hidden: int = 64, dropout: float = 0.1, max_len: int = 10, **kwargs):
         """``kwargs``: the backbone's own config (``student.backbones.<name>``) plus
@@ -56,7 +94,7 @@ class SequentialRecommender(nn.Module):
         nn.init.normal_(self.item_emb.weight, 0.0, 0.01)  # official init
         with torch.no_grad():
             self.item_emb.weight[n_items].zero_()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out = nn.Linear(hidden, n_items)
 
     def embed(self, history: torch.Tensor, table: torch.Tensor | None) -> torch.Tensor:

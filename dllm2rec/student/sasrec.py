@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dllm2rec.io import UserError
-from dllm2rec.student.base import SequentialRecommender, register_backbone
+from dllm2rec.student.base import Dropout, SequentialRecommender, register_backbone
 
 
 class Block(nn.Module):
@@ -38,11 +38,11 @@ class Block(nn.Module):
         self.q = nn.Linear(hidden, hidden)
         self.k = nn.Linear(hidden, hidden)
         self.v = nn.Linear(hidden, hidden)
-        self.attn_drop = nn.Dropout(dropout)
+        self.attn_drop = Dropout(dropout)
         self.ln_ff = nn.LayerNorm(hidden)
         self.ff1 = nn.Linear(hidden, hidden)
         self.ff2 = nn.Linear(hidden, hidden)
-        self.ff_drop = nn.Dropout(dropout)
+        self.ff_drop = Dropout(dropout)
         self.ln_ff_out = nn.LayerNorm(hidden)  # PositionwiseFeedForward.layer_norm of the released code
         self.scale = hidden ** -0.5
 

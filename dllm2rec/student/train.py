@@ -233,35 +233,60 @@ def _distill_loss(run: "Run", batch: Batch, scores: torch.Tensor, state: torch.T
     return dist * (n / len(batch.rows))
 
 
-def _prepare(data, backbone, method, params, seed, teacher, device) -> Run:
-    """Load the data and the teacher, build student, method, optimizer and sampling generator."""
-    cfg, _ = _student_params(params, backbone)
-    dev = _device(device, dict(params["student"]))
+@dataclass
+class Inputs:
+    """What every run of one (dataset, teacher, method) reads, loaded once (:func:`load_inputs`)."""
+
+    dataset_name: str
+    n_items: int
+    max_len: int
+    splits: dict  # {split: SplitData} on the CPU
+    item_counts: torch.Tensor
+    teacher: object  # TeacherTensors or None
+    covered: torch.Tensor | None
+    seen: SplitData  # the train rows a method is built on
+
+
+def load_inputs(data, method: str, method_cfg: dict, teacher) -> Inputs:
+    """The dataset's splits and the teacher tensors the method reads."""
     dataset = load_dataset(data)
     n_items, max_len, splits = _splits(dataset)
     tr = splits["train"]
-    item_counts = torch.bincount(tr.target, minlength=n_items)
-    tt = _load_teacher(teacher, method, dict(params["method"]), splits, n_items)
-    covered, seen = _covered_rows(tt, tr)  # seen: the train rows the method is built on
+    tt = _load_teacher(teacher, method, dict(method_cfg), splits, n_items)
+    covered, seen = _covered_rows(tt, tr)
+    return Inputs(dataset.name, n_items, max_len, splits, torch.bincount(tr.target, minlength=n_items), tt, covered,
+                  seen)
 
+
+def build_run(inputs: Inputs, backbone, method, params, seed, dev: torch.device) -> Run:
+    """Student, method, optimizer and sampling generator of one run, seeded as the run is."""
+    cfg, _ = _student_params(params, backbone)
+    seen = inputs.seen
     torch.manual_seed(seed)
-    ctx = DistillContext(n_items=n_items, hidden=int(cfg["hidden"]), teacher=tt, item_counts=item_counts,
-                         train_history=seen.history, train_lengths=seen.lengths, train_target=seen.target, seed=seed,
-                         max_epochs=int(cfg["epochs"]))
-    student, meth = build(backbone, method, params, n_items, max_len, ctx)
+    ctx = DistillContext(n_items=inputs.n_items, hidden=int(cfg["hidden"]), teacher=inputs.teacher,
+                         item_counts=inputs.item_counts, train_history=seen.history, train_lengths=seen.lengths,
+                         train_target=seen.target, seed=seed, max_epochs=int(cfg["epochs"]))
+    student, meth = build(backbone, method, params, inputs.n_items, inputs.max_len, ctx)
     student.to(dev)
     meth.to(dev)
     # fused Adam (one kernel over all parameters; CPU and CUDA): same update rule, ~3x less overhead
     opt = torch.optim.Adam(_dedup_params(student, meth), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
                            fused=True)
     gen = torch.Generator().manual_seed(seed)
-    run = Run(backbone, method, params, seed, cfg, dev, n_items, max_len, {s: d.to(dev) for s, d in splits.items()},
-              tr, dataset.name, student, meth, opt, gen)
+    splits = inputs.splits
+    run = Run(backbone, method, params, seed, cfg, dev, inputs.n_items, inputs.max_len,
+              {s: d.to(dev) for s, d in splits.items()}, splits["train"], inputs.dataset_name, student, meth, opt, gen)
     run.forward = _training_forward(dev, bool(cfg["compile"]))
-    if covered is not None:
-        run.covered = covered.to(dev)
-        run.covered_row = (torch.cumsum(covered.long(), 0) - 1).to(dev)  # split row -> covered row
+    if inputs.covered is not None:
+        run.covered = inputs.covered.to(dev)
+        run.covered_row = (torch.cumsum(inputs.covered.long(), 0) - 1).to(dev)  # split row -> covered row
     return run
+
+
+def _prepare(data, backbone, method, params, seed, teacher, device) -> Run:
+    """Load the data and the teacher, build student, method, optimizer and sampling generator."""
+    dev = _device(device, dict(params["student"]))
+    return build_run(load_inputs(data, method, params["method"], teacher), backbone, method, params, seed, dev)
 
 
 def step_forward(student, meth, batch: Batch):

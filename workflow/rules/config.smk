@@ -19,6 +19,8 @@ from dllm2rec.distill.spec import teacher_needs as method_teacher_needs
 from dllm2rec.distill.spec import option_types, options_class, parse_options
 from dllm2rec.io import UserError
 from dllm2rec.selection import SearchError, grid_points, read_choice
+from dllm2rec.student_groups import Run as GroupRun
+from dllm2rec.student_groups import plan_groups
 from dllm2rec.teacher import coverage as teacher_coverage
 from dllm2rec.sweeps import FIGURE2_PARAMS, sweep_method
 

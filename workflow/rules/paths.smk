@@ -120,19 +120,140 @@ def student_inputs(wildcards):
     return inputs
 
 
-def student_params(wildcards):
-    # eval_batch_size and device change the speed, not the results
-    ignore = ("backbones", "device", "eval_batch_size")
+def run_params(backbone, method):
+    """The params of one run as the trainer takes them: the student settings (those that change
+    the results), the backbone's and the method's options, and for a grid point what it is a
+    point of (metrics.json params)."""
+    # eval_batch_size, device and the fusion settings change the speed, not the results
+    ignore = ("backbones", "device", "eval_batch_size", "fuse", "fuse_members")
     student = {k: v for k, v in config["student"].items() if k not in ignore}
-    student["backbone"] = config["student"]["backbones"][wildcards.backbone]
-    params = {"student": student, "method": resolve_method(wildcards.method)}
-    point = GRID_POINTS.get(wildcards.method)
-    if (
-        point
-    ):  # a grid point: its student values, and what it is a point of (metrics.json params)
+    student["backbone"] = config["student"]["backbones"][backbone]
+    params = {"student": student, "method": resolve_method(method)}
+    point = GRID_POINTS.get(method)
+    if point:
         student.update(point.student)
         params["search"] = {"method": point.method, "values": point.values}
-    return jsonarg(params)
+    return params
+
+
+def student_params(wildcards):
+    return jsonarg(run_params(wildcards.backbone, wildcards.method))
+
+
+def run_dir(dataset, teacher, backbone, method, seed):
+    return os.path.dirname(
+        L.student_file(
+            "metrics",
+            dataset=dataset,
+            teacher=teacher,
+            backbone=backbone,
+            method=method,
+            seed=seed,
+        )
+    )
+
+
+def members_arg(runs):
+    """The `--members` JSON of a group job (dllm2rec/student/fused.py:train_group)."""
+    return jsonarg(
+        [
+            {
+                "method": r.method,
+                "params": r.params,
+                "seed": r.seed,
+                "out": run_dir(r.dataset, r.teacher, r.backbone, r.method, r.seed),
+            }
+            for r in runs
+        ]
+    )
+
+
+def point_members(wildcards):
+    """`--members` of the per-point job (fuse off): the run alone."""
+    run = GroupRun(
+        wildcards.dataset,
+        wildcards.teacher,
+        wildcards.backbone,
+        wildcards.method,
+        wildcards.method,
+        int(wildcards.seed),
+        run_params(wildcards.backbone, wildcards.method),
+    )
+    return members_arg([run])
+
+
+def student_runs():
+    """Every student run the tables read, in table order: Table 5's, Tables 7-8's and Figure
+    2's (each grid point of a searched method), for the tables' teacher and seeds."""
+    pairs = [(b, m) for b in TABLES["backbones"] for m in TABLES["methods"]]
+    if ABLATION.get("table7") or ABLATION.get("table8"):
+        pairs += [
+            (ABLATION.get("backbone", "dros"), m)
+            for m in [
+                "dllm2rec",
+                *ABLATION.get("table7", []),
+                *ABLATION.get("table8", []),
+            ]
+        ]
+    if figure2_methods():
+        pairs += [
+            (FIGURE2.get("backbone", "dros"), m)
+            for m in ["dllm2rec", *figure2_methods()]
+        ]
+    if analysis_tables():
+        pairs.append(("dros", "none"))
+    runs = []
+    for d in TABLES["datasets"]:
+        for b, m in dict.fromkeys(pairs):
+            names = [p.name for p in SEARCH[m]] if m in SEARCH else [m]
+            for name in names:
+                params = run_params(b, name)
+                runs += [
+                    GroupRun(d, TABLES["teacher"], b, name, m, s, params)
+                    for s in TABLES["seeds"]
+                ]
+    return runs
+
+
+def group_inputs(group):
+    """A group job's inputs: the dataset and the teacher parts any member reads."""
+    first = group.runs[0]
+    inputs = data_files(first.dataset)
+    for run in group.runs:
+        for part, splits in teacher_needs(run.method).items():
+            files = [
+                L.teacher_file(part, first.dataset, first.teacher, split=s)
+                for s in splits
+            ]
+            inputs[part] = files[0] if part in L.PER_ITEM_TEACHER_PARTS else files
+    return inputs
+
+
+def group_outputs(group):
+    return [
+        L.student_file(
+            part,
+            dataset=r.dataset,
+            teacher=r.teacher,
+            backbone=r.backbone,
+            method=r.method,
+            seed=r.seed,
+        )
+        for r in group.runs
+        for part in ("metrics", "model", "log_csv", "ranks")
+    ]
+
+
+def student_mem_mb(n_members):
+    """Host memory of a student job: 4 GB, and 100 MB per fused member (docs/students.md)."""
+    return 4000 + 100 * n_members
+
+
+def group_teacher_arg(group):
+    first = group.runs[0]
+    if not any(teacher_needs(r.method) for r in group.runs):
+        return ""
+    return f"--teacher {L.teacher_dir(first.dataset, first.teacher)}"
 
 
 def student_gpu(wildcards):
