@@ -95,8 +95,14 @@ def slurm_run(workdir: Path, targets, *extra: str):
         comment = argv[argv.index("--comment") + 1]
         m = re.fullmatch(r"rule_(.+?)(?:_wildcards_(.*))?", comment)
         assert m, f"unexpected sbatch --comment {comment!r}"
-        jobs.append((m.group(1), m.group(2) or "", argv))
+        jobs.append((rule_kind(m.group(1)), m.group(2) or "", argv))
     return jobs, out
+
+
+def rule_kind(rule: str) -> str:
+    """`student` for a student job: one per run (rule `student`) or per fused group (rules
+    `student_<backbone>_<method>_<hash>`, docs/students.md)."""
+    return "student" if rule.startswith("student_") else rule
 
 
 def gpu_args(argv):
@@ -169,7 +175,7 @@ def dry_run_jobs(output: str):
     for line in output.splitlines():
         m = re.fullmatch(r"(?:local)?rule (\w+):", line.strip())
         if m:
-            rule = m.group(1)
+            rule = rule_kind(m.group(1))
             continue
         m = re.fullmatch(r"resources: (.*)", line.strip())
         if m and rule:
@@ -263,12 +269,13 @@ def test_gpu_model(workdir):
 
 
 def test_gpu_students_share_a_gpu_through_shards(workdir):
-    """The profile's commented student block: `gres: shard:1` asks Slurm for one GPU shard per
-    student (so that several share a GPU), and nothing else of the GPU kind."""
+    """The profile's comment: `student.gres: "shard:1"` asks Slurm for one GPU shard
+    per student job (so that several share a GPU), and nothing else of the GPU kind."""
     text = (REPO / "profiles" / "slurm" / "config.yaml").read_text()
-    assert '#   gres: "shard:1"' in text  # the block this test applies
+    assert 'gres: "shard:1"' in text  # the setting this test applies
+    (workdir / "shard.yaml").write_text('student: {gres: "shard:1"}\n')
     targets = [f"results/students/{DATASET}/{TEACHER}/{b}/none/seed0/metrics.json" for b in ("gru4rec", "sasrec")]
-    jobs, out = slurm_run(workdir, targets, "--set-resources", "student:gres=shard:1")
+    jobs, out = slurm_run(workdir, targets, "--configfile", "shard.yaml")
     assert [rule for rule, _, _ in jobs] == ["student", "student"], out[-6000:]
     for _, _, argv in jobs:
         assert gpu_args(argv) == ["--gres=shard:1"], argv

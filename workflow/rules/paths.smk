@@ -125,7 +125,14 @@ def run_params(backbone, method):
     the results), the backbone's and the method's options, and for a grid point what it is a
     point of (metrics.json params)."""
     # eval_batch_size, device and the fusion settings change the speed, not the results
-    ignore = ("backbones", "device", "eval_batch_size", "fuse", "fuse_members")
+    ignore = (
+        "backbones",
+        "device",
+        "eval_batch_size",
+        "fuse",
+        "fuse_members",
+        "gres",
+    )
     student = {k: v for k, v in config["student"].items() if k not in ignore}
     student["backbone"] = config["student"]["backbones"][backbone]
     params = {"student": student, "method": resolve_method(method)}

@@ -38,6 +38,7 @@ if config["student"]["fuse"]:
                 mem_mb=student_mem_mb(len(_group.runs)),
                 runtime=4 * 60,
                 student_gpu=student_gpu,
+                gres=config["student"]["gres"],
             params:
                 members=members_arg(_group.runs),
                 teacher=group_teacher_arg(_group),
@@ -77,6 +78,7 @@ else:
             mem_mb=student_mem_mb(1),
             runtime=4 * 60,
             student_gpu=student_gpu,
+            gres=config["student"]["gres"],
         params:
             members=point_members,
             teacher=student_teacher_arg,
