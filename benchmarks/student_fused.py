@@ -17,7 +17,7 @@ Data: ``--data`` (a built dataset folder) or ml-100k built with the data stage, 
 default's ``--sample`` train sequences (1500; ``--sample 0`` keeps the whole split, 72,456 train
 rows), else a synthetic dataset of that shape (the output says which). Teacher: random, of the
 contract's schema (benchmarks/student_epoch.py), width 576 (SmolLM2-135M).
-``--quick`` (under 5 minutes on 2 cores): 10 members, 3 epochs, the default's sample. The last
+``--quick`` (under 5 minutes on 2 cores): 10 members, 10 epochs, the default's sample. The last
 line printed is ``ratio: X`` (fused / separate throughput).
 """
 from __future__ import annotations
@@ -102,7 +102,7 @@ def main() -> None:
                     help="time the separate runs too (none: fused only, e.g. for many members on a GPU)")
     args = ap.parse_args()
     if args.quick:
-        args.members, args.epochs, args.sample = 10, 3, 1500
+        args.members, args.epochs, args.sample = 10, 10, 1500
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     student = {k: v for k, v in cfg["student"].items() if k not in ("backbones", "device")}

@@ -419,7 +419,7 @@ def train_group(data: str, backbone: str, members, work: str, teacher: str | Non
                                 teacher=teacher, device=device, dataset=dataset, teacher_name=teacher_name)
                 for i, m in enumerate(members)]
     _check_fusable(members, backbone)
-    runs = [T.build_run(inputs, backbone, m.method, m.params, m.seed, dev) for m in members]
+    runs = [T.build_run(inputs, backbone, m.method, m.params, m.seed, dev, optimizer=False) for m in members]
     print(f"training {len(members)} members stacked ({backbone}, {first.params['method']['type']}, "
           f"{len(inputs.splits['train'].target)} train rows, device {dev})", flush=True)
     trainer = GroupTrainer(runs, members)

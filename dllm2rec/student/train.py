@@ -45,7 +45,8 @@ from dllm2rec.io import UserError, atomic_path
 from dllm2rec.student.base import get_backbone
 
 STUDENT_KEYS = {"hidden", "dropout", "lr", "batch_size", "weight_decay", "epochs", "patience",
-                "eval_batch_size", "device", "compile", "backbone", "backbones"}
+                "eval_batch_size", "device", "compile", "backbone", "backbones",
+                "fuse", "fuse_members", "gres"}  # the last three: the workflow's, not the trainer's
 LOG_FIELDS = run_files.LOG_FIELDS
 FORMAT = run_files.MODEL_FORMAT
 
@@ -258,8 +259,9 @@ def load_inputs(data, method: str, method_cfg: dict, teacher) -> Inputs:
                   seen)
 
 
-def build_run(inputs: Inputs, backbone, method, params, seed, dev: torch.device) -> Run:
-    """Student, method, optimizer and sampling generator of one run, seeded as the run is."""
+def build_run(inputs: Inputs, backbone, method, params, seed, dev: torch.device, optimizer: bool = True) -> Run:
+    """Student, method, optimizer (unless ``optimizer`` is false: fused training has its own)
+    and sampling generator of one run, seeded as the run is."""
     cfg, _ = _student_params(params, backbone)
     seen = inputs.seen
     torch.manual_seed(seed)
@@ -271,7 +273,7 @@ def build_run(inputs: Inputs, backbone, method, params, seed, dev: torch.device)
     meth.to(dev)
     # fused Adam (one kernel over all parameters; CPU and CUDA): same update rule, ~3x less overhead
     opt = torch.optim.Adam(_dedup_params(student, meth), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
-                           fused=True)
+                           fused=True) if optimizer else None
     gen = torch.Generator().manual_seed(seed)
     splits = inputs.splits
     run = Run(backbone, method, params, seed, cfg, dev, inputs.n_items, inputs.max_len,
