@@ -96,6 +96,10 @@ def test_decode_logits_equal_the_models_forward_pass(num_beams):
         decoder._reset()
         decoder.lengths.copy_(lengths)
         decoder.prefix_valid.copy_(torch.arange(width)[None] < lengths[:, None])
+        # the prompt template's header and instruction are run once for the batch (issue 21)
+        shared = decoder.shared_prefix(ids, lengths)
+        assert shared > len(tok(format_prompt(["X"], "movie"))["input_ids"]) // 2
+        assert all(p[:shared] == prompts[0][:shared] for p in prompts)
         logits = decoder._prefill(ids, lengths)
         for row, p in enumerate(prompts):
             torch.testing.assert_close(logits[row], model(torch.tensor([p])).logits[0, -1], atol=2e-4, rtol=1e-4)

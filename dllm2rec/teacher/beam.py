@@ -179,25 +179,55 @@ class Decoder:
         h = layer["ln2"](x)
         return x + self._lin(self.act(self._lin(h, layer["gate"])) * self._lin(h, layer["up"]), layer["down"])
 
+    @staticmethod
+    def shared_prefix(ids: torch.Tensor, lengths: torch.Tensor) -> int:
+        """How many leading tokens every prompt of the batch has in common (the prompt template's
+        header and instruction), leaving each prompt at least its last token of its own."""
+        if ids.shape[0] < 2:
+            return 0
+        same = (ids == ids[:1]).all(0)
+        c = int(same.long().cumprod(0).sum())
+        return max(0, min(c, int(lengths.min()) - 1))
+
     def _prefill(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Right-padded prompts [B, P] -> last-token logits [B, V] (fp32); fills the prefix cache."""
+        """Right-padded prompts [B, P] -> last-token logits [B, V] (fp32); fills the prefix cache.
+
+        The tokens every prompt of the batch starts with (:meth:`shared_prefix`: BIGRec's header
+        and instruction, a third of a prompt) are run once, for the first prompt, and their keys
+        and values copied to every prompt's cache; the rest of each prompt attends to them and to
+        itself. The same computation as running every prompt whole (causal attention: a shared
+        token sees only shared tokens), done once instead of B times."""
         b, p = ids.shape
+        c = self.shared_prefix(ids, lengths)
+        if c:
+            self._run_layers(ids[:1, :c], torch.full((1,), c, dtype=torch.long, device=self.device), 0, b)
+        return self._run_layers(ids[:, c:], lengths, c, b)
+
+    def _run_layers(self, ids: torch.Tensor, lengths: torch.Tensor, start: int, b: int) -> torch.Tensor:
+        """Prompt tokens ``start .. start + T - 1`` ([n, T], right-padded; ``lengths``: whole prompt
+        lengths) through the model, attending to the cache's tokens ``0 .. start - 1`` (already
+        filled) and causally to themselves. Their keys and values go to cache positions
+        ``start ..`` of the first ``b`` prompts (``n`` = 1 with ``b`` > 1 fills every prompt's
+        shared part at once). Returns the logits [n, V] at each prompt's last token (fp32)."""
+        n, t = ids.shape
         x = F.embedding(ids, self.embed)
-        positions = torch.arange(p, device=self.device).expand(b, p)
+        positions = torch.arange(start, start + t, device=self.device).expand(n, t)
         valid = positions < lengths[:, None]
-        causal = torch.ones(p, p, dtype=torch.bool, device=self.device).tril()
-        mask = (causal[None] & valid[:, None, :])[:, None]
+        causal = torch.ones(t, t, dtype=torch.bool, device=self.device).tril()
+        own = causal[None] & valid[:, None, :]  # [n, T, T]
+        mask = torch.cat([own.new_ones(n, t, start), own], dim=2)[:, None]  # the earlier tokens: all seen
         groups = self.heads // self.kv_heads
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, positions)
-            self.prefix_k[i, :, :, :p] = k
-            self.prefix_v[i, :, :, :p] = v
+            self.prefix_k[i, :b, :, start:start + t] = k
+            self.prefix_v[i, :b, :, start:start + t] = v
+            k, v = self.prefix_k[i, :n, :, :start + t], self.prefix_v[i, :n, :, :start + t]
             if groups > 1:
                 k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
-            x = x + self._lin(a.transpose(1, 2).reshape(b, p, -1), layer["o"])
+            x = x + self._lin(a.transpose(1, 2).reshape(n, t, -1), layer["o"])
             x = self._mlp(layer, x)
-        last = x[torch.arange(b, device=self.device), lengths - 1]
+        last = x[torch.arange(n, device=self.device), (lengths - 1 - start).clamp(0, t - 1)]
         return self._lin(self.norm(last), self.lm_head).float()
 
     def _decode(self) -> torch.Tensor:
