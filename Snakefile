@@ -22,7 +22,7 @@ wildcard_constraints:
     dataset="|".join(map(re.escape, config["datasets"])) or "NONE",
     teacher="|".join(map(re.escape, config["teachers"])) or "NONE",
     method="|".join(map(re.escape, config["methods"])) or "NONE",
-    backbone="gru4rec|sasrec|dros",
+    backbone="|".join(map(re.escape, config["student"]["backbones"])) or "NONE",
     split="train|valid|test",
     seed=r"\d+",
     scatteritem=r"\d+-of-\d+",

@@ -1,4 +1,4 @@
-"""SPEC §1 on the worked example of tests/fixtures_data.py: ids, sample rules, split, sampling."""
+"""docs/method.md §1 on the worked example of tests/fixtures_data.py: ids, sample rules, split, sampling."""
 from __future__ import annotations
 
 import json

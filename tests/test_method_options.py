@@ -118,7 +118,7 @@ def test_options_are_parsed_strictly():
 
 
 def _old_teacher_needs(cfg):
-    """What workflow/rules/common.smk computes today, from the method classes."""
+    """What workflow/rules/config.smk computes today, from the method classes."""
     cls = get_method(cfg["type"])
     splits = list(SPLITS) if cls.uses_teacher_at_inference else ["train"]
     return {part: splits for part in sorted(cls.required_parts(cfg))}

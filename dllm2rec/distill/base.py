@@ -1,6 +1,6 @@
 """The one interface every distillation method implements, and the data it may read.
 
-A method reads only the teacher's artifacts (SPEC, ARCHITECTURE "artifact contract"), already
+A method reads only the teacher's artifacts (docs/artifacts.md, docs/architecture.md), already
 joined to the student's sequence rows by ``seq_id`` and loaded as tensors (:class:`TeacherTensors`).
 Methods are registered by name; the config's ``methods.<name>.type`` picks the class and the rest
 of that config entry is passed as ``cfg``, which the base class parses into the method's options

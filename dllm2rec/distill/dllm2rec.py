@@ -1,4 +1,4 @@
-"""DLLM2Rec (paper §3.2, SPEC §4): importance-aware ranking distillation + collaborative
+"""DLLM2Rec (paper §3.2, docs/method.md §4): importance-aware ranking distillation + collaborative
 embedding distillation. ``L = L_r (+ α L_DRO for DROS) + λ_d L_d``; this module returns λ_d L_d
 and supplies the enriched input table e_i = b_i + ω g(z_i).
 
