@@ -123,7 +123,7 @@ def student_inputs(wildcards):
 def run_params(backbone, method):
     """The params of one run as the trainer takes them: the student settings (those that change
     the results), the backbone's and the method's options, and for a grid point what it is a
-    point of (metrics.json params)."""
+    point of (its identity in the run folder)."""
     # eval_batch_size, device and the fusion settings change the speed, not the results
     ignore = (
         "backbones",
