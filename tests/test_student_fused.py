@@ -43,12 +43,14 @@ def modules(synth, backbone, m):
 
 
 @pytest.mark.parametrize("backbone,variant", [("dros", "paper"), ("dros", "official"), ("gru4rec", "paper"),
-                                              ("sasrec", None)])
+                                              ("sasrec", None), ("sasrec", "rd"), ("gru4rec", "cd")])
 def test_a_stacked_members_loss_and_gradients_equal_its_own_models(synth, tmp_path, backbone, variant):
     """On a fixed batch (dropout 0): each member's loss and every parameter's gradient, computed
     stacked under vmap, equal those of the member's own modules computed eagerly."""
-    method = {"type": "none"} if variant is None else {**DLLM2REC, "variant": variant}
-    ms = [member(tmp_path, backbone, method if variant is None else {**method, "lambda_d": lam}, f"m{i}", seed=s,
+    weight = {"rd": "lambda_kd", "cd": "lambda_kd"}.get(variant, "lambda_d")
+    method = {"type": "none"} if variant is None else {"type": variant} if variant in ("rd", "cd") else \
+        {**DLLM2REC, "variant": variant}
+    ms = [member(tmp_path, backbone, method if variant is None else {**method, weight: lam}, f"m{i}", seed=s,
                  dropout=0.0, weight_decay=wd)
           for i, (lam, wd, s) in enumerate([(0.3, 1e-6, 0), (0.9, 0.0, 0), (0.5, 1e-4, 1)])]
     runs = []
@@ -61,13 +63,15 @@ def test_a_stacked_members_loss_and_gradients_equal_its_own_models(synth, tmp_pa
     neg = (tr.target[rows] + 7) % runs[0].n_items
     args = ("train", rows, tr.history[rows], tr.lengths[rows], tr.target[rows], neg)
     trainer.group.template.meth.batch_items = torch.unique(tr.history[rows[0]])[:-1] if variant else None
-    losses = trainer.group.call("train", (0, 0, 0, 0, 0), *args, epoch=0, noise=None)
+    # RD from its dynamic_start_epoch on: its weights read the student's own ranks
+    epoch = runs[0].meth.dynamic_start_epoch if variant == "rd" else 0
+    losses = trainer.group.call("train", (0, 0, 0, 0, 0), *args, epoch=epoch, noise=None)
     losses[:, 0].sum().backward()
     for j, run in enumerate(runs):
         run.student.stacked = False
         batch = Batch("train", rows[j], tr.history[rows[j]], tr.lengths[rows[j]], tr.target[rows[j]], neg[j])
         pair = F.Pair(run.student, run.meth)
-        want = pair("train", batch, 0)
+        want = pair("train", batch, epoch)
         assert torch.allclose(losses[j].detach(), want.detach(), atol=1e-6, rtol=1e-5), (j, losses[j], want)
         want[0].backward()
         for name, p in pair.named_parameters():
@@ -127,10 +131,10 @@ def test_a_killed_group_resumes_to_the_same_result(synth, tmp_path, monkeypatch)
 
 
 def test_a_method_that_cannot_run_stacked_trains_its_members_one_by_one(synth, tmp_path):
-    rd = {"type": "rd", "lambda_kd": 1.0, "k": 5}
-    ms = [member(tmp_path, "gru4rec", rd, "rd", seed=s) for s in (0, 1)]
+    rrd = {"type": "rrd", "lambda_kd": 0.01, "k": 5, "l": 5}
+    ms = [member(tmp_path, "gru4rec", rrd, "rrd", seed=s) for s in (0, 1)]
     out = group(synth, tmp_path, "gru4rec", ms)
-    alone = T.train_student(str(synth / "data"), "gru4rec", "rd", ms[1]["params"], 1, str(tmp_path / "alone"),
+    alone = T.train_student(str(synth / "data"), "gru4rec", "rrd", ms[1]["params"], 1, str(tmp_path / "alone"),
                             str(tmp_path / "w-alone"), teacher=str(synth / "teacher"), threads=1)
     assert out[1]["test"] == alone["test"] and out[1]["best_epoch"] == alone["best_epoch"]
 
@@ -143,11 +147,11 @@ def test_groups_are_planned_by_what_may_differ_within_one():
     runs = [run(f"dllm2rec@lambda_d={lam},weight_decay={wd}", {**DLLM2REC, "lambda_d": lam}, s, "dllm2rec",
                 weight_decay=wd) for lam in (0.1, 0.5) for wd in (0.0, 1e-6) for s in (0, 1)]
     runs += [run(f"dllm2rec@k={k}", {**DLLM2REC, "k": k}, 0, "dllm2rec") for k in (4, 5)]  # k changes shapes
-    runs += [run("rd", {"type": "rd"}, s) for s in (0, 1, 2)]
+    runs += [run("rrd", {"type": "rrd"}, s) for s in (0, 1, 2)]
     groups = plan_groups(runs, max_members=64)
     stacked = [g for g in groups if g.stacked]
     assert sorted(len(g.runs) for g in stacked) == [1, 1, 8]  # the lambda_d x weight_decay x seed points together
-    assert [len(g.runs) for g in groups if not g.stacked] == [3]  # rd: one after another, one job
+    assert [len(g.runs) for g in groups if not g.stacked] == [3]  # rrd: one after another, one job
     assert len({g.name for g in groups}) == len(groups)
     capped = plan_groups(runs, max_members=3)
     assert sorted(len(g.runs) for g in capped if g.stacked) == [1, 1, 2, 3, 3]

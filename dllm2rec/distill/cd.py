@@ -69,6 +69,8 @@ class CD(DistillMethod):
         self.register_buffer("samples", items.gather(1, pos), persistent=False)
         self.register_buffer("sample_score", self.teacher_score(dist.gather(1, pos)), persistent=False)
         self.register_buffer("sample_valid", ok, persistent=False)
+        # a buffer: the members of a fused group each weigh the loss by their own lambda_kd
+        self.register_buffer("lambda_kd", torch.tensor(float(o.lambda_kd)), persistent=False)
 
     def teacher_score(self, dist: torch.Tensor) -> torch.Tensor:
         return (self.d_ref - dist) / self.d_scale
@@ -83,4 +85,4 @@ class CD(DistillMethod):
         ok = self.sample_valid[rows].to(scores.device).float()
         bce = F.binary_cross_entropy_with_logits(scores.gather(1, items), q, reduction="none")
         per_row = (bce * ok).sum(1) / ok.sum(1).clamp_min(1)
-        return self.opt.lambda_kd * per_row.mean()
+        return self.lambda_kd * per_row.mean()

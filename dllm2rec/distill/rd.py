@@ -34,7 +34,9 @@ class RD(DistillMethod):
 
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
-        self.lambda_kd, self.k, self.lam, self.mu = self.opt.lambda_kd, self.opt.k, self.opt.lam, self.opt.mu
+        self.k, self.lam, self.mu = self.opt.k, self.opt.lam, self.opt.mu
+        # a buffer: the members of a fused group each weigh the loss by their own lambda_kd
+        self.register_buffer("lambda_kd", torch.tensor(float(self.opt.lambda_kd)), persistent=False)
         self.dynamic_start_epoch = self.opt.dynamic_start_epoch
         r = torch.arange(1, self.k + 1, dtype=torch.float32)
         self.register_buffer("w_static", torch.softmax(-r / self.lam, dim=0), persistent=False)

@@ -233,6 +233,8 @@ class HTDOptions(MethodOptions):
 @dataclass(frozen=True)
 class RDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+    fusable: ClassVar[bool] = True
+    fused_scalars: ClassVar[tuple[str, ...]] = ("lambda_kd",)
 
     lambda_kd: float = 1.0  # teach_alpha (rank_distill distill_caser.py)
     k: int = 10  # K
@@ -245,6 +247,8 @@ class RDOptions(MethodOptions):
 @dataclass(frozen=True)
 class CDOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+    fusable: ClassVar[bool] = True
+    fused_scalars: ClassVar[tuple[str, ...]] = ("lambda_kd",)
 
     lambda_kd: float = 1.0
     n_samples: int = 50
