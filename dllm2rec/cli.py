@@ -33,6 +33,7 @@ COMMANDS = {
     "train-group": "dllm2rec.student.fused:train_group",
     "recommend": "dllm2rec.recommend:recommend_command",
     "export-student": "dllm2rec.recommend:export_student",
+    "convert-model": "dllm2rec.student_run:convert_legacy_model",
     # the grid point chosen on validation (dllm2rec/selection.py)
     "select": "dllm2rec.selection:select",
     # tables (dllm2rec/tables.py)

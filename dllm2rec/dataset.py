@@ -22,6 +22,8 @@ them once and hands out the columns the stages use. Every problem is a
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dllm2rec.data.sources import SOURCES_WITH_TITLES  # noqa: F401  (re-exported: the teacher's errors name it)
-from dllm2rec.io import UserError, parquet_metadata, read_json, read_parquet, write_json, write_parquet
+from dllm2rec.io import UserError, parquet_metadata, read_json, read_parquet, sha256, write_json, write_parquet
 from dllm2rec.layout import DATASET_FILES
 
 SPLITS = ("train", "valid", "test")
@@ -88,6 +90,17 @@ def item_ids(items: pa.Table) -> np.ndarray:
     return items.column("item_id").to_numpy()
 
 
+def fingerprint(folder) -> str:
+    """Which dataset a folder holds, by content: a short sha256 over its items and sequences
+    files. Artifacts made from a dataset record it (a student's model.pt, ...) so that one paired
+    with another dataset of the same size is refused rather than read."""
+    p = paths(folder)
+    h = hashlib.sha256()
+    for part in ("items", "sequences"):
+        h.update(f"{part}\0{sha256(p[part])}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def read_stats(path) -> dict:
     """A dataset's stats.json (Table 4's counts; ``dataset`` is its config name)."""
     return read_json(path)
@@ -107,6 +120,11 @@ class Dataset:
     def name(self) -> str:
         """The dataset's config name (recorded by the data stage; else the folder's name)."""
         return self.meta.get("dataset") or self.stats.get("dataset") or self.folder.name
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """:func:`fingerprint` of the folder."""
+        return fingerprint(self.folder)
 
     @property
     def n_items(self) -> int:

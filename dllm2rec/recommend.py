@@ -35,7 +35,11 @@ Rules:
   generations); model.pt does not hold those, so their students are refused. Every other
   method's student scores from model.pt alone.
 - **Items and titles** come from ``results/data/{dataset}/items.parquet``, found from the model's
-  path (``results/students/{dataset}/...``) or given with ``data``.
+  path (``results/students/{dataset}/...``), else from the dataset name recorded in the model
+  (under the working directory), or given with ``data``; a dataset whose content differs from the
+  one the student was trained on (the fingerprint recorded in the model) is refused.
+- **Model files** are read by :mod:`dllm2rec.student_run` (safetensors, no pickle: loading one
+  runs no code); a model of the old pickled format is refused with the command that re-saves it.
 
 A student can be exported with :func:`export_student` (``python -m dllm2rec export-student``) to
 a ``torch.export`` program (``.pt2``; TorchScript is deprecated in this torch and ONNX needs
@@ -57,7 +61,7 @@ import torch
 from dllm2rec import dataset as ds
 from dllm2rec import layout
 from dllm2rec.io import UserError, atomic_path, read_parquet
-from dllm2rec.student_run import MODEL_FORMAT
+from dllm2rec import student_run
 
 BY = ("item_id", "raw_id", "title")  # the dataset's item columns a history entry may name
 EXPORT_META = "dllm2rec.json"  # the metadata file inside an exported .pt2
@@ -79,26 +83,13 @@ def default_data_dir(model) -> Path | None:
     return Path(*root) / layout.data_dir(tail[template.index("{dataset}")])
 
 
-def _read_student(model: Path) -> dict:
-    if not model.exists():
-        raise UserError(f"student model not found: {model}. Train it first ({layout.student_file('model')}).")
-    try:
-        m = torch.load(model, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - truncated or not a torch file: say which file
-        raise UserError(f"{model}: cannot read it as a student model ({err.__class__.__name__}); "
-                        "rerun the student's training rule.") from None
-    if not isinstance(m, dict) or m.get("format") != MODEL_FORMAT:
-        raise UserError(f"{model}: not a dllm2rec student model (format {MODEL_FORMAT})")
-    return m
-
-
-def _check_servable(m: dict, model: Path) -> None:
+def _check_servable(meta: dict, model: Path) -> None:
     from dllm2rec.distill.base import DistillMethod, get_method
 
-    cls = get_method(m["method_type"])
+    cls = get_method(meta["method_type"])
     if cls.adjust_state is not DistillMethod.adjust_state:
         raise UserError(
-            f"{model}: method {m['method']!r} adds teacher features to each sequence at inference "
+            f"{model}: method {meta['method']!r} adds teacher features to each sequence at inference "
             "(KAR: the teacher's generation for the history; LLM-CF: retrieval over the teacher's train "
             f"generations), which {MODEL} does not hold, so it cannot be served on its own. "
             "Serve a student of another method (e.g. dllm2rec or none).")
@@ -134,12 +125,9 @@ def _load_scorer(model: Path, device: str) -> tuple[torch.nn.Module, dict]:
             raise UserError(f"{model} was exported for device {meta['device']}; serve it there, or export "
                             f"the {MODEL} again with --device {device}")
         return program.module(), meta
-    m = _read_student(model)
+    student, table, m = student_run.load_student(model, device)  # the model file, read once (safetensors)
     _check_servable(m, model)
-    from dllm2rec.student.train import load_model
-
-    student, table = load_model(model, device=device)
-    meta = {k: m[k] for k in ("n_items", "max_len", "backbone", "method", "seed")}
+    meta = {k: m[k] for k in ("n_items", "max_len", "backbone", "method", "seed", "dataset", "dataset_fingerprint")}
     meta.update(source=str(model.resolve()), device=str(device))
     return _Scorer(student, table).to(device).eval(), meta
 
@@ -169,14 +157,21 @@ class Recommender:
         scorer, meta = _load_scorer(model, str(device))
         if data is None:
             data = default_data_dir(meta.get("source", model))
+            if data is None and meta.get("dataset") and Path(layout.data_dir(meta["dataset"])).is_dir():
+                data = Path(layout.data_dir(meta["dataset"]))  # the recorded dataset, under the working directory
             if data is None:
-                raise UserError(f"{model} is not under {layout.STUDENT_RUN_DIR}: pass "
-                                f"--data {layout.data_dir('<dataset>')} (the dataset it was trained on)")
+                raise UserError(f"{model} is not under {layout.STUDENT_RUN_DIR}: pass --data "
+                                f"{layout.data_dir(meta.get('dataset') or '<dataset>')} (the dataset it was trained on)")
         path = ds.paths(data)["items"]
         items = read_parquet(path, "items table")
         if items.num_rows != int(meta["n_items"]) or sorted(items.column("item_id").to_pylist()) != list(range(items.num_rows)):
             raise UserError(f"{path} has {items.num_rows} items, the model "
                             f"{meta['n_items']}: pass --data with the dataset the student was trained on")
+        recorded = meta.get("dataset_fingerprint")
+        if recorded and ds.fingerprint(data) != recorded:
+            raise UserError(f"{model} was trained on dataset {meta.get('dataset')!r} with fingerprint {recorded}, "
+                            f"but {data} holds another one ({ds.fingerprint(data)}): pass --data with the dataset "
+                            "the student was trained on, or retrain the student on this one")
         return cls(scorer, meta, items, device)
 
     # --- histories -> tensors ----------------------------------------------------------------

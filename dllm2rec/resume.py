@@ -3,6 +3,8 @@
 A job (student training, teacher SFT) saves its state after every epoch with
 :func:`save_checkpoint`; a rerun calls :func:`load_checkpoint`, which returns the state only when
 the fingerprint matches (same config, data and code inputs) and otherwise says why it starts over.
+It is read with ``torch.load(weights_only=True)``: tensors and plain values only, so a checkpoint
+cannot run code; an unreadable one (truncated) is named and ignored.
 The checkpoint lives in the job's work folder, outside its declared outputs.
 
 :func:`job_fingerprint` is what a job keys its checkpoint by: its config, the *content* of its
@@ -96,8 +98,13 @@ def load_checkpoint(work, fp: str, log: Callable[[str], None] = print) -> dict |
     path = checkpoint_path(work)
     if not path.exists():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("fingerprint") != fp:
+    try:  # tensors and plain values only (the trainers' states, RNG states as ByteTensors): no pickled code runs
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated (a full disk, a kill mid-copy) or not a checkpoint
+        log(f"ignoring {path}: it cannot be read as a checkpoint ({err.__class__.__name__}: "
+            f"{str(err).strip().splitlines()[0][:160] if str(err).strip() else 'no detail'}); starting over")
+        return None
+    if not isinstance(ckpt, dict) or ckpt.get("fingerprint") != fp:
         log(f"ignoring {path}: it was made from other inputs (config, data or code); starting over")
         return None
     return ckpt

@@ -7,8 +7,15 @@ A run folder (``results/students/{dataset}/{teacher}/{backbone}/{method}/seed{se
   params, seed), ``valid`` and ``test`` metrics at every K, ``best_epoch``, ``epochs_run``,
   ``train_seconds``, ``inference_seconds``, ``n_params``. Tables read a run's identity from
   here, never from the path;
-* ``model.pt``: the selected student (``format`` :data:`MODEL_FORMAT`), loadable without the
-  teacher by :func:`dllm2rec.student.train.load_model`;
+* ``model.pt``: the selected student, written by :func:`write_model` and read by :func:`read_model`
+  (:func:`load_student` builds the backbone from it, without the trainer or the teacher). It is a
+  `safetensors <https://huggingface.co/docs/safetensors>`_ file, not a pickle, so reading one runs
+  no code: the tensors ``student.<name>`` (the backbone's state dict), ``method.<name>`` (the
+  method's) and ``item_table`` (the input item embeddings the backbone is fed), and in the
+  header's metadata, under ``dllm2rec``, a JSON object :data:`MODEL_META` (``format``
+  :data:`MODEL_FORMAT`, the dataset's name and fingerprint, backbone and options, method, ...).
+  A model of the old pickled format (``dllm2rec-student/1``) is refused; :func:`convert_legacy_model`
+  (``python -m dllm2rec convert-model --trusted FILE``) re-saves one the user trusts;
 * ``train_log.csv``: one row per epoch, columns :data:`LOG_FIELDS`;
 * ``ranks.parquet``: per valid and test sequence the target's 1-based full-ranking rank (ties
   pessimistic, so HR@K = mean(rank <= K)) and the student's top-20 items (:data:`RANKS_SCHEMA`),
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from dataclasses import dataclass
@@ -32,7 +40,12 @@ from dllm2rec.layout import RUN_FILES
 
 IDENTITY = ("dataset", "teacher", "backbone", "method", "params", "seed")
 LOG_FIELDS = ["epoch", "loss", "rec_loss", "distill_loss", "valid_HR@20", "valid_NDCG@20", "seconds", "valid_seconds"]
-MODEL_FORMAT = "dllm2rec-student/1"
+MODEL_FORMAT = "dllm2rec-student/2"
+LEGACY_MODEL_FORMAT = "dllm2rec-student/1"  # a torch.save pickle: refused, see convert_legacy_model
+# the model's metadata (JSON, in the safetensors header): plain values only
+MODEL_META = ("dataset", "dataset_fingerprint", "backbone", "backbone_options", "method", "method_type", "n_items",
+              "max_len", "params", "seed", "best_epoch", "uses_teacher_at_inference")
+MODEL_TENSORS = ("student", "method")  # state-dict prefixes; plus the tensor "item_table"
 RANKS_SCHEMA = pa.schema([("split", pa.string()), ("seq_id", pa.int64()), ("target", pa.int64()),
                           ("rank", pa.int64()), ("topk", pa.list_(pa.int64()))])
 
@@ -83,16 +96,16 @@ def read_log(path) -> list[dict]:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def write_run(folder, metrics: dict, model: dict, log: list[dict], save_model, ranks: pa.Table | None = None) -> None:
+def write_run(folder, metrics: dict, model: dict, log: list[dict], ranks: pa.Table | None = None) -> None:
     """Write the run's files, each atomically; ``metrics.json`` last (it marks the run done).
-    ``save_model(obj, path)`` writes ``model.pt`` (torch.save; kept out of this module);
-    ``ranks``: :func:`ranks_table`."""
+    ``model``: the keyword arguments of :func:`write_model` (``meta``, ``student_state``,
+    ``method_state``, ``item_table``); ``ranks``: :func:`ranks_table`."""
     missing = [k for k in IDENTITY if k not in metrics]
     if missing:
         raise ValueError(f"student metrics lack the run identity {missing}")
     p = paths(folder)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    save_model(model, p["model"])
+    write_model(p["model"], **model)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -103,6 +116,157 @@ def write_run(folder, metrics: dict, model: dict, log: list[dict], save_model, r
         identity = {k: metrics[k] for k in IDENTITY}
         write_parquet(ranks, p["ranks"], metadata={"identity": identity, "rank": "1-based, ties pessimistic"})
     write_json(metrics, p["metrics"])
+
+
+# --- model.pt: the selected student -----------------------------------------------------------
+@dataclass
+class StudentModel:
+    """A student model file, read: its metadata (:data:`MODEL_META`) and tensors (on the CPU)."""
+
+    path: Path
+    meta: dict
+    student_state: dict
+    method_state: dict
+    item_table: object  # torch.Tensor [n_items + 1, d]
+
+
+def write_model(path, meta: dict, student_state: dict, method_state: dict, item_table) -> None:
+    """Write a student model file atomically. ``meta``: plain JSON values, exactly the keys of
+    :data:`MODEL_META`; ``student_state`` / ``method_state``: state dicts (tensors);
+    ``item_table``: the tensor the backbone is fed as item embeddings."""
+    import torch
+    from safetensors.torch import save_file
+
+    keys = set(meta)
+    if keys != set(MODEL_META):
+        raise ValueError(f"student model metadata: missing {sorted(set(MODEL_META) - keys)}, "
+                         f"unknown {sorted(keys - set(MODEL_META))}")
+    header = json.dumps({"format": MODEL_FORMAT, **meta}, sort_keys=True)  # raises on a value that is not plain
+    tensors = {"item_table": item_table}
+    for part, state in zip(MODEL_TENSORS, (student_state, method_state)):
+        for name, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"student model: {part} state {name!r} is not a tensor ({type(value).__name__})")
+            tensors[f"{part}.{name}"] = value
+    # own, contiguous CPU copies: safetensors refuses tensors that share memory (a method may
+    # hold the backbone's embedding, the item table may be it)
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"dllm2rec": header})
+
+
+PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, a bare pickle
+
+
+def _legacy_refusal(path: Path) -> UserError:
+    return UserError(
+        f"{path}: a student model in the old pickled format ({LEGACY_MODEL_FORMAT}), which could run code when "
+        f"loaded, so it is not read. Retrain it, or if you trust where the file comes from re-save it with "
+        f"`python -m dllm2rec convert-model --trusted {path}`.")
+
+
+def read_model_meta(path) -> dict:
+    """A student model file's metadata (:data:`MODEL_META` and ``format``), checked; no tensor is read."""
+    return _open_model(Path(path))[0]
+
+
+def _open_model(path: Path):
+    if not path.exists():
+        raise UserError(f"student model not found: {path}. Train it first (the student rule writes "
+                        f"{RUN_FILES['model']}).")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(PICKLE_MAGIC):
+        raise _legacy_refusal(path)
+    from safetensors import safe_open
+
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+        header = (handle.metadata() or {}).get("dllm2rec")
+    except Exception as err:  # noqa: BLE001 - truncated or not a safetensors file: say which file
+        raise UserError(f"{path}: cannot read it as a student model ({err.__class__.__name__}: "
+                        f"{str(err).strip()[:200]}); it is truncated or not a model file, rerun the student's "
+                        "training rule.") from None
+    try:
+        meta = json.loads(header) if header else {}
+    except json.JSONDecodeError:
+        meta = {}
+    if meta.get("format") != MODEL_FORMAT or set(MODEL_META) - set(meta):
+        raise UserError(f"{path}: not a dllm2rec student model (format {MODEL_FORMAT}, metadata "
+                        f"{', '.join(MODEL_META)}); rerun the student's training rule.")
+    return meta, handle
+
+
+def read_model(path) -> StudentModel:
+    """A student model file: metadata and tensors (CPU). Refuses the old pickled format, a
+    truncated file and anything else that is not a model file, naming the file."""
+    path = Path(path)
+    meta, handle = _open_model(path)
+    parts = {part: {} for part in MODEL_TENSORS}
+    table = None
+    for key in handle.keys():
+        part, _, name = key.partition(".")
+        if key == "item_table":
+            table = handle.get_tensor(key)
+        elif part in parts and name:
+            parts[part][name] = handle.get_tensor(key)
+    if table is None:
+        raise UserError(f"{path}: a student model without its item_table; rerun the student's training rule.")
+    return StudentModel(path, meta, parts["student"], parts["method"], table)
+
+
+def load_student(path, device: str = "cpu"):
+    """``(student, item_table, meta)`` from a model file, in eval mode on ``device``:
+    ``student.scores(student.encode(history, lengths, item_table))``. Builds the backbone from the
+    recorded options alone (no trainer, no teacher)."""
+    from dllm2rec.student.base import get_backbone
+
+    m = read_model(path)
+    meta = m.meta
+    student = get_backbone(meta["backbone"])(int(meta["n_items"]), max_len=int(meta["max_len"]),
+                                             **meta["backbone_options"])
+    try:
+        student.load_state_dict(m.student_state)
+    except RuntimeError as err:
+        raise UserError(f"{path}: its weights do not fit backbone {meta['backbone']!r} with "
+                        f"{meta['backbone_options']} ({str(err).splitlines()[0]}); rerun the student's training "
+                        "rule.") from None
+    return student.to(device).eval(), m.item_table.to(device), meta
+
+
+def convert_legacy_model(trusted, out=None, dataset=None) -> None:
+    """``python -m dllm2rec convert-model --trusted FILE [--out NEW] [--dataset NAME]``: re-save
+    a student model of the old pickled format (:data:`LEGACY_MODEL_FORMAT`) in the current one,
+    ``out`` defaulting to ``FILE`` itself. Only for a file you trust: it is unpickled (with
+    ``torch.load(weights_only=True)``, which admits tensors and plain containers only, as a second
+    guard). ``dataset``: the dataset's name, when the file is not under
+    ``results/students/{dataset}/``; its fingerprint is not known and is recorded as null."""
+    import torch
+
+    path = Path(trusted)
+    out = Path(out) if out else path
+    if not path.exists():
+        raise UserError(f"convert-model: {path} not found")
+    try:
+        old = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - the restricted unpickler refused it, or not a torch file
+        raise UserError(f"convert-model: {path} is not a student model of the old format that holds only tensors "
+                        f"and plain values ({err.__class__.__name__}); it is not converted.") from None
+    if not isinstance(old, dict) or old.get("format") != LEGACY_MODEL_FORMAT:
+        raise UserError(f"convert-model: {path} is not a student model of format {LEGACY_MODEL_FORMAT}")
+    if dataset is None:
+        parts = path.resolve().parts
+        dataset = parts[parts.index("students") + 1] if "students" in parts[:-2] else None
+    if dataset is None:
+        raise UserError(f"convert-model: {path} is not under results/students/<dataset>/: pass --dataset NAME")
+    from dllm2rec.student.train import backbone_options  # the old file's params, read as its trainer did
+
+    meta = {"dataset": dataset, "dataset_fingerprint": None, "backbone": old["backbone"],
+            "backbone_options": backbone_options(old["params"], old["backbone"]),
+            **{k: old[k] for k in ("method", "method_type", "n_items", "max_len", "params", "seed", "best_epoch",
+                                   "uses_teacher_at_inference")}}
+    write_model(out, meta, old["student_state"], old["method_state"], old["item_table"])
+    print(f"converted {path} to {out} ({MODEL_FORMAT})")
 
 
 def read_metrics(path) -> dict:

@@ -5,8 +5,11 @@ import json
 import pyarrow as pa
 import pytest
 import torch
+from safetensors.torch import save_file
 
+from dllm2rec import student_run
 from dllm2rec.cli import main as cli_main
+from dllm2rec.dataset import fingerprint as dataset_fingerprint
 from dllm2rec.evaluate import metrics_from_ranks, target_rank
 from dllm2rec.io import UserError
 from dllm2rec.recommend import Recommender, default_data_dir, export_student, read_histories, recommend
@@ -138,7 +141,7 @@ def test_unreadable_models_are_refused(results, tmp_path):
     truncated.write_bytes(model_path(results).read_bytes()[:1000])
     with pytest.raises(UserError, match="model.pt: cannot read it as a student model"):
         Recommender.load(truncated)
-    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.pt"), metadata={"dllm2rec": '{"format": "else"}'})
     with pytest.raises(UserError, match="other.pt: not a dllm2rec student model"):
         Recommender.load(tmp_path / "other.pt")
     (tmp_path / "bad.pt2").write_bytes(b"not a zip")
@@ -211,3 +214,57 @@ def test_export_ranks_as_the_original(results, tmp_path, backbone, method):
     assert [x["score"] for r in a for x in r] == pytest.approx([x["score"] for r in b for x in r], abs=1e-5)
     with pytest.raises(UserError, match="cannot be served"):
         export_student(model_path(results, "sasrec", "kar"), tmp_path / "kar.pt2")
+
+
+class _Payload:
+    """Unpickling this opens (creates) a file: what a malicious model.pt could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _legacy_dict(path) -> dict:
+    """A model of the old pickled format (dllm2rec-student/1), as the trainer wrote it before."""
+    m = student_run.read_model(path)
+    return {"format": "dllm2rec-student/1", **{k: m.meta[k] for k in ("backbone", "method", "method_type", "n_items",
+            "max_len", "params", "seed", "best_epoch", "uses_teacher_at_inference")},
+            "student_state": m.student_state, "method_state": m.method_state, "item_table": m.item_table}
+
+
+def test_pickled_models_never_run_code(results, tmp_path, capsys):
+    """A model.pt carrying a payload is refused unread; an old-format model is refused with the
+    command that re-saves it, which converts a trusted file (and still refuses the payload)."""
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "students" / "synth" / "t" / "sasrec" / "none" / "seed0" / "model.pt"
+    evil.parent.mkdir(parents=True)
+    torch.save({**_legacy_dict(model_path(results)), "extra": _Payload(marker)}, evil)
+    for load in (lambda: Recommender.load(evil, data=results / "data" / "synth"), lambda: load_model(evil)):
+        with pytest.raises(UserError, match="old pickled format .* convert-model --trusted .*model.pt"):
+            load()
+    assert cli_main(["recommend", "--model", str(evil), "--history", "3"]) == 1
+    assert "could run code when loaded" in capsys.readouterr().err
+    assert cli_main(["convert-model", "--trusted", str(evil)]) == 1  # the second guard: weights_only
+    assert "is not converted" in capsys.readouterr().err
+    assert not marker.exists()
+    # a genuine old model converts, in place, and serves exactly as the model it came from
+    old = tmp_path / "old" / "model.pt"
+    old.parent.mkdir()
+    torch.save(_legacy_dict(model_path(results)), old)
+    assert cli_main(["convert-model", "--trusted", str(old), "--dataset", "synth"]) == 0
+    meta = student_run.read_model_meta(old)
+    assert meta["dataset"] == "synth" and meta["dataset_fingerprint"] is None
+    a = Recommender.load(old, data=results / "data" / "synth").recommend([[3, 7, 12]], k=5)
+    assert a == Recommender.load(model_path(results)).recommend([[3, 7, 12]], k=5)
+
+
+def test_model_records_its_dataset(results, tmp_path):
+    """model.pt names its dataset and its content; a dataset of the same size but other content is refused."""
+    meta = student_run.read_model_meta(model_path(results))
+    assert meta["dataset"] == "synth" and meta["dataset_fingerprint"] == dataset_fingerprint(results / "data" / "synth")
+    other = tmp_path / "other"
+    write_synthetic_dataset(other, n_items=N_ITEMS, n_sequences=300, p_rule=0.8, seed=1)
+    with pytest.raises(UserError, match="trained on dataset 'synth' with fingerprint .* holds another one"):
+        Recommender.load(model_path(results), data=other)

@@ -41,7 +41,7 @@ from dllm2rec import student_run as run_files
 from dllm2rec.dataset import SPLITS, load_dataset
 from dllm2rec.distill.base import Batch, DistillContext, get_method
 from dllm2rec.evaluate import TOP_K, evaluate, rank_split
-from dllm2rec.io import UserError, atomic_path
+from dllm2rec.io import UserError
 from dllm2rec.student.base import get_backbone
 
 STUDENT_KEYS = {"hidden", "dropout", "lr", "batch_size", "weight_decay", "epochs", "patience",
@@ -137,13 +137,14 @@ def build(backbone: str, method: str, params: dict, n_items: int, max_len: int, 
     return student, meth
 
 
+def backbone_options(params: dict, backbone: str) -> dict:
+    """The backbone's constructor options besides n_items and max_len (recorded in model.pt)."""
+    cfg, bb = _student_params(params, backbone)
+    return {"hidden": int(cfg["hidden"]), "dropout": float(cfg["dropout"]), **bb}
+
+
 def _on_checkpoint(epoch: int) -> None:
     """Called after each epoch's checkpoint is on disk (tests patch it to simulate a kill)."""
-
-
-def _save_torch(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 # --- training --------------------------------------------------------------------------------
@@ -171,6 +172,7 @@ class Run:
     covered: torch.Tensor | None = None  # bool [S_train]: rows with teacher output; None = all (teacher coverage)
     covered_row: torch.Tensor | None = None  # [S_train] long: a covered row's index among the covered rows
     forward: object = None  # :func:`step_forward`, compiled with ``student.compile`` (:func:`_training_forward`)
+    dataset_fingerprint: str | None = None  # the dataset's content (dllm2rec.dataset.Dataset.fingerprint), in model.pt
 
 
 def _load_teacher(teacher, method: str, mcfg: dict, splits: dict, n_items: int):
@@ -246,6 +248,7 @@ class Inputs:
     teacher: object  # TeacherTensors or None
     covered: torch.Tensor | None
     seen: SplitData  # the train rows a method is built on
+    dataset_fingerprint: str | None = None  # the dataset's content (dllm2rec.dataset.Dataset.fingerprint), in model.pt
 
 
 def load_inputs(data, method: str, method_cfg: dict, teacher) -> Inputs:
@@ -256,7 +259,7 @@ def load_inputs(data, method: str, method_cfg: dict, teacher) -> Inputs:
     tt = _load_teacher(teacher, method, dict(method_cfg), splits, n_items)
     covered, seen = _covered_rows(tt, tr)
     return Inputs(dataset.name, n_items, max_len, splits, torch.bincount(tr.target, minlength=n_items), tt, covered,
-                  seen)
+                  seen, dataset.fingerprint)
 
 
 def build_run(inputs: Inputs, backbone, method, params, seed, dev: torch.device, optimizer: bool = True) -> Run:
@@ -279,6 +282,7 @@ def build_run(inputs: Inputs, backbone, method, params, seed, dev: torch.device,
     run = Run(backbone, method, params, seed, cfg, dev, inputs.n_items, inputs.max_len,
               {s: d.to(dev) for s, d in splits.items()}, splits["train"], inputs.dataset_name, student, meth, opt, gen)
     run.forward = _training_forward(dev, bool(cfg["compile"]))
+    run.dataset_fingerprint = inputs.dataset_fingerprint
     if inputs.covered is not None:
         run.covered = inputs.covered.to(dev)
         run.covered_row = (torch.cumsum(inputs.covered.long(), 0) - 1).to(dev)  # split row -> covered row
@@ -445,15 +449,16 @@ def _test_and_write(run: Run, out: Path, identity: dict) -> dict:
     with torch.no_grad():
         table = meth.item_table(student).detach().cpu()
     mcfg = dict(run.params["method"])
-    model = {"format": FORMAT, "backbone": run.backbone, "method": run.method,
-             "method_type": mcfg.get("type", run.method), "n_items": run.n_items, "max_len": run.max_len,
-             "params": run.params, "seed": run.seed, "best_epoch": best["epoch"],
-             "student_state": {k: v.cpu() for k, v in student.state_dict().items()},
-             "method_state": {k: v.cpu() for k, v in meth.state_dict().items()},
-             "item_table": table, "uses_teacher_at_inference": bool(meth.uses_teacher_at_inference)}
+    meta = {"dataset": identity["dataset"], "dataset_fingerprint": run.dataset_fingerprint,
+            "backbone": run.backbone, "backbone_options": backbone_options(run.params, run.backbone),
+            "method": run.method, "method_type": mcfg.get("type", run.method), "n_items": run.n_items,
+            "max_len": run.max_len, "params": run.params, "seed": run.seed, "best_epoch": best["epoch"],
+            "uses_teacher_at_inference": bool(meth.uses_teacher_at_inference)}
+    model = {"meta": meta, "student_state": student.state_dict(), "method_state": meth.state_dict(),
+             "item_table": table}
     ranks_table = run_files.ranks_table({split: (run.splits[split].seq_id, run.splits[split].target.cpu().numpy(),
                                                  r.numpy(), top.tolist()) for split, (r, top) in ranks.items()})
-    run_files.write_run(out, metrics, model, state["log"], _save_torch, ranks=ranks_table)
+    run_files.write_run(out, metrics, model, state["log"], ranks=ranks_table)
     return metrics
 
 
@@ -490,13 +495,7 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
 def load_model(path, device: str = "cpu"):
     """``(student, item_table)`` from a model.pt, ready for inference without the teacher:
     ``student.scores(student.encode(history, lengths, item_table))`` (methods that use the teacher
-    at inference, KAR / LLM-CF, also need their ``adjust_state`` and ``scores``)."""
-    m = torch.load(path, map_location=device, weights_only=False)
-    if m.get("format") != FORMAT:
-        raise UserError(f"{path}: not a dllm2rec student model")
-    cfg, bb = _student_params(m["params"], m["backbone"])
-    student = get_backbone(m["backbone"])(m["n_items"], hidden=int(cfg["hidden"]), dropout=float(cfg["dropout"]),
-                                          max_len=m["max_len"], **bb)
-    student.load_state_dict(m["student_state"])
-    student.eval()
-    return student, m["item_table"]
+    at inference, KAR / LLM-CF, also need their ``adjust_state`` and ``scores``). The file's format
+    is :mod:`dllm2rec.student_run`'s (:func:`~dllm2rec.student_run.load_student`)."""
+    student, table, _ = run_files.load_student(path, device)
+    return student, table
