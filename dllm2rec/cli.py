@@ -19,6 +19,7 @@ COMMANDS = {
     # data stage (dllm2rec/data)
     "data": "dllm2rec.data.build:build_dataset",
     "export-official": "dllm2rec.data.official:export_official",
+    "convert-official": "dllm2rec.data.official:convert_official",
     "popularity": "dllm2rec.evaluate:popularity_reference",
     # teacher (dllm2rec/teacher)
     "base-model": "dllm2rec.teacher.model:prepare_base_model",

@@ -95,3 +95,50 @@ def test_official_missing_file(tmp_path):
         build_dataset("o", {"source": "official", "paths": {"dir": str(src)}}, str(tmp_path / "d"))
     with pytest.raises(UserError, match="paths.dir"):
         build_dataset("o", {"source": "official"}, str(tmp_path / "d"))
+
+
+class _Payload:
+    """Unpickling this creates a file: what a malicious train_data.df could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("name", ["train_data.df", "data_statis.df"])
+def test_pickle_payload_never_runs(tmp_path, name):
+    """A release whose pickle carries a payload is refused, naming the file and the global, and the
+    payload does not run; `convert-official --trust-pickle` is the way for a trusted folder."""
+    import pickle
+
+    src = write_official(tmp_path)
+    marker = tmp_path / "pwned"
+    df = pd.read_pickle(src / name)
+    with open(src / name, "wb") as fh:  # a DataFrame, and in the same pickle the payload
+        pickle.dump({"frame": df, "x": _Payload(marker)}, fh)
+    cfg = {"source": "official", "max_history": 4, "paths": {"dir": str(src)}}
+    with pytest.raises(UserError, match=rf"{name}: not loaded: the pickle calls (io|builtins)\.open.*could run "
+                                        r"code.*convert-official --trust-pickle"):
+        build_dataset("o", cfg, str(tmp_path / "d"))
+    assert not marker.exists()
+    # the safe reader still reads the good pickles of every protocol
+    from dllm2rec.data.official import read_pickle_safely
+    for proto in (2, 4, 5):
+        df.to_pickle(tmp_path / "good.df", protocol=proto)
+        pd.testing.assert_frame_equal(read_pickle_safely(tmp_path / "good.df"), df)
+
+
+def test_convert_trusted_pickles_to_csv(tmp_path):
+    """A trusted folder converted to CSV imports exactly as the pickled one."""
+    from dllm2rec.cli import main as cli_main
+
+    src = write_official(tmp_path)
+    assert cli_main(["convert-official", "--trust-pickle", str(src), "--out", str(tmp_path / "csv")]) == 0
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == [
+        "data_statis.csv", "id2name.txt", "test_data.csv", "train_data.csv", "val_data.csv"]
+    for folder, out in ((src, "d1"), (tmp_path / "csv", "d2")):
+        build_dataset("o", {"source": "official", "max_history": 4, "paths": {"dir": str(folder)}}, str(tmp_path / out))
+    a, b = (pl.read_parquet(tmp_path / d / "sequences.parquet") for d in ("d1", "d2"))
+    assert a.equals(b)

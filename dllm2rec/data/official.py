@@ -7,7 +7,11 @@ A folder holds
   and ``next`` as a float (``16713.0``), as the released files are (on import, any split may also
   be a pickle or CSV spelled ``Val_data.df``, ``val_data.df``, ``Test_data.csv``, ...: SPELLINGS);
 * ``data_statis.df``: pandas pickle, one row, ``seq_size`` and ``item_num`` (= n); optional on
-  import (derived from the files when absent, and said so);
+  import (derived from the files when absent, and said so; ``data_statis.csv`` is read too);
+
+Pickles are read by :func:`read_pickle_safely`, which admits only the globals a DataFrame of ints
+and lists needs (:data:`PICKLE_ALLOWED`), so a payload in a downloaded release never runs;
+:func:`convert_official` (``--trust-pickle``) converts a trusted folder that needs more to CSV.
 * ``id2name.txt`` (optional): ``id::name`` per line (``name<TAB>id`` and ``id<TAB>name`` are read too).
 
 The official files carry no users or timestamps: an import uses the row order (train, then
@@ -18,6 +22,7 @@ from __future__ import annotations
 import ast
 import csv
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,6 +37,7 @@ from dllm2rec.dataset import histories, load_dataset, targets
 from dllm2rec.io import UserError, atomic_path
 
 FILES = {"train": "train_data.df", "valid": "val_data.csv", "test": "test_data.csv"}
+STATIS = ("data_statis.df", "data_statis.csv")
 
 
 # ----------------------------------------------------------------------------------------- import
@@ -101,13 +107,72 @@ def split_file(directory: Path, split: str) -> Path:
                     f"found. The folder needs a train, a validation and a test file (docs/datasets.md).")
 
 
+# --- pickles, read without running code --------------------------------------------------------
+# The globals a pickled pandas DataFrame of ints, floats and lists of ints refers to (pandas 1.x to
+# 3.x, numpy 1.x and 2.x, pickle protocols 2 to 5; docs/datasets.md). A pickle naming any other one
+# is refused before anything in it is built: a pickle can call any global it names, and that is
+# how a payload runs code.
+PICKLE_ALLOWED = {
+    "builtins": {"slice", "bytearray"},
+    "__builtin__": {"slice", "bytearray"},  # protocol 2 spells builtins so
+    "_codecs": {"encode"},  # protocol 2 stores bytes as _codecs.encode(text, "latin1")
+    "numpy": {"ndarray", "dtype"},
+    "numpy.core.multiarray": {"_reconstruct", "scalar"},
+    "numpy._core.multiarray": {"_reconstruct", "scalar"},
+    "numpy.core.numeric": {"_frombuffer"},
+    "numpy._core.numeric": {"_frombuffer"},
+    "pandas": {"DataFrame", "Index", "RangeIndex", "StringDtype"},
+    "pandas.core.frame": {"DataFrame"},
+    "pandas.core.indexes.base": {"Index", "_new_Index"},
+    "pandas.core.indexes.range": {"RangeIndex"},
+    "pandas.core.indexes.numeric": {"Int64Index", "UInt64Index", "Float64Index"},
+    "pandas.core.internals.managers": {"BlockManager"},
+    "pandas.core.internals.blocks": {"new_block"},
+    "pandas._libs.internals": {"_unpickle_block"},
+    # pandas 3 stores string column names as Arrow-backed strings
+    "pandas.arrays": {"ArrowStringArray"},
+    "pandas.core.arrays.string_": {"StringDtype"},
+    "pandas.core.arrays.string_arrow": {"ArrowStringArray"},
+    "pyarrow.lib": {"_restore_array", "py_buffer", "type_for_alias"},
+}
+
+
+class RefusedPickle(Exception):
+    """A pickle names a global outside :data:`PICKLE_ALLOWED`."""
+
+
+def read_pickle_safely(path: Path):
+    """The object in a pandas pickle, unpickled with only :data:`PICKLE_ALLOWED`'s globals
+    (through pandas' own compatibility unpickler, which maps the names older pandas wrote)."""
+    from pandas.compat.pickle_compat import Unpickler
+
+    class Restricted(Unpickler):
+        def find_class(self, module, name):
+            if name not in PICKLE_ALLOWED.get(module, ()):
+                raise RefusedPickle(f"{module}.{name}")
+            return super().find_class(module, name)
+
+    with open(path, "rb") as fh:
+        return Restricted(fh).load()
+
+
+def _read_df(path: Path):
+    try:
+        return read_pickle_safely(path)
+    except RefusedPickle as err:
+        raise UserError(
+            f"{path}: not loaded: the pickle calls {err}, which a DataFrame of ints and lists does not need, so it "
+            f"could run code. If you trust the file, convert the folder to CSV once with `python -m dllm2rec "
+            f"convert-official --trust-pickle {path.parent} --out DIR` and point paths.dir at DIR.") from None
+    except Exception as err:  # noqa: BLE001 - truncated or not a pickle: say which file
+        raise UserError(f"{path}: not a readable pandas pickle ({err.__class__.__name__}: {str(err)[:160]}). "
+                        f"Re-export {path.name}.") from None
+
+
 def _rows(path: Path):
     """Yield (where, seq, len_seq, next) for each row of one split file, in file order."""
     if path.suffix == ".df":
-        try:
-            df = pd.read_pickle(path)
-        except Exception as err:  # noqa: BLE001
-            raise UserError(f"{path}: not a readable pandas pickle ({err}). Re-export {path.name}.") from None
+        df = _read_df(path)
         if not isinstance(df, pd.DataFrame):
             raise UserError(f"{path}: holds a {type(df).__name__}, not a pandas DataFrame. Re-export {path.name}.")
         missing = {"seq", "len_seq", "next"} - set(df.columns)
@@ -129,15 +194,18 @@ def _rows(path: Path):
 
 
 def read_statis(directory: Path) -> tuple[int, int] | None:
-    """(seq_size, item_num) from data_statis.df, or None when the folder has none."""
-    statis_path = directory / "data_statis.df"
-    if not statis_path.exists():
+    """(seq_size, item_num) from data_statis.df (or its CSV spelling data_statis.csv), or None
+    when the folder has neither."""
+    statis_path = next((directory / f for f in STATIS if (directory / f).is_file()), None)
+    if statis_path is None:
         return None
+    statis = _read_df(statis_path) if statis_path.suffix == ".df" else None
     try:
-        statis = pd.read_pickle(statis_path)
+        if statis is None:
+            statis = pd.read_csv(statis_path)
         seq_size, n = int(statis["seq_size"].iloc[0]), int(statis["item_num"].iloc[0])
     except Exception as err:  # noqa: BLE001
-        raise UserError(f"{statis_path}: need a pandas pickle with columns seq_size and item_num ({err}).") from None
+        raise UserError(f"{statis_path}: need a table with columns seq_size and item_num ({err}).") from None
     if n < 1 or seq_size < 1:
         raise UserError(f"{statis_path}: item_num {n} and seq_size {seq_size} must be positive.")
     return seq_size, n
@@ -288,3 +356,25 @@ def export_official(data: str, out: str) -> None:
         if titled:
             with open(tmp / "id2name.txt", "w", encoding="utf-8", newline="\n") as fh:
                 fh.writelines(f"{i}::{' '.join(str(t).splitlines())}\n" for i, t in titled)
+
+
+def convert_official(trust_pickle: str, out: str) -> None:
+    """``python -m dllm2rec convert-official --trust-pickle DIR --out OUT``: copy an official folder
+    whose pickles :func:`read_pickle_safely` refuses to ``OUT`` with every ``.df`` file as CSV
+    (``seq`` as ``"[1, 2, 3]"``). It unpickles without restriction, so only for files you trust."""
+    src = Path(trust_pickle)
+    if not src.is_dir():
+        raise UserError(f"convert-official: {src} is not a folder")
+    with atomic_path(out, is_dir=True) as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for f in sorted(src.iterdir()):
+            if not f.is_file():
+                continue
+            if f.suffix != ".df":
+                shutil.copy2(f, tmp / f.name)
+                continue
+            df = pd.read_pickle(f)  # trusted by the user's own word (--trust-pickle)
+            if "seq" in df.columns:
+                df = df.assign(seq=[list(map(int, np.asarray(v).tolist())) for v in df["seq"]])
+            df.to_csv(tmp / f"{f.stem}.csv", index=False)
+    print(f"converted {src} to {out}: the .df files as CSV; point paths.dir at it")
