@@ -271,7 +271,21 @@ def _k_above_topn(project: Path, cfg: dict) -> list[str]:
     return ["results/table5.csv"]
 
 
+def _noun_with_a_command(project: Path, cfg: dict) -> list[str]:
+    cfg["datasets"]["ml-100k"]["noun"] = "movie$(touch PWNED)"
+    return []
+
+
+def _dataset_name_with_a_command(project: Path, cfg: dict) -> list[str]:
+    cfg["datasets"]["x$(touch PWNED)"] = cfg["datasets"]["ml-100k"]
+    return []
+
+
 CONFIG_CASES = [
+    ("noun carrying a shell command", _noun_with_a_command,
+     r"'movie\$\(touch PWNED\)' does not match '\^\[A-Za-z\]"),
+    ("dataset name carrying a shell command", _dataset_name_with_a_command,
+     r"'x\$\(touch PWNED\)' does not match"),
     ("raw file gone, results present", _missing_raw_with_results,
      r"datasets\.old\.paths\.reviews = 'raw/Video_Games_5\.json\.gz' does not exist"),
     ("DLLM2Rec k above grounding topn", _k_above_topn,
@@ -291,3 +305,4 @@ def test_bad_config_fails_before_any_job(tmp_path, change, message):
     assert res.returncode != 0, res.stdout[-3000:]
     assert re.search(message, res.stdout), res.stdout[-3000:]
     assert "Nothing to be done" not in res.stdout
+    assert not list(project.rglob("PWNED"))

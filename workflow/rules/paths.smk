@@ -1,6 +1,7 @@
 # Paths and getters: every rule's inputs, outputs and params. The path templates come from
 # dllm2rec/layout.py (the one place that spells a path; docs/artifacts.md lists them).
 import functools
+import shlex
 
 SPLITS = ["train", "valid", "test"]
 
@@ -260,7 +261,7 @@ def group_teacher_arg(group):
     first = group.runs[0]
     if not any(teacher_needs(r.method) for r in group.runs):
         return ""
-    return f"--teacher {L.teacher_dir(first.dataset, first.teacher)}"
+    return f"--teacher {shlex.quote(L.teacher_dir(first.dataset, first.teacher))}"
 
 
 def student_gpu(wildcards):
@@ -278,7 +279,7 @@ def student_gpu(wildcards):
 def student_teacher_arg(wildcards):
     if not teacher_needs(wildcards.method):
         return ""
-    return f"--teacher {L.teacher_dir(wildcards.dataset, wildcards.teacher)}"
+    return f"--teacher {shlex.quote(L.teacher_dir(wildcards.dataset, wildcards.teacher))}"
 
 
 def student_metrics(datasets, teacher, backbones, methods, seeds, searched=False):

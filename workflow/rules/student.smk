@@ -49,9 +49,9 @@ if config["student"]["fuse"]:
                 work=L.work("students", f"groups/{_name}"),
             shell:
                 "python -m dllm2rec train-group --data $(dirname {input.data_items}) {params.teacher}"
-                " --dataset {params.dataset} --teacher-name {params.teacher_name} --backbone {params.backbone}"
-                " --members {params.members:q} --work {params.work} --threads {threads}"
-                " --device {params.device} > {log} 2>&1"
+                " --dataset {params.dataset:q} --teacher-name {params.teacher_name:q} --backbone {params.backbone:q}"
+                " --members {params.members:q} --work {params.work:q} --threads {threads}"
+                " --device {params.device:q} > {log} 2>&1"
 
 else:
 
@@ -89,5 +89,5 @@ else:
         shell:
             "python -m dllm2rec train-group --data $(dirname {input.data_items}) {params.teacher}"
             " --dataset {wildcards.dataset} --teacher-name {wildcards.teacher} --backbone {wildcards.backbone}"
-            " --members {params.members:q} --work {params.work} --threads {threads}"
-            " --device {params.device} > {log} 2>&1"
+            " --members {params.members:q} --work {params.work:q} --threads {threads}"
+            " --device {params.device:q} > {log} 2>&1"

@@ -50,7 +50,7 @@ rule table5:
         methods=TABLES["methods"],
     shell:
         "python -m dllm2rec table5 --teacher {input.teacher} --students {input.students} {input.chosen}"
-        " --methods {params.methods} --ranks {input.ranks} {input.chosen_ranks}"
+        " --methods {params.methods:q} --ranks {input.ranks} {input.chosen_ranks}"
         " --popularity {input.popularity}"
         " --out {output.table} --out-seeds {output.seeds} > {log} 2>&1"
 
@@ -261,4 +261,4 @@ rule table5_bars:
         methods=TABLES["methods"],
     shell:
         "python -m dllm2rec table5-bars --teacher {input.teacher} --students {input.students} {input.chosen}"
-        " --methods {params.methods} --popularity {input.popularity} --out {output} > {log} 2>&1"
+        " --methods {params.methods:q} --popularity {input.popularity} --out {output} > {log} 2>&1"

@@ -45,7 +45,7 @@ rule sft:
         launcher=sft_launcher,
     shell:
         "{params.launcher} -m dllm2rec sft --base {input.base} --data $(dirname {input.data_items}) --params {params.cfg:q}"
-        " --noun {params.noun} --out {output} --work {params.work} > {log} 2>&1"
+        " --noun {params.noun:q} --out {output} --work {params.work:q} > {log} 2>&1"
 
 
 rule item_embeddings:
@@ -104,7 +104,7 @@ rule teacher_shard:
     shell:
         "python -m dllm2rec teacher-shard --base {input.base} --adapter {input.adapter}"
         " --data $(dirname {input.data_items}) --item-emb {input.item_emb} --split {wildcards.split}"
-        " --shard {params.shard} --shards {params.shards} --params {params.cfg:q} --noun {params.noun}"
+        " --shard {params.shard} --shards {params.shards} --params {params.cfg:q} --noun {params.noun:q}"
         " --out-ranks {output.ranks} --out-emb {output.emb} > {log} 2>&1"
 
 
