@@ -6,6 +6,7 @@ so a killed job never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -23,18 +24,46 @@ class UserError(Exception):
     """A problem the user can fix (bad config, bad input file). Printed without a traceback."""
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(err: BaseException) -> bool:
+    """An OSError for a full disk or quota, or torch.save's RuntimeError when its writes failed."""
+    if isinstance(err, OSError):
+        return err.errno in NO_SPACE or "No space left" in str(err)
+    return isinstance(err, RuntimeError) and any(s in str(err) for s in ("unexpected pos", "failed writing file",
+                                                                           "No space left"))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, is_dir: bool = False):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+    A file never replaces a folder (``recommend --out X.csv`` with a folder X.csv); a full disk
+    is a :class:`UserError` naming the file (the partial temporary is removed)."""
     path = Path(path)
+    if not is_dir and path.is_dir() and not path.is_symlink():
+        raise UserError(f"{path} is a folder; it is left as it is. Write the file elsewhere, or remove the folder.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        if _disk_full(err):
+            raise UserError(f"no space left on the device to write {path}: free some space and rerun.") from None
+        raise
     target = tmp if is_dir else tmp / path.name
     try:
-        yield target
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(target, path)
+        try:
+            yield target
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            os.replace(target, path)
+        except (OSError, RuntimeError) as err:
+            if not _disk_full(err):
+                raise
+            free = shutil.disk_usage(path.parent).free
+            raise UserError(f"no space left on the device to write {path} ({free / 2**20:.0f} MiB free there, "
+                            f"{err.__class__.__name__}: {str(err).splitlines()[0][:120]}): free some space and "
+                            "rerun; the partial file was removed.") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -29,7 +29,8 @@ Rules:
   from ``items.parquet``). An empty history, an unknown entry or a title shared by several items
   is refused with a :class:`~dllm2rec.io.UserError` naming it.
 - **Nothing is excluded by default** (the paper's full ranking does not exclude history items
-  either); ``exclude_history=True`` drops the history's own items from the list.
+  either); ``exclude_history=True`` drops the history's own items from the list, all of them,
+  also those before the model's window.
 - **Methods**: KAR and LLM-CF add teacher features to the sequence state at inference (KAR the
   teacher's generation for the very history, LLM-CF retrieval over the teacher's train
   generations); model.pt does not hold those, so their students are refused. Every other
@@ -202,15 +203,23 @@ class Recommender:
             raise UserError(f"{at}unknown title {entry!r} (titles must match {ITEMS} exactly){hint}")
         raise UserError(f"by must be one of {', '.join(BY)}, got {by!r}")
 
-    def encode_histories(self, histories, by: str = "item_id") -> tuple[torch.Tensor, torch.Tensor]:
-        """(history [B, max_len] right-padded with n_items, lengths [B]); the last max_len items kept."""
+    def item_ids(self, histories, by: str = "item_id") -> list[list[int]]:
+        """Each history's entries as item ids, whole (not cut to the model's window)."""
         rows = []
         for h, hist in enumerate(histories):
             if isinstance(hist, (str, bytes, int)):
                 raise UserError(f"history {h + 1}: {hist!r} is not a list of items (pass a list of histories)")
             if not len(hist):
                 raise UserError(f"history {h + 1} is empty: a student needs at least one item")
-            rows.append([self.item_index(e, by, f"history {h + 1}") for e in hist][-self.max_len:])
+            rows.append([self.item_index(e, by, f"history {h + 1}") for e in hist])
+        return rows
+
+    def encode_histories(self, histories, by: str = "item_id") -> tuple[torch.Tensor, torch.Tensor]:
+        """(history [B, max_len] right-padded with n_items, lengths [B]); the last max_len items kept."""
+        return self._encode(self.item_ids(histories, by))
+
+    def _encode(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [row[-self.max_len:] for row in ids]
         history = torch.full((len(rows), self.max_len), self.n_items, dtype=torch.long)
         for r, ids in enumerate(rows):
             history[r, :len(ids)] = torch.tensor(ids)
@@ -230,16 +239,20 @@ class Recommender:
         k = int(k)
         if k < 1:
             raise UserError(f"k must be a positive integer, got {k}")
-        history, lengths = self.encode_histories(histories, by)
+        ids = self.item_ids(histories, by)
+        history, lengths = self._encode(ids)
         out = []
         for start in range(0, len(history), int(batch_size)):
             h, n = history[start:start + int(batch_size)], lengths[start:start + int(batch_size)]
+            whole = ids[start:start + int(batch_size)]  # the whole history, also beyond the model's window
             s = self.scores(h, n).float()
             if exclude_history:  # history items sort last, then are dropped
-                seen = torch.zeros(len(h), self.n_items + 1, dtype=torch.bool).scatter_(1, h, True)
-                s = s.masked_fill(seen[:, :self.n_items].to(s.device), float("-inf"))
+                seen = torch.zeros(len(h), self.n_items, dtype=torch.bool)
+                for r, row in enumerate(whole):
+                    seen[r, row] = True
+                s = s.masked_fill(seen.to(s.device), float("-inf"))
             top = s.topk(min(k, self.n_items), dim=1)
-            for hist, vals, idx in zip(h.tolist(), top.values.cpu().tolist(), top.indices.cpu().tolist()):
+            for hist, vals, idx in zip(whole, top.values.cpu().tolist(), top.indices.cpu().tolist()):
                 drop = set(hist) if exclude_history else ()
                 kept = [(v, i) for v, i in zip(vals, idx) if i not in drop]
                 out.append([{"rank": r + 1, "item_id": i, "raw_id": self.raw_ids[i], "title": self.titles[i],
@@ -258,7 +271,8 @@ def recommend(model, histories, k: int = 10, by: str = "item_id", exclude_histor
 def read_histories(path, by: str = "item_id") -> list[list]:
     """Histories from a file: ``.json`` holds a list of histories; otherwise one history per line,
     entries separated by tabs (for ``item_id``/``raw_id`` also by spaces or commas), or a line
-    that is a JSON list. Blank lines and lines starting with ``#`` are skipped."""
+    that is a JSON list (for ``title``: of strings; any other line is titles, so a title may start
+    with ``[`` or ``{``). Blank lines and lines starting with ``#`` are skipped."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"histories file not found: {path}")
@@ -276,12 +290,14 @@ def read_histories(path, by: str = "item_id") -> list[list]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if line.startswith("["):
+        if line.startswith("[") and by != "title":
             try:
                 hist = json.loads(line)
             except json.JSONDecodeError as err:
                 raise UserError(f"{path}:{no}: not a valid JSON list ({err})") from None
-        elif "\t" in line or by == "title":
+        elif by == "title" and line.startswith("[") and _json_list(line) is not None:
+            hist = _json_list(line)
+        elif "\t" in line or by == "title":  # titles: tab-separated, any characters ("[REC] (2007)")
             hist = [e.strip() for e in line.split("\t") if e.strip()]
         else:
             hist = line.replace(",", " ").split()
@@ -289,6 +305,15 @@ def read_histories(path, by: str = "item_id") -> list[list]:
     if not out:
         raise UserError(f"{path}: no history in it (one history per line)")
     return out
+
+
+def _json_list(line: str) -> list | None:
+    """``line`` as a JSON list of strings, or None when it is not one (then it is titles)."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
 
 
 def _cli_histories(history, file, by: str) -> list[list]:
@@ -304,6 +329,10 @@ def _cli_histories(history, file, by: str) -> list[list]:
 def write_results(histories, results, out) -> None:
     """``out``: ``.json`` (a list of {"history", "items"}) or ``.csv`` (history, rank, item_id, raw_id, title, score)."""
     out = Path(out)
+    if out.suffix not in (".json", ".csv"):
+        raise UserError(f"--out {out}: use a .json or .csv file name")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; it is left as it is: give a file name (e.g. {out / 'top.csv'})")
     with atomic_path(out) as tmp:
         if out.suffix == ".json":
             tmp.write_text(json.dumps([{"history": h, "items": r} for h, r in zip(histories, results)], indent=1) + "\n")

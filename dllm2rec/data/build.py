@@ -30,6 +30,20 @@ def read_raw(source: str, params: dict, name: str, cache: str):
     return read_sasrec(params, name)
 
 
+def _with_untitled_items(err: UserError, raw, report) -> UserError:
+    """``err`` (a split came out empty) plus, when interactions were dropped for items without a
+    title, which items those are: a titles file naming few of the items is the likely cause."""
+    dropped = report.as_dict().get("interactions_dropped_untitled_item", 0)
+    if raw is None or raw.titles is None or not dropped:
+        return err
+    items = raw.frame["item"].unique()
+    missing = sorted(set(items.to_list()) - set(raw.titles))
+    shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+    return UserError(f"{err} Likely cause: {len(missing)} of the {len(items)} items have no usable title "
+                     f"({shown}), so their {dropped} interactions were dropped; add their titles to the titles "
+                     f"file (paths.titles / the metadata file).")
+
+
 def build_dataset(name: str, params: dict, out: str, cache: str = "resources/downloads") -> None:
     """Build dataset ``name`` from its config entry ``params`` into the folder ``out``."""
     start = time.perf_counter()
@@ -64,7 +78,10 @@ def build_dataset(name: str, params: dict, out: str, cache: str = "resources/dow
         samples, order, base = S.make_samples(df, rule, L, report, S.drop_duplicates_setting(params, rule, name),
                                               timed=timestamps == "file")
         seq_size = L
-    seqs, split_stats = S.finish(samples, params, name)
+    try:
+        seqs, split_stats = S.finish(samples, params, name)
+    except UserError as err:
+        raise _with_untitled_items(err, raw if source != "official" else None, report) from None
     items = S.items_table(order, titles)
     has_titles = titles is not None and items.column("title").null_count == 0
     report.warn_summary(name)

@@ -41,18 +41,36 @@ STATIS = ("data_statis.df", "data_statis.csv")
 
 
 # ----------------------------------------------------------------------------------------- import
+def _tab_order(path: Path, report: Report) -> str:
+    """``"name_id"`` when the file's tab lines are ``name<TAB>id`` (some line has a number only on
+    the right), else ``"id_name"``: decided once per file, so a name that is a number (``5<TAB>1984``)
+    is read the same way round as the file's other lines."""
+    with open_binary(path) as fh:
+        for _, text in iter_lines(fh, str(path), Report()):
+            if "::" in text or "\t" not in text:
+                continue
+            left, right = text.split("\t", 1)[0].strip(), text.rsplit("\t", 1)[1].strip()
+            if right.isdigit() and not left.isdigit():
+                return "name_id"
+            if left.isdigit() and not right.isdigit():
+                return "id_name"
+    return "id_name"
+
+
 def read_id2name(path: Path, report: Report) -> dict[str, str]:
-    """raw id -> name from ``id::name``, ``name<TAB>id`` or ``id<TAB>name`` lines (first wins)."""
+    """raw id -> name from ``id::name``, ``name<TAB>id`` or ``id<TAB>name`` lines (first wins; the
+    tab order is the file's, :func:`_tab_order`)."""
     names: dict[str, str] = {}
+    order = None
     with open_binary(path) as fh:
         for lineno, text in iter_lines(fh, str(path), report):
             raw_id = name = None
             if "::" in text and text.split("::", 1)[0].strip():
                 raw_id, name = text.split("::", 1)
             elif "\t" in text:
-                left, right = text.rsplit("\t", 1)
-                if right.strip().isdigit():
-                    raw_id, name = right, left
+                order = order or _tab_order(path, report)
+                if order == "name_id":
+                    name, raw_id = text.rsplit("\t", 1)
                 else:
                     raw_id, name = text.split("\t", 1)
             if raw_id is None or not raw_id.strip():
