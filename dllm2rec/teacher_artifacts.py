@@ -266,6 +266,23 @@ def read_item_embeddings(path: Path, n_items: int, teacher_dir: Path | None = No
     return out
 
 
+# --- identity: which dataset a teacher file was made from ------------------------------------
+def check_dataset(path, fingerprint: str | None, teacher_dir) -> None:
+    """A teacher file made from another dataset than the one with ``fingerprint``
+    (:func:`dllm2rec.dataset.fingerprint`, recorded by the writers as ``dataset_fingerprint``) is
+    refused, whatever its row count; a file that records none (older, or made by hand) is not
+    checked."""
+    if not fingerprint:
+        return
+    path = Path(path)
+    meta = parquet_metadata(path, "teacher file", rule_for(path))
+    recorded = meta.get("dataset_fingerprint")
+    if recorded and recorded != fingerprint:
+        raise UserError(f"{path} was made from another dataset ({meta.get('dataset') or 'unnamed'}, fingerprint "
+                        f"{recorded}) than the one being read with it (fingerprint {fingerprint}): a teacher file "
+                        f"copied from another run? {_fix(Path(teacher_dir))}")
+
+
 # --- coverage: a train split generated for a subset of its sequences ------------------------
 def read_coverage(path) -> dict:
     """The coverage a per-sequence teacher file records in its metadata (``train_coverage``,

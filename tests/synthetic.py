@@ -13,15 +13,20 @@ N-1 items are random. Ranks rows are shuffled (joins must use seq_id). Reusable 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dllm2rec.dataset import fingerprint as dataset_fingerprint
 
-def _write(table: pa.Table, path: Path) -> None:
+
+def _write(table: pa.Table, path: Path, metadata: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if metadata is not None:  # as the package's writers record it (dllm2rec.io.write_parquet)
+        table = table.replace_schema_metadata({b"dllm2rec": json.dumps(metadata).encode()})
     pq.write_table(table, path)
 
 
@@ -72,6 +77,7 @@ def write_synthetic_teacher(dir, data_dir, topn: int = 20, width: int = 16, qual
     n_items = pq.read_table(data_dir / "items.parquet").num_rows
     succ = successor(n_items, rule_seed)
     seqs = pq.read_table(data_dir / "sequences.parquet").to_pydict()
+    identity = {"dataset_fingerprint": dataset_fingerprint(data_dir)}  # as the teacher's writers record it
     by_split: dict[str, list[int]] = {}
     for row, s in enumerate(seqs["split"]):
         by_split.setdefault(s, []).append(row)
@@ -94,15 +100,15 @@ def write_synthetic_teacher(dir, data_dir, topn: int = 20, width: int = 16, qual
             "topk_items": pa.array(items, pa.list_(pa.int32())),
             "topk_dist": pa.array(dists, pa.list_(pa.float32())),
             "target_dist": pa.array(tdist, pa.float32()),
-        }), dir / "ranks" / f"{split}.parquet")
+        }), dir / "ranks" / f"{split}.parquet", identity)
         gen = rng.normal(size=(len(rows), width)).astype(np.float16)
         _write(pa.table({
             "seq_id": pa.array([seqs["seq_id"][r] for r in rows], pa.int64()),
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(gen.reshape(-1), pa.float16()), width),
-        }), dir / "generated_embeddings" / f"{split}.parquet")
+        }), dir / "generated_embeddings" / f"{split}.parquet", identity)
     emb = rng.normal(size=(n_items, width)).astype(np.float32)
     order = rng.permutation(n_items)  # rows not in item order: joins must use item_id
     _write(pa.table({
         "item_id": pa.array(order, pa.int32()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb[order].reshape(-1), pa.float32()), width),
-    }), dir / "item_embeddings.parquet")
+    }), dir / "item_embeddings.parquet", identity)

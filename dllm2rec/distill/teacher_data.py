@@ -15,6 +15,7 @@ import torch
 from dllm2rec import teacher_artifacts as ta
 from dllm2rec.distill.base import TeacherSplit, TeacherTensors
 from dllm2rec.distill.spec import TEACHER_PARTS
+from dllm2rec.layout import PER_ITEM_TEACHER_PARTS
 
 PARTS = frozenset(TEACHER_PARTS)  # the teacher's own parts (teacher_artifacts.PARTS) and the text encoder's
 
@@ -40,8 +41,10 @@ def _covered(teacher_dir: Path, parts: frozenset, split: str, ids: np.ndarray) -
 
 
 def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: int,
-                 parts: Iterable[str] = ta.PARTS) -> TeacherTensors:
+                 parts: Iterable[str] = ta.PARTS, dataset_fingerprint: str | None = None) -> TeacherTensors:
     """Teacher tensors for ``sequences`` ({split: seq_id array in the student's row order}).
+    ``dataset_fingerprint``: the student's dataset (:attr:`dllm2rec.dataset.Dataset.fingerprint`);
+    a file made from another dataset is refused (:func:`~dllm2rec.teacher_artifacts.check_dataset`).
 
     ``parts`` ⊆ PARTS (default: the teacher's own three): only these files are read. The text
     encoder's parts (``text_item_embeddings``, ``text_generated_embeddings``, in the teacher's
@@ -60,6 +63,9 @@ def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: i
     unknown = parts - PARTS
     if unknown:
         raise ValueError(f"unknown teacher parts {sorted(unknown)}; known: {sorted(PARTS)}")
+    for part in parts:
+        for split in (sequences if part not in PER_ITEM_TEACHER_PARTS else [None]):
+            ta.check_dataset(ta.path(teacher_dir, part, split), dataset_fingerprint, teacher_dir)
     item_emb = _items(teacher_dir, "item_embeddings", n_items) if "item_embeddings" in parts else torch.zeros(0, 0)
     text_item_emb = _items(teacher_dir, "text_item_embeddings", n_items) if "text_item_embeddings" in parts else None
     splits = {}

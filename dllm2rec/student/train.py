@@ -175,7 +175,7 @@ class Run:
     dataset_fingerprint: str | None = None  # the dataset's content (dllm2rec.dataset.Dataset.fingerprint), in model.pt
 
 
-def _load_teacher(teacher, method: str, mcfg: dict, splits: dict, n_items: int):
+def _load_teacher(teacher, method: str, mcfg: dict, splits: dict, n_items: int, dataset_fingerprint=None):
     """The teacher tensors the method reads (its required parts, for the splits it needs), or None."""
     mcls = get_method(mcfg.get("type", method))
     parts = mcls.parse_options(mcfg, method).teacher_parts()  # errors name methods.<method>.<key>
@@ -189,7 +189,7 @@ def _load_teacher(teacher, method: str, mcfg: dict, splits: dict, n_items: int):
     opt = mcls.parse_options(mcfg, method)
     if not opt.partial_coverage:
         _refuse_partial_coverage(teacher, method)
-    return load_teacher(teacher, {s: splits[s].seq_id for s in which}, n_items, parts)
+    return load_teacher(teacher, {s: splits[s].seq_id for s in which}, n_items, parts, dataset_fingerprint)
 
 
 def _refuse_partial_coverage(teacher, method: str) -> None:
@@ -256,7 +256,7 @@ def load_inputs(data, method: str, method_cfg: dict, teacher) -> Inputs:
     dataset = load_dataset(data)
     n_items, max_len, splits = _splits(dataset)
     tr = splits["train"]
-    tt = _load_teacher(teacher, method, dict(method_cfg), splits, n_items)
+    tt = _load_teacher(teacher, method, dict(method_cfg), splits, n_items, dataset.fingerprint)
     covered, seen = _covered_rows(tt, tr)
     return Inputs(dataset.name, n_items, max_len, splits, torch.bincount(tr.target, minlength=n_items), tt, covered,
                   seen, dataset.fingerprint)

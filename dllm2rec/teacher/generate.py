@@ -220,7 +220,8 @@ def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, sha
     meta = {k: res[k] for k in ("generation_seconds", "grounding_seconds", "n_truncated_prompts", "n_empty_generations")}
     meta.update(split=split, shard=shard, shards=shards, n_sequences=rows.num_rows, params=params, noun=noun,
                 base=str(base), adapter=str(adapter), device=str(device),
-                coverage=coverage_info(dataset, split, gen))
+                coverage=coverage_info(dataset, split, gen), dataset=dataset.name,
+                dataset_fingerprint=dataset.fingerprint)
     write_parquet(emb, out_emb, metadata=meta)
     write_parquet(ranks, out_ranks, metadata=meta)
     print(f"{split} shard {shard}/{shards}: {rows.num_rows} sequences, generation {meta['generation_seconds']:.1f}s, "
@@ -245,7 +246,12 @@ def gather_shards(ranks: list[str], embs: list[str], out_ranks: str, out_emb: st
         raise UserError(f"teacher ranks {ranks} and generated embeddings {embs} hold different seq_ids")
     meta = {k: sum(m.get(k, 0) for m in metas) for k in SUMMED}
     first = metas[0] if metas else {}
-    meta.update({k: first.get(k) for k in ("split", "params", "noun", "base", "adapter", "device", "coverage")}, shards=len(ranks))
+    fingerprints = {m.get("dataset_fingerprint") for m in metas}
+    if len(fingerprints) > 1:
+        raise UserError(f"teacher shards {ranks} were made from different datasets (fingerprints "
+                        f"{sorted(map(str, fingerprints))}): rerun the rule 'teacher_shard' for them.")
+    meta.update({k: first.get(k) for k in ("split", "params", "noun", "base", "adapter", "device", "coverage",
+                                            "dataset", "dataset_fingerprint")}, shards=len(ranks))
     meta["shard_seconds"] = [m.get("generation_seconds", 0) + m.get("grounding_seconds", 0) for m in metas]
     write_parquet(e.replace_schema_metadata(None), out_emb, metadata=meta)
     write_parquet(r.replace_schema_metadata(None), out_ranks, metadata=meta)

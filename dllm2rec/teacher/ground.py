@@ -132,4 +132,6 @@ def embed_items(base: str, data: str, params: dict, out: str) -> None:
     emb = embed_texts(model, tokenizer, titles, int(params["grounding"]["batch_size"]), desc="item titles")
     table = ta.item_embeddings_table(np.arange(len(titles)), emb)
     write_parquet(table, out, metadata=ta.embedding_metadata(model.config.hidden_size, seconds=time.time() - t0,
-                                                             base=str(base), n_items=len(titles), dim=int(emb.shape[1])))
+                                                             base=str(base), n_items=len(titles), dim=int(emb.shape[1]),
+                                                             dataset=dataset.name,
+                                                             dataset_fingerprint=dataset.fingerprint))
