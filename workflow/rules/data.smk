@@ -11,6 +11,7 @@ rule dataset:
         "../../envs/data.yaml"
     params:
         cfg=dataset_params,
+        content=raw_content,
     shell:
         "python -m dllm2rec data --name {wildcards.dataset} --params {params.cfg:q}"
         " --out $(dirname {output.data_items}) > {log} 2>&1"

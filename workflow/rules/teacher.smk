@@ -10,6 +10,7 @@ rule base_model:
         "../../envs/teacher.yaml"
     params:
         spec=lambda wildcards: teacher_cfg(wildcards)["base_model"],
+        content=base_content,
     shell:
         "python -m dllm2rec base-model --spec {params.spec:q} --out {output} > {log} 2>&1"
 
