@@ -9,7 +9,7 @@ A dataset folder (``results/data/{dataset}``, see :mod:`dllm2rec.layout`) holds
   time; null for every row when the source has no timestamps), ``split`` str (train / valid /
   test, none empty);
 * ``stats.json``: Table 4's counts and what made the dataset: ``dataset``, ``source``,
-  ``sample_rule``, ``timestamps`` (``file``; ``none``: the source has none; ``row_order``: the
+  ``sample_rule``, ``max_title_chars`` (the cap on a title's length), ``timestamps`` (``file``; ``none``: the source has none; ``row_order``: the
   official import), ``split`` (``chronological`` 8:1:1, ``leave_one_out`` per user for sources
   without timestamps, ``given`` by an official import), ``users``, ``items``, ``interactions``,
   ``density``, ``rows`` per split, and the data stage's counters of what it dropped or kept

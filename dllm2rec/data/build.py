@@ -5,7 +5,7 @@ import sys
 import time
 
 from dllm2rec.data import samples as S
-from dllm2rec.data.raw import apply_title_rule
+from dllm2rec.data.raw import MAX_TITLE_CHARS, apply_title_rule
 from dllm2rec.data.sources import SOURCES as DATA_SOURCES
 from dllm2rec.dataset import write_dataset
 from dllm2rec.io import UserError
@@ -33,7 +33,7 @@ def read_raw(source: str, params: dict, name: str, cache: str):
 def _with_untitled_items(err: UserError, raw, report) -> UserError:
     """``err`` (a split came out empty) plus, when interactions were dropped for items without a
     title, which items those are: a titles file naming few of the items is the likely cause."""
-    dropped = report.as_dict().get("interactions_dropped_untitled_item", 0)
+    dropped = report.counts.get("interactions_dropped_untitled_item", 0)
     if raw is None or raw.titles is None or not dropped:
         return err
     items = raw.frame["item"].unique()
@@ -89,6 +89,7 @@ def build_dataset(name: str, params: dict, out: str, cache: str = "resources/dow
         "dataset": name, "source": source, "source_info": info,
         "sample_rule": rule if source != "official" else "official",
         "max_history": L, "seq_size": seq_size, "timestamps": timestamps, "has_titles": has_titles,
+        "max_title_chars": MAX_TITLE_CHARS,
         **base, "density": S.density(base["users"], base["items"], base["interactions"]),
         **split_stats, **report.as_dict(),
     }

@@ -36,9 +36,17 @@ def usable_title(title) -> str | None:
     return title or None
 
 
+# A title longer than this is cut to it (counted as ``titles_capped``; stats.json records the cap as
+# ``max_title_chars``): every later stage tokenizes titles (prompts, grounding, the text encoder),
+# and one 10,000-character title made the item-embeddings job need ~20 GB. 500 characters are at
+# most ~500 tokens of a subword tokenizer in practice (2,000 UTF-8 bytes for a byte-level one).
+MAX_TITLE_CHARS = 500
+
+
 def apply_title_rule(titles: dict[str, str] | None, min_chars: int, report,
                      keep_short: bool = False) -> dict[str, str] | None:
     """docs/method.md §1.1: keep titles longer than ``min_chars`` characters (default 1); count the rest.
+    A title over :data:`MAX_TITLE_CHARS` characters is cut to them (``titles_capped``).
 
     A short title drops its item (``items_with_short_title``, also in ``items_without_title``),
     never the other items' titles. ``keep_short`` (sources whose item ids and splits are fixed,
@@ -49,6 +57,9 @@ def apply_title_rule(titles: dict[str, str] | None, min_chars: int, report,
         return None
     kept = {}
     for raw_id, title in titles.items():
+        if len(title) > MAX_TITLE_CHARS:
+            report.drop("titles_capped", f"item {raw_id} ({len(title)} characters)")
+            title = title[:MAX_TITLE_CHARS].rstrip()
         if len(title) > min_chars:
             kept[raw_id] = title
         elif keep_short:

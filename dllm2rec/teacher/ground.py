@@ -23,6 +23,9 @@ from dllm2rec.io import UserError, write_parquet
 from dllm2rec.teacher.prompts import item_titles
 
 
+MAX_TEXT_TOKENS = 512
+
+
 def embed_texts(model, tokenizer, texts: list[str], batch_size: int, desc: str | None = None) -> np.ndarray:
     """float32 [len(texts), hidden]: last-layer hidden state of each text's last token.
 
@@ -33,7 +36,9 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int, desc: str |
     from tqdm.auto import tqdm
 
     fallback = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
-    ids = [tokenizer(t)["input_ids"] if t else [] for t in texts]
+    # at most MAX_TEXT_TOKENS per text (the data stage caps titles at MAX_TITLE_CHARS characters
+    # already; generated texts are max_new_tokens long): one long text never sets a batch's memory
+    ids = [tokenizer(t)["input_ids"][:MAX_TEXT_TOKENS] if t else [] for t in texts]
     ids = [x if x else [fallback] for x in ids]
     order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
     hidden = model.config.hidden_size if hasattr(model, "config") else None
