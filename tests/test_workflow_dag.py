@@ -1,5 +1,6 @@
 """The workflow's DAG, config validation and style, checked with real Snakemake dry runs."""
 import math
+from pathlib import Path
 import subprocess
 import sys
 
@@ -159,3 +160,23 @@ def test_lint_is_clean(project):
 def test_snakefmt_leaves_rules_unchanged():
     res = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
+
+
+def test_a_method_file_is_code_of_its_own_students_only(project):
+    """Editing one method's module reruns only its students: a student run's code inputs hold
+    its method's module (and what that imports: dcd -> rrd), never another method's."""
+    import re
+
+    res = snakemake(project, "-n", "--cores", "1")
+    assert res.returncode == 0, res.stdout[-3000:]
+    seen = {}
+    for block in res.stdout.split("rule student:")[1:]:
+        method = re.search(r"wildcards: .*method=([^,\s]+)", block).group(1).split("@")[0]  # a grid point's method
+        inputs = re.search(r"input: (.*)", block).group(1).split(", ")
+        seen[method] = {Path(f).stem for f in inputs if f.startswith("dllm2rec/distill/")}
+    assert {"rd", "dcd", "none"} <= set(seen)
+    method_files = {"none", "hint", "htd", "rd", "cd", "rrd", "dcd", "unkd", "kar", "llmcf", "dllm2rec"}
+    assert seen["rd"] & method_files == {"rd"}
+    assert seen["dcd"] & method_files == {"dcd", "rrd"}
+    assert seen["none"] & method_files == {"none"}
+    assert {"base", "common", "spec", "methods"} <= seen["rd"]  # the shared modules: every student's

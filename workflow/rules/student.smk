@@ -1,15 +1,3 @@
-STUDENT_CODE = code(
-    "student",
-    "distill",
-    "evaluate",
-    "dataset",
-    "teacher_artifacts",
-    "student_run",
-    "student_groups",
-    "resume",
-)
-
-
 if config["student"]["fuse"]:
     # One job per group of runs that train together (dllm2rec/student_groups.py): a rule each,
     # named for its backbone and method, whose outputs are its members' run folders.
@@ -24,7 +12,7 @@ if config["student"]["fuse"]:
                 _group.name
             input:
                 **group_inputs(_group),
-                code=STUDENT_CODE,
+                code=method_code(_first.base),
             output:
                 group_outputs(_group),
             log:
@@ -59,7 +47,7 @@ else:
         """One student run (backbone x method x seed): `student.fuse: false`, a job per run."""
         input:
             unpack(student_inputs),
-            code=STUDENT_CODE,
+            code=student_code,
         output:
             metrics=L.student_file("metrics"),
             model=L.student_file("model"),
