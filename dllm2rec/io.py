@@ -25,14 +25,15 @@ class UserError(Exception):
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+TORCH_WRITE_FAILED = ("unexpected pos", "failed writing file", "file write failed", "iostream error", "No space left")
 
 
 def _disk_full(err: BaseException) -> bool:
     """An OSError for a full disk or quota, or torch.save's RuntimeError when its writes failed."""
     if isinstance(err, OSError):
         return err.errno in NO_SPACE or "No space left" in str(err)
-    return isinstance(err, RuntimeError) and any(s in str(err) for s in ("unexpected pos", "failed writing file",
-                                                                           "No space left"))
+    # torch.save's C++ writer: "unexpected pos", "failed writing file", "basic_ios::clear: iostream error"
+    return isinstance(err, RuntimeError) and any(s in str(err) for s in TORCH_WRITE_FAILED)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,8 @@ from dllm2rec import student_run
 from dllm2rec import teacher_artifacts as ta
 from dllm2rec.data.build import build_dataset
 from dllm2rec.distill.teacher_data import load_teacher
-from dllm2rec.io import UserError, parquet_metadata
+from dllm2rec import resume
+from dllm2rec.io import UserError, parquet_metadata, write_parquet
 
 N_ITEMS = 40
 
@@ -154,6 +155,153 @@ def _wrong_file(tmp):
     return params("games", {"reviews": paths["meta"], "meta": paths["meta"]})
 
 
+# --- helpers for the cases of issue 25 (files that could run code, stale or silent inputs) ------
+class Payload:
+    """Unpickling this creates the file ``marker``: what a malicious pickle could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def must_not_run(marker: Path, fn):
+    """``fn`` wrapped: whatever it raises, the payload's file must not exist afterwards."""
+    def run():
+        try:
+            return fn()
+        finally:
+            assert not marker.exists(), "the pickle's payload ran"
+    return run
+
+
+def tiny_student(tmp: Path, data: Path) -> Path:
+    """An untrained GRU4Rec student of ``data`` written as the trainer writes one (student_run)."""
+    import torch
+
+    from dllm2rec.student.base import get_backbone
+
+    n_items, max_len = ds.load_dataset(data).n_items, 4
+    torch.manual_seed(0)
+    student = get_backbone("gru4rec")(n_items, hidden=8, dropout=0.0, max_len=max_len)
+    meta = {"dataset": "synth", "dataset_fingerprint": ds.fingerprint(data), "backbone": "gru4rec",
+            "backbone_options": {"hidden": 8, "dropout": 0.0}, "method": "none", "method_type": "none",
+            "n_items": n_items, "max_len": max_len, "params": {}, "seed": 0, "best_epoch": 1,
+            "uses_teacher_at_inference": False}
+    path = tmp / "model.pt"
+    student_run.write_model(path, meta, student.state_dict(), {}, student.item_emb.weight)
+    return path
+
+
+def pickled_model_case(tmp):
+    import torch
+
+    data, _, _ = synthetic(tmp)
+    m = student_run.read_model(tiny_student(tmp, data))
+    evil = tmp / "evil.pt"
+    torch.save({"format": "dllm2rec-student/1", "student_state": m.student_state, "x": Payload(tmp / "pwned")}, evil)
+    from dllm2rec.recommend import Recommender
+    return must_not_run(tmp / "pwned", lambda: Recommender.load(evil, data=data))
+
+
+def truncated_model_case(tmp):
+    data, _, _ = synthetic(tmp)
+    path = tiny_student(tmp, data)
+    truncate(path, 0.5)
+    return lambda: student_run.load_student(path)
+
+
+def official_payload_case(tmp):
+    import pickle
+
+    from fixtures_data import write_official
+
+    src = write_official(tmp)
+    with open(src / "train_data.df", "wb") as fh:
+        pickle.dump([Payload(tmp / "pwned")], fh)
+    cfg = {"source": "official", "max_history": 4, "paths": {"dir": str(src)}}
+    return must_not_run(tmp / "pwned", lambda: build_dataset("o", cfg, str(tmp / "out")))
+
+
+def other_dataset_teacher_case(tmp):
+    """The teacher's ranks/train.parquet of another dataset's run (same rows, same seq_ids) put in place."""
+    data, teacher, ids = synthetic(tmp)
+    other = tmp / "other_data"
+    write_synthetic_dataset(other, n_items=N_ITEMS, n_sequences=200, seed=4)
+    write_synthetic_teacher(tmp / "other_teacher", other, topn=12, width=8, rule_seed=4)
+    assert pq.read_table(tmp / "other_teacher" / "ranks" / "train.parquet").num_rows == len(ids["train"])
+    shutil.copy(tmp / "other_teacher" / "ranks" / "train.parquet", teacher / "ranks" / "train.parquet")
+    return lambda: load_teacher(teacher, ids, N_ITEMS, {"ranks"}, ds.fingerprint(data))
+
+
+def mixed_shards_case(tmp):
+    from dllm2rec.teacher.generate import gather_shards
+
+    _, teacher, _ = synthetic(tmp)
+    shards = []
+    for k, fp in enumerate(("aaaa", "bbbb")):
+        for part in ("ranks", "generated_embeddings"):
+            table = pq.read_table(teacher / part / "test.parquet")
+            half = table.slice(k * (table.num_rows // 2), table.num_rows // 2)
+            write_parquet(half, tmp / f"{part}-{k}.parquet", metadata={"dataset_fingerprint": fp})
+        shards.append(k)
+    return lambda: gather_shards([str(tmp / f"ranks-{k}.parquet") for k in shards],
+                                 [str(tmp / f"generated_embeddings-{k}.parquet") for k in shards],
+                                 str(tmp / "r.parquet"), str(tmp / "e.parquet"))
+
+
+def disk_full(write):
+    """``write(path)`` onto a file system with no space left: the temporary file the atomic write
+    makes is /dev/full (ENOSPC on every write, as a full disk)."""
+    def setup(tmp):
+        from unittest import mock
+
+        import dllm2rec.io as io_mod
+
+        real = io_mod.tempfile.mkdtemp
+
+        def full_mkdtemp(prefix, suffix, dir):
+            folder = Path(real(prefix=prefix, suffix=suffix, dir=dir))
+            (folder / prefix[1:-1]).symlink_to("/dev/full")  # the name atomic_path writes to
+            return str(folder)
+
+        def run():
+            with mock.patch.object(io_mod.tempfile, "mkdtemp", full_mkdtemp):
+                write(tmp / "work" / "out")
+        return run
+    return setup
+
+
+def folder_as_out_case(tmp):
+    from dllm2rec.recommend import write_results
+
+    out = tmp / "X.csv"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+
+    def run():
+        try:
+            write_results([[1]], [[{"rank": 1, "item_id": 1, "raw_id": "1", "title": "t", "score": 0.0}]], out)
+        finally:
+            assert (out / "keep.txt").read_text() == "precious"
+    return run
+
+
+def sasrec_source(tmp: Path, titles: dict, n_users: int = 30, n_items: int = 10) -> dict:
+    """A `sasrec` text source: ``n_users`` users walking the ``n_items`` items; ``titles`` as item::title."""
+    lines = [f"u{u} {(u + k) % n_items}\n" for u in range(n_users) for k in range(6)]
+    (tmp / "inter.txt").write_text("".join(lines))
+    (tmp / "titles.txt").write_text("".join(f"{i}::{t}\n" for i, t in titles.items()))
+    return {"source": "sasrec", "sample_rule": "amazon", "max_history": 5,
+            "paths": {"file": str(tmp / "inter.txt"), "titles": str(tmp / "titles.txt")}}
+
+
+def few_titles_case(tmp):
+    cfg = sasrec_source(tmp, {3: "Only Title"})
+    return lambda: build_dataset("s", cfg, str(tmp / "out"))
+
+
 # --- the table: id, setup(tmp) -> callable, expected message (regex) ---------------------------
 CASES = [
     # raw data (the data stage), folded from tests/test_data_bad_input.py
@@ -217,6 +365,25 @@ CASES = [
     # student outputs
     ("student ranks.parquet truncated", student_ranks_case,
      r"student ranks .*ranks\.parquet is not a readable Parquet file.*rerun the rule 'student'"),
+    # issue 25: files that could run code, inputs of another run, full disks, folders in the way
+    ("student model.pt carrying a pickle payload", pickled_model_case,
+     r"evil\.pt: a student model in the old pickled format .*could run code.*convert-model --trusted"),
+    ("student model.pt truncated", truncated_model_case,
+     r"model\.pt: cannot read it as a student model .*truncated or not a model file, rerun"),
+    ("official train_data.df carrying a pickle payload", official_payload_case,
+     r"train_data\.df: not loaded: the pickle calls .*open, which a DataFrame of ints and lists does not need"),
+    ("teacher ranks of another dataset, same row count", other_dataset_teacher_case,
+     r"ranks/train\.parquet was made from another dataset .*fingerprint .* copied from another run\? .*rerun"),
+    ("teacher shards of different datasets", mixed_shards_case, r"were made from different datasets"),
+    ("disk full: a Parquet write",
+     disk_full(lambda out: write_parquet(pa.table({"x": list(range(1000))}), out.with_suffix(".parquet"))),
+     r"no space left on the device to write .*out\.parquet .*free some space and rerun"),
+    ("disk full: a checkpoint save", disk_full(lambda out: resume.save_checkpoint(out, "fp", {"w": list(range(9))})),
+     r"no space left on the device to write .*out/checkpoint\.pt \(.*RuntimeError"),
+    ("recommend --out X.csv where X.csv is a folder", folder_as_out_case,
+     r"X\.csv is a folder; it is left as it is"),
+    ("titles for 1 of 10 items", few_titles_case,
+     r"split is empty .*Likely cause: 9 of the 10 items have no usable title \(0, 1, 2, 4, 5 \.\.\.\)"),
 ]
 
 
