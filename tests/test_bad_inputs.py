@@ -2,7 +2,8 @@
 message that must come back: a :class:`~dllm2rec.io.UserError` from the package (``CASES``), or a
 Snakemake config error before any job runs (``CONFIG_CASES``, real dry runs).
 
-Add a row for every new bad-input check, so the count can only grow. Bad input that is dropped
+Add a row for every new bad-input check, so the count can only grow (docs/datasets.md states it).
+Inputs that must be read right rather than refused are rows of ``ANSWER_CASES``. Bad input that is dropped
 and counted rather than refused is tested in tests/test_data_bad_input.py; config-schema errors
 (wrong types, unknown keys) in tests/test_workflow_dag.py (test_config_errors_are_clear).
 """
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from fixtures_data import params, write_games
 from synthetic import write_synthetic_dataset, write_synthetic_teacher
-from workflow_utils import copy_project, load_yaml, snakemake, write_config
+from workflow_utils import copy_project, job_counts, load_yaml, snakemake, write_config
 
 from dllm2rec import dataset as ds
 from dllm2rec import layout
@@ -394,6 +395,119 @@ def test_bad_input_gives_a_clear_message(tmp_path, setup, message):
         run()
 
 
+
+# --- inputs that must be read right (or named and recovered from), not refused ------------------
+# id, setup(tmp) -> callable returning a string that says what happened, expected (regex)
+def truncated_checkpoint_case(tmp):
+    resume.save_checkpoint(tmp, "fp", {"epoch": 3})
+    truncate(resume.checkpoint_path(tmp), 0.5)
+    said = []
+    return lambda: f"{resume.load_checkpoint(tmp, 'fp', log=said.append)}: {said}"
+
+
+def id2name_case(lines: str):
+    def setup(tmp):
+        from dllm2rec.data.lines import Report
+        from dllm2rec.data.official import read_id2name
+
+        (tmp / "id2name.txt").write_text(lines)
+        return lambda: str(read_id2name(tmp / "id2name.txt", Report()))
+    return setup
+
+
+def long_history_case(tmp):
+    """--exclude-history with a history longer than the model's window (4 items)."""
+    from dllm2rec.recommend import Recommender
+
+    data, _, _ = synthetic(tmp)
+    rec = Recommender.load(tiny_student(tmp, data), data=data)
+    history = list(range(10))
+    listed = {x["item_id"] for x in rec.recommend([history], k=N_ITEMS, exclude_history=True)[0]}
+    return lambda: f"history items listed: {sorted(listed & set(history))}, {len(listed)} listed"
+
+
+def bracket_titles_case(tmp):
+    """--by title with titles starting with [ and { (a histories file, then served)."""
+    from dllm2rec.recommend import Recommender, read_histories
+
+    data, _, _ = synthetic(tmp)
+    items = pq.read_table(data / "items.parquet")
+    titles = ["[REC] (2007)", "{Braveheart}"] + items.column("title").to_pylist()[2:]
+    pq.write_table(items.set_column(2, "title", pa.array(titles, pa.string())), data / "items.parquet")
+    (tmp / "h.txt").write_text("[REC] (2007)\t{Braveheart}\n")
+    rec = Recommender.load(tiny_student(tmp, data), data=data)
+    hist = read_histories(tmp / "h.txt", "title")
+    return lambda: f"{hist} -> {rec.item_ids(hist, 'title')}"
+
+
+def long_title_case(tmp):
+    cfg = sasrec_source(tmp, {i: ("L" * 10_000 if i == 3 else f"Title {i}") for i in range(10)})
+
+    def run():
+        build_dataset("s", cfg, str(tmp / "out"))
+        stats = json.loads((tmp / "out" / "stats.json").read_text())
+        longest = max(len(t) for t in ds.read_titles(tmp / "out" / "items.parquet"))
+        return f"titles_capped={stats['counts']['titles_capped']}, max_title_chars={stats['max_title_chars']}, " \
+               f"longest={longest}"
+    return run
+
+
+def base_folder(path: Path, weights: bytes) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8, "num_attention_heads": 2,
+                                                        "num_key_value_heads": 2}))
+    (path / "tokenizer.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(weights)
+    return path
+
+
+def replaced_base_case(tmp):
+    """The base model's weights replaced by others of the same size (an older mtime): base.json
+    and the SFT checkpoint's fingerprint both change, so nothing made from the old base is reused."""
+    import os
+
+    from dllm2rec.teacher.model import prepare_base_model
+    from dllm2rec.teacher.sft import sft_fingerprint
+
+    data, _, _ = synthetic(tmp)
+    folder = base_folder(tmp / "base", b"a" * 1000)
+
+    def state():
+        prepare_base_model(str(folder), str(tmp / "base.json"))
+        return json.loads((tmp / "base.json").read_text())["content"], sft_fingerprint({}, str(tmp / "base.json"), "movie", data)
+
+    def run():
+        before = state()
+        (folder / "model.safetensors").write_bytes(b"b" * 1000)
+        os.utime(folder / "model.safetensors", (1, 1))
+        after = state()
+        return f"base.json content {'differs' if before[0] != after[0] else 'same'}, " \
+               f"SFT fingerprint {'differs' if before[1] != after[1] else 'same'}"
+    return run
+
+
+ANSWER_CASES = [
+    ("truncated checkpoint.pt", truncated_checkpoint_case,
+     r"^None: \[.ignoring .*checkpoint\.pt: it cannot be read as a checkpoint .*starting over"),
+    ("id<TAB>name with numeric names", id2name_case("1\tThe Matrix\n5\t1984\n"), r"^\{'1': 'The Matrix', '5': '1984'\}$"),
+    ("name<TAB>id with numeric names", id2name_case("Heat\t1\n1984\t5\n"), r"^\{'1': 'Heat', '5': '1984'\}$"),
+    ("--exclude-history, history longer than the model's window", long_history_case,
+     r"^history items listed: \[\], 30 listed$"),
+    ("--by title, titles starting with [ and {", bracket_titles_case,
+     r"^\[\['\[REC\] \(2007\)', '\{Braveheart\}'\]\] -> \[\[0, 1\]\]$"),
+    ("a 10,000-character title", long_title_case, r"^titles_capped=1, max_title_chars=500, longest=500$"),
+    ("base model replaced at the same path (older mtime)", replaced_base_case,
+     r"^base.json content differs, SFT fingerprint differs$"),
+]
+
+
+@pytest.mark.parametrize("setup, expected", [c[1:] for c in ANSWER_CASES], ids=[c[0] for c in ANSWER_CASES])
+def test_bad_input_is_read_right(tmp_path, setup, expected):
+    import re
+
+    got = setup(tmp_path)()
+    assert re.search(expected, got), got
+
 def test_item_embeddings_record_the_model_width(tmp_path):
     """The writer's metadata carries the width the reader checks."""
     meta = ta.embedding_metadata(8, base="b.json")
@@ -473,3 +587,28 @@ def test_bad_config_fails_before_any_job(tmp_path, change, message):
     assert re.search(message, res.stdout), res.stdout[-3000:]
     assert "Nothing to be done" not in res.stdout
     assert not list(project.rglob("PWNED"))
+
+
+# --- stale results: a changed input must rerun what it made (real Snakemake runs) ---------------
+def test_raw_file_replaced_with_an_older_mtime_reruns_the_dataset(tmp_path):
+    """Snakemake compares modification times; a raw file replaced by other content with an older
+    one used to give "Nothing to be done". The raw files' content is a param of the dataset rule."""
+    import os
+
+    project = copy_project(tmp_path)
+    cfg = load_yaml(project / "config.yaml")
+    (project / "raw").mkdir()
+    cfg["datasets"] = {"s": sasrec_source(project / "raw", {i: f"Title {i}" for i in range(10)})}
+    cfg["datasets"]["s"]["paths"] = {k: str(Path(v).relative_to(project)) for k, v in cfg["datasets"]["s"]["paths"].items()}
+    cfg["tables"]["datasets"] = ["s"]
+    write_config(project / "s.yaml", cfg)
+    target = layout.data_file("stats", "s")
+    res = snakemake(project, target, "--cores", "1", "--configfile", "s.yaml")
+    assert res.returncode == 0, res.stdout[-3000:]
+    inter = project / "raw" / "inter.txt"
+    stamp = inter.stat().st_mtime - 3600
+    inter.write_text(inter.read_text().replace("u0 ", "u1 "))  # other content, same size
+    os.utime(inter, (stamp, stamp))  # and an older modification time than the dataset's files
+    res = snakemake(project, target, "-n", "--cores", "1", "--configfile", "s.yaml")
+    assert job_counts(res.stdout).get("dataset") == 1, res.stdout[-3000:]
+    assert "Params have changed since last execution" in res.stdout, res.stdout[-3000:]  # not by time
