@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dllm2rec.io import UserError, atomic_path, parquet_metadata, read_json, read_parquet, write_json, write_parquet
-from dllm2rec.layout import RUN_FILES
+from dllm2rec.layout import RUN_FILES, STUDENT_RUN_DIR
 
 IDENTITY = ("dataset", "teacher", "backbone", "method", "params", "seed")
 LOG_FIELDS = ["epoch", "loss", "rec_loss", "distill_loss", "valid_HR@20", "valid_NDCG@20", "seconds", "valid_seconds"]
@@ -234,6 +234,15 @@ def load_student(path, device: str = "cpu"):
     return student.to(device).eval(), m.item_table.to(device), meta
 
 
+def _run_dataset(model: Path) -> str | None:
+    """The ``{dataset}`` of a model file inside a run folder (:data:`STUDENT_RUN_DIR`), else None."""
+    template, run = Path(STUDENT_RUN_DIR).parts, model.resolve().parent.parts
+    tail = run[-len(template):]
+    if len(run) < len(template) or any(t != p for t, p in zip(template, tail) if "{" not in t):
+        return None
+    return tail[template.index("{dataset}")]
+
+
 def convert_legacy_model(trusted, out=None, dataset=None) -> None:
     """``python -m dllm2rec convert-model --trusted FILE [--out NEW] [--dataset NAME]``: re-save
     a student model of the old pickled format (:data:`LEGACY_MODEL_FORMAT`) in the current one,
@@ -255,10 +264,9 @@ def convert_legacy_model(trusted, out=None, dataset=None) -> None:
     if not isinstance(old, dict) or old.get("format") != LEGACY_MODEL_FORMAT:
         raise UserError(f"convert-model: {path} is not a student model of format {LEGACY_MODEL_FORMAT}")
     if dataset is None:
-        parts = path.resolve().parts
-        dataset = parts[parts.index("students") + 1] if "students" in parts[:-2] else None
+        dataset = _run_dataset(path)
     if dataset is None:
-        raise UserError(f"convert-model: {path} is not under results/students/<dataset>/: pass --dataset NAME")
+        raise UserError(f"convert-model: {path} is not under {STUDENT_RUN_DIR}: pass --dataset NAME")
     from dllm2rec.student.train import backbone_options  # the old file's params, read as its trainer did
 
     meta = {"dataset": dataset, "dataset_fingerprint": None, "backbone": old["backbone"],
