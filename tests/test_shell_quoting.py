@@ -15,7 +15,7 @@ from fixtures_data import write_games
 from workflow_utils import copy_project, load_yaml, snakemake, write_config
 
 INJECT = "$(touch PWNED)`touch PWNED`'\"x"
-RULE_COMMANDS = ("data", "base-model", "sft", "item-embeddings", "teacher-shard", "train-student")
+RULE_COMMANDS = ("data", "base-model", "sft", "item-embeddings", "teacher-shard", "train-group")
 
 
 def _project(tmp_path: Path) -> Path:

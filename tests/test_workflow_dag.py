@@ -163,18 +163,22 @@ def test_snakefmt_leaves_rules_unchanged():
 
 
 def test_a_method_file_is_code_of_its_own_students_only(project):
-    """Editing one method's module reruns only its students: a student run's code inputs hold
-    its method's module (and what that imports: dcd -> rrd), never another method's."""
+    """Editing one method's module reruns only its students: a student job's code inputs (a run's
+    or a fused group's) hold its method's module (and what that imports: dcd -> rrd), never
+    another method's."""
     import re
 
     res = snakemake(project, "-n", "--cores", "1")
     assert res.returncode == 0, res.stdout[-3000:]
     seen = {}
-    for block in res.stdout.split("rule student:")[1:]:
-        method = re.search(r"wildcards: .*method=([^,\s]+)", block).group(1).split("@")[0]  # a grid point's method
+    for block in re.split(r"\n(?=\[)", res.stdout):  # one job per block, each opening with its date
+        if not re.search(r"^rule student\w*:", block, flags=re.M):
+            continue
+        outputs = re.search(r"output: (.*)", block).group(1)
+        method = Path(outputs.split(", ")[0]).parts[5].split("@")[0]  # results/students/d/t/b/METHOD/...
         inputs = re.search(r"input: (.*)", block).group(1).split(", ")
         seen[method] = {Path(f).stem for f in inputs if f.startswith("dllm2rec/distill/")}
-    assert {"rd", "dcd", "none"} <= set(seen)
+    assert {"rd", "dcd", "none"} <= set(seen), seen.keys()
     method_files = {"none", "hint", "htd", "rd", "cd", "rrd", "dcd", "unkd", "kar", "llmcf", "dllm2rec"}
     assert seen["rd"] & method_files == {"rd"}
     assert seen["dcd"] & method_files == {"dcd", "rrd"}
