@@ -266,3 +266,29 @@ def test_the_cuda_graph_warm_up_runs_and_leaves_no_trace(setup):
     assert int(decoder.t) == 1
     again = decoder.run(prompts[:2])
     assert again.tokens == fresh.tokens and again.scores == fresh.scores
+
+
+def test_a_failed_cuda_graph_capture_falls_back_to_the_eager_path(setup, monkeypatch, capsys):
+    """A decoder told to use CUDA graphs whose capture fails (forced here on the CPU, as a driver
+    or an out-of-memory error would on a GPU) runs eagerly, with one log line naming the failure,
+    and returns the same beams as the eager decoder; later batches (other shapes) neither retry
+    the capture nor log again."""
+    model, tok, prompts = setup
+    eager = Decoder(model, tok, 3, MAX_NEW, cuda_graph=False)
+    want = [eager.run(prompts), eager.run(prompts[3:5])]
+    calls = []
+
+    def broken_capture(self):
+        calls.append(1)
+        raise RuntimeError("CUDA error: out of memory\nmore detail")
+
+    monkeypatch.setattr(Decoder, "_capture", broken_capture)
+    decoder = Decoder(model, tok, 3, MAX_NEW, cuda_graph=True)
+    capsys.readouterr()
+    got = [decoder.run(prompts), decoder.run(prompts[3:5])]
+    assert [g.tokens for g in got] == [w.tokens for w in want]
+    assert [g.scores for g in got] == [w.scores for w in want]
+    assert calls == [1] and not decoder.cuda_graph
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["teacher decode step: CUDA-graph capture failed (RuntimeError: CUDA error: out of memory); "
+                     "using the eager path"]

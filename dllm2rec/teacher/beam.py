@@ -14,7 +14,8 @@ It returns the same beams as Hugging Face ``generate`` (transformers 5: ``num_be
   itself is not modified, so grounding with the adapter disabled sees the exact base weights.
 - **static shapes**: every decode step runs on preallocated buffers with the step number held
   in a tensor, so on a GPU the whole step (forward pass and beam bookkeeping) is captured once
-  per batch shape as a CUDA graph and replayed; on a CPU it runs eagerly.
+  per batch shape as a CUDA graph and replayed; on a CPU it runs eagerly, and so it does on a GPU
+  where the capture fails (one log line says why; :mod:`dllm2rec.fallback`).
 - **early stop**: generation stops when every prompt's search has ended (HF's criteria, with
   "answer closed" counted like EOS), at the line break after the answer.
 - **token budget**: :func:`token_batches` fills batches up to a number of cached tokens.
@@ -389,28 +390,43 @@ class Decoder:
             self._step()
         self.t.fill_(1)
 
-    def _capture(self) -> None:
+    def _capture(self) -> "torch.cuda.CUDAGraph":
         """Record one decode step as a CUDA graph (warm-up runs first on a side stream)."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             self._warm_up()
         torch.cuda.current_stream().wait_stream(stream)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
             self._step()
+        return graph
+
+    def _no_graph(self) -> None:
+        """The eager path after a failed capture: no graph, for this shape and every later one."""
+        self.cuda_graph = False
+        return None
 
     @torch.inference_mode()
     def run(self, prompts: list[list[int]]) -> Beams:
-        """Search a batch of tokenised prompts; returns their finished beams (best first)."""
+        """Search a batch of tokenised prompts; returns their finished beams (best first).
+
+        If the CUDA graph cannot be captured (driver, memory, an unsupported operation), the
+        decoder runs eagerly from then on, after one log line that says why
+        (:func:`dllm2rec.fallback.attempt`); the beams are the same."""
+        from dllm2rec import fallback
+
         b = len(prompts)
         width = max(len(p) for p in prompts)
         if self.cuda_graph:
-            width = -(-width // 64) * 64  # fewer graph shapes
-        self._allocate(b, width)
-        if self.cuda_graph and self._graph is None:
-            self._reset()
-            self._capture()
+            self._allocate(b, -(-width // 64) * 64)  # fewer graph shapes
+            if self._graph is None:
+                self._reset()
+                self._graph = fallback.attempt("teacher decode step: CUDA-graph capture", self._capture,
+                                               self._no_graph)
+        if not self.cuda_graph:
+            self._allocate(b, width)
+        width = self._shape[1]
         ids = torch.full((b, width), self.pad, dtype=torch.long)
         for row, p in enumerate(prompts):
             ids[row, :len(p)] = torch.tensor(p)
