@@ -29,6 +29,7 @@ COMMANDS = {
     "teacher-gather": "dllm2rec.teacher.generate:gather_shards",
     "teacher-metrics": "dllm2rec.teacher.metrics:teacher_metrics",
     "text-embeddings": "dllm2rec.teacher.text_encoder:text_embeddings",
+    "recommender-teacher": "dllm2rec.teacher.recommender:recommender_teacher",
     # students (dllm2rec/student)
     "train-student": "dllm2rec.student.train:train_student",
     "train-group": "dllm2rec.student.fused:train_group",

@@ -41,6 +41,10 @@ TEACHER_FILES = {
     "text_item_embeddings": "text_embeddings/item_embeddings.parquet",
     "text_generated_embeddings": "text_embeddings/generated_embeddings/{split}.parquet",
 }
+# a recommender teacher (dllm2rec/teacher/recommender.py): its training run, and the dataset it
+# trains on when that is not the students' (`recommender.train_split: whole`), in the teacher folder
+RECOMMENDER_RUN = "recommender"
+TEACHER_TRAIN_DATA = "train_data"
 # teacher parts with one file per item table (the others have one file per split)
 PER_ITEM_TEACHER_PARTS = ("item_embeddings", "text_item_embeddings")
 SFT_INFO = "teacher_sft.json"  # inside the adapter folder
@@ -86,6 +90,11 @@ def teacher_file(part: str, dataset: str = "{dataset}", teacher: str = "{teacher
     """A teacher artifact's path; ``part`` is a key of :data:`TEACHER_FILES`."""
     name = _fill(TEACHER_FILES[part], {"split": split, "scatteritem": scatteritem})
     return f"{teacher_dir(dataset, teacher)}/{name}"
+
+
+def teacher_train_data_file(part: str, dataset: str = "{dataset}", teacher: str = "{teacher}") -> str:
+    """A file (``items``, ``sequences``, ``stats``) of the dataset a recommender teacher trains on."""
+    return f"{teacher_dir(dataset, teacher)}/{TEACHER_TRAIN_DATA}/{DATASET_FILES[part]}"
 
 
 def student_run_dir(dataset: str = "{dataset}", teacher: str = "{teacher}", backbone: str = "{backbone}",

@@ -53,6 +53,23 @@ def load_teachers(paths) -> dict:
     return teachers
 
 
+def teacher_values(t: dict, keys=None) -> list[float]:
+    """The teacher's test metrics (``METRICS`` by default); NaN (a blank cell) where it has none
+    (a ``files`` teacher given no test ranks)."""
+    return [float(t["test"].get(k, float("nan"))) for k in (keys or METRICS)]
+
+
+def teacher_seconds(t: dict) -> float:
+    s = t.get("inference_seconds")
+    return float("nan") if s is None else float(s)
+
+
+def teachers_label(teachers: dict) -> str:
+    """The teacher's name in the tables (one teacher per run: its kind, e.g. ``BIGRec``)."""
+    labels = list(dict.fromkeys(teacher_artifacts.teacher_label(t) for t in teachers.values()))
+    return " / ".join(labels) or "BIGRec"
+
+
 def mean(values) -> float:
     return statistics.fmean(values) if values else float("nan")
 
@@ -82,6 +99,10 @@ def _write_csv(rows: list[list], out: str) -> None:
 
 def _fmt(x: float) -> str:
     return "" if x != x else f"{x:.4f}"
+
+
+def _fmt_seconds(x: float) -> str:
+    return "" if x != x else f"{x:.4g}"
 
 
 def table4(stats, out: str) -> None:
@@ -141,7 +162,8 @@ def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None
         return [mean([r[1][k] for r in seeds]) for k in METRICS]
 
     header = ["backbone", "model"] + [f"{d}:{k}" for d in datasets for k in METRICS]
-    rows = [header, ["Teacher", "BIGRec"] + [_fmt(teachers[d]["test"][k]) if d in teachers else "" for d in datasets for k in METRICS]]
+    rows = [header, ["Teacher", teachers_label(teachers)]
+            + [_fmt(v) for d in datasets for v in (teacher_values(teachers[d]) if d in teachers else [float("nan")] * len(METRICS))]]
     rows += reference_rows(refs, datasets)
     for b in backbones:
         values = {m: {d: cell(d, b, m) for d in datasets} for m in methods}
@@ -188,7 +210,7 @@ def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None
 
 
 def table6(teacher, students, out: str, backbone: str | None = None) -> None:
-    """Table 6: BIGRec against the DLLM2Rec student (DROS by default), accuracy and inference time."""
+    """Table 6: the teacher (BIGRec) against the DLLM2Rec student (DROS by default), accuracy and inference time."""
     runs = load_runs(students)
     teachers = load_teachers(teacher)
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
@@ -202,10 +224,10 @@ def table6(teacher, students, out: str, backbone: str | None = None) -> None:
             raise UserError(f"table6 needs the dllm2rec runs of {backbone} on {d}; add dllm2rec to tables.methods")
         s_vals = [mean([r[1][k] for r in seeds]) for k in METRICS]
         s_time = mean([r[2]["inference_seconds"] for r in seeds])
-        t_vals = [t["test"][k] for k in METRICS]
-        rows.append([d, "BIGRec", *map(_fmt, t_vals), f"{t['inference_seconds']:.4g}"])
+        t_vals, t_time = teacher_values(t), teacher_seconds(t)
+        rows.append([d, teacher_artifacts.teacher_label(t), *map(_fmt, t_vals), _fmt_seconds(t_time)])
         rows.append([d, f"DLLM2Rec ({BACKBONE_NAMES.get(backbone, backbone)})", *map(_fmt, s_vals), f"{s_time:.4g}"])
-        rows.append([d, "Gain", *(gain(s, tv) for s, tv in zip(s_vals, t_vals)), speedup(t["inference_seconds"], s_time)])
+        rows.append([d, "Gain", *(gain(s, tv) for s, tv in zip(s_vals, t_vals)), speedup(t_time, s_time)])
     _write_csv(rows, out)
 
 
@@ -387,10 +409,10 @@ def table1(teacher, students, out: str) -> None:
         b, seeds = found[0]
         s_vals = [mean([r[1][k] for r in seeds]) for k in METRICS]
         s_time = mean([r[2]["inference_seconds"] for r in seeds])
-        t_vals = [t["test"][k] for k in METRICS]
+        t_vals, t_time = teacher_values(t), teacher_seconds(t)
         rows.append([d, BACKBONE_NAMES.get(b, b), *map(_fmt, s_vals), f"{s_time:.4g}"])
-        rows.append([d, "BIGRec", *map(_fmt, t_vals), f"{t['inference_seconds']:.4g}"])
-        rows.append([d, "Gain", *(gain(tv, sv) for tv, sv in zip(t_vals, s_vals)), speedup(s_time, t["inference_seconds"])])
+        rows.append([d, teacher_artifacts.teacher_label(t), *map(_fmt, t_vals), _fmt_seconds(t_time)])
+        rows.append([d, "Gain", *(gain(tv, sv) for tv, sv in zip(t_vals, s_vals)), speedup(s_time, t_time)])
     _write_csv(rows, out)
 
 
@@ -441,12 +463,13 @@ def table2(teacher, teacher_ranks, student_ranks, items, out: str) -> None:
     better than the student and the share where it ranks it worse, among the sequences where the
     two differ; ranks beyond 20 count as equal (so both missing the top-20 is a tie, not counted)."""
     rows = [["dataset", "condition", "relative_ratio", "sequences"]]
+    name = teachers_label(load_teachers(teacher))
     for d, (student, cases) in _analysis_cases(teacher, teacher_ranks, student_ranks, items).items():
         better = sum(tr < sr for tr, sr, *_ in cases)
         worse = sum(tr > sr for tr, sr, *_ in cases)
         decided = better + worse
-        rows.append([d, f"BIGRec > {student}", _pct(better / decided if decided else float("nan")), better])
-        rows.append([d, f"BIGRec < {student}", _pct(worse / decided if decided else float("nan")), worse])
+        rows.append([d, f"{name} > {student}", _pct(better / decided if decided else float("nan")), better])
+        rows.append([d, f"{name} < {student}", _pct(worse / decided if decided else float("nan")), worse])
         rows.append([d, "tie (not counted)", "", len(cases) - decided])
     _write_csv(rows, out)
 
@@ -456,6 +479,7 @@ def table3(teacher, teacher_ranks, student_ranks, items, out: str) -> None:
     each set's share of its list (overlap: of the teacher's list) and the share of its items that
     are the target ("hit items"), pooled over test sequences (and seeds)."""
     rows = [["dataset", "rec_space", "items_ratio", "hit_items"]]
+    label = teachers_label(load_teachers(teacher))
     for d, (student, cases) in _analysis_cases(teacher, teacher_ranks, student_ranks, items).items():
         sizes = defaultdict(int)
         hits = defaultdict(int)
@@ -470,7 +494,7 @@ def table3(teacher, teacher_ranks, student_ranks, items, out: str) -> None:
         def ratio(a, b):
             return a / b if b else float("nan")
 
-        rows.append([d, "BIGRec only", _pct(ratio(sizes["t_only"], sizes["t"])), _pct(ratio(hits["t_only"], sizes["t_only"]))])
+        rows.append([d, f"{label} only", _pct(ratio(sizes["t_only"], sizes["t"])), _pct(ratio(hits["t_only"], sizes["t_only"]))])
         rows.append([d, f"{student} only", _pct(ratio(sizes["s_only"], sizes["s"])), _pct(ratio(hits["s_only"], sizes["s_only"]))])
         rows.append([d, "Overlapped", _pct(ratio(sizes["both"], sizes["t"])), _pct(ratio(hits["both"], sizes["both"]))])
     _write_csv(rows, out)
@@ -485,8 +509,8 @@ def teacher_table(teacher, out: str) -> None:
         keys = sorted(t["test"], key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
         if not rows:
             rows.append(["dataset", *keys, "n_test", "inference_seconds"])
-        rows.append([t["dataset"], *(_fmt(t["test"][k]) for k in keys), t.get("n_test", ""),
-                     f"{t['inference_seconds']:.4g}"])
+        rows.append([t["dataset"], *(_fmt(v) for v in teacher_values(t, keys)), t.get("n_test", ""),
+                     _fmt_seconds(teacher_seconds(t))])
     _write_csv(rows, out)
 
 
@@ -572,8 +596,9 @@ def table5_bars(teacher, students, out: str, methods=None, popularity=None) -> N
                 ax.bar([x + (n - len(methods) / 2 + 0.5) * width for x in range(len(backbones))],
                        [mean(v) for v in vals], width, yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in vals],
                        label=METHOD_NAMES.get(m, m), color=plt.get_cmap("tab20")(n % 20))
-            if d in teachers:
-                ax.axhline(teachers[d]["test"][k], color="k", ls="--", lw=1, label="BIGRec (teacher)")
+            if d in teachers and k in teachers[d]["test"]:
+                ax.axhline(teachers[d]["test"][k], color="k", ls="--", lw=1,
+                           label=f"{teacher_artifacts.teacher_label(teachers[d])} (teacher)")
             if d in refs:
                 ax.axhline(refs[d]["popularity"]["test"][k], color="grey", ls=":", lw=1, label="most popular (train)")
             ax.set_xticks(range(len(backbones)), [BACKBONE_NAMES.get(b, b) for b in backbones])

@@ -9,7 +9,12 @@ A teacher folder (``results/teacher/{dataset}/{teacher}``, see :mod:`dllm2rec.la
   ``topk_dist`` list<float32>[N] (squared L2, ascending), ``target_dist`` float32;
 * ``generated_embeddings/{split}.parquet``: ``seq_id`` int64, ``embedding`` fixed-size
   list<float16> (the grounding embedding of the generated text; KAR and LLM-CF read it);
-* ``metrics.json``: the teacher's test HR/NDCG and inference seconds (Tables 5 and 6).
+* ``metrics.json``: the teacher's test HR/NDCG and inference seconds (Tables 5 and 6), and its
+  ``kind`` (how the tables name it: ``BIGRec``, ``SASRec (whole training split)``, ...).
+
+A ``recommender`` teacher (:mod:`dllm2rec.teacher.recommender`) writes ranks, item embeddings
+and metrics.json but no adapter and no generated embeddings; so does a ``files`` teacher
+(:mod:`dllm2rec.teacher.released`), whose valid and test ranks may be missing.
 
 Teacher rows are joined to the dataset's sequences strictly by ``seq_id``. The readers here
 check every file against the dataset and raise a :class:`~dllm2rec.io.UserError` naming the file
@@ -311,10 +316,18 @@ def covered_mask(path, seq_ids: np.ndarray, teacher_dir) -> np.ndarray | None:
 
 
 # --- metrics.json ----------------------------------------------------------------------------
-def write_metrics(out, dataset: str, teacher: str | None, test: dict, inference_seconds: float, n_test: int) -> None:
-    """The teacher's test metrics with the run's identity (tables read it from here)."""
-    write_json({"dataset": dataset, "teacher": teacher, "test": test, "inference_seconds": inference_seconds,
-                "n_test": n_test}, out)
+def write_metrics(out, dataset: str, teacher: str | None, test: dict, inference_seconds: float | None, n_test: int,
+                  kind: str | None = None, note: str | None = None) -> None:
+    """The teacher's test metrics with the run's identity (tables read it from here); ``kind``
+    names the teacher in the tables (:func:`teacher_label`), ``note`` says why ``test`` is empty."""
+    write_json({"dataset": dataset, "teacher": teacher, "kind": kind or "BIGRec", "test": test,
+                "inference_seconds": inference_seconds, "n_test": n_test, **({"note": note} if note else {})}, out)
+
+
+def teacher_label(metrics: dict) -> str:
+    """The teacher's name in the tables: its metrics' ``kind`` (``BIGRec`` for files made before
+    teachers had kinds)."""
+    return metrics.get("kind") or "BIGRec"
 
 
 def read_sft_info(adapter_dir) -> dict:

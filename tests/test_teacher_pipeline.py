@@ -165,7 +165,7 @@ def test_generation_deterministic_and_shards_equal_unsharded(env):
     assert len(ra.column("topk_items")[0]) == N_ITEMS  # topn 100 > n_items keeps all
 
     out = env["root"] / "metrics.json"
-    teacher_metrics(str(out_r), env["data"], str(out))
+    teacher_metrics(env["data"], str(out), ranks=str(out_r))
     m = json.loads(out.read_text())
     assert set(m["test"]) == {f"{w}@{k}" for w in ("HR", "NDCG") for k in (1, 5, 10, 20)}
     assert m["n_test"] == 8 and m["inference_seconds"] == pytest.approx(meta["generation_seconds"] + meta["grounding_seconds"])

