@@ -110,6 +110,21 @@ def test_evidence_config_dry_runs_table5_with_three_seeds_and_the_search(project
         assert rule in counts
 
 
+@pytest.mark.parametrize("train_split", ["whole", "sampled"])
+def test_a_recommender_teacher_dry_runs_without_any_llm_rule(project, train_split):
+    overlay(project, "rec.yaml", **{
+        "teachers/sasrec-whole": {"type": "recommender", "recommender": {"backbone": "sasrec", "train_split": train_split}},
+        "tables/teacher": "sasrec-whole", "tables/methods": ["none", "hint", "rd", "dllm2rec"]})
+    res = snakemake(project, "-n", "--cores", "2", "--configfile", "rec.yaml")
+    assert res.returncode == 0, res.stdout[-3000:]
+    counts = job_counts(res.stdout)
+    assert counts["recommender_teacher"] == 1 and counts["teacher_metrics"] == 1
+    assert counts.get("teacher_train_data", 0) == (train_split == "whole")
+    assert not {"base_model", "sft", "item_embeddings", "teacher_shard", "teacher_gather"} & set(counts)
+    assert "sft_loss_figure" not in counts and {"table1", "table2", "table3", "table5", "table6"} <= set(counts)
+    assert "results/teacher/ml-100k/sasrec-whole/ranks/train.parquet" in res.stdout
+
+
 def test_missing_raw_file_names_the_key_and_the_fix(project):
     res = snakemake(project, "-n", "--cores", "1", "--configfile", "configs/paper.yaml")
     assert res.returncode != 0
@@ -142,6 +157,11 @@ def overlay(project, name, **changes):
         ({"methods/hint/search": {"weight_decay": ["1e-4"]}}, "methods.hint.search.weight_decay: student.weight_decay takes numbers"),
         ({"methods/dllm2rec/search": {"projector": ["linear", "cnn"]}}, "methods.dllm2rec.projector must be one of linear, mlp; got 'cnn' (in methods.dllm2rec.search)"),
         ({"methods/dllm2rec/search": {"lambda_d": []}}, "search"),
+        # teacher kinds (dllm2rec/teacher/kinds.py): KAR and LLM-CF need an LLM's texts
+        ({"teachers/rec": {"type": "recommender", "recommender": {}}, "tables/teacher": "rec"},
+         "method 'kar' reads the teacher's generated_embeddings, which teacher 'rec' (type recommender) does not have"),
+        ({"teachers/rec": {"type": "recommender", "recommender": {}, "base_model": "x"}}, "teachers"),
+        ({"teachers/rec": {"type": "recommender"}}, "'recommender' is a required property"),
     ],
 )
 def test_bad_config_fails_before_any_job_with_the_key(project, change, message):

@@ -210,3 +210,54 @@ def test_package_code_change_reruns_the_rules_that_run_it(tiny_run):
         assert len([1 for r, _ in jobs if r == "student"]) == 3 * (len(METHODS) + 1)
     finally:
         source.write_text(original)
+
+
+RECOMMENDER_METHODS = ["none", "hint", "rd", "dllm2rec"]
+
+
+@pytest.fixture(scope="module")
+def recommender_run(tmp_path_factory):
+    """The tiny dataset with its training split capped at 60 sequences, distilled from a SASRec
+    teacher trained on the whole training split (`type: recommender`); no LLM anywhere."""
+    project = copy_project(tmp_path_factory.mktemp("project"))
+    write_tiny_dataset(project / "raw")
+    config = {
+        "datasets": {"tiny": {"source": "sasrec", "sample_rule": "amazon", "noun": "movie",
+                              "paths": {"file": "raw/interactions.txt", "titles": "raw/titles.txt"},
+                              "sample": {"train": 60, "seed": 0}}},
+        "teachers": {"sasrec-whole": {"type": "recommender", "recommender": {"backbone": "sasrec",
+                                                                            "student": {"epochs": 4}},
+                                      "grounding": {"topn": 30}}},
+        "student": {"epochs": 3, "patience": 2, "batch_size": 64},
+        "tables": {"teacher": "sasrec-whole", "datasets": ["tiny"], "backbones": ["sasrec", "dros"],
+                   "methods": RECOMMENDER_METHODS, "seeds": [0]},
+    }
+    write_config(project / "rec.yaml", config)
+    res = snakemake(project, "--cores", "2", "--configfile", "rec.yaml")
+    assert res.returncode == 0, res.stdout[-5000:]
+    return project
+
+
+def test_a_recommender_teacher_runs_end_to_end(recommender_run):
+    import pyarrow.parquet as pq
+
+    results = recommender_run / "results"
+    rows = read_csv(results / "table5.csv")
+    assert rows[1][:2] == ["Teacher", "SASRec (whole training split)"]
+    assert all(0.0 <= float(v) <= 1.0 for v in rows[1][2:])
+    assert [m for b, m, *_ in rows if b == "SASRec"] == ["+None", "+Hint", "+RD", "+DLLM2Rec", "Gain.S", "Gain.B"]
+    assert [r[1] for r in read_csv(results / "table1.csv")[1:]] == ["DROS", "SASRec (whole training split)", "Gain"]
+    # the teacher trained on every training sequence; its ranks cover the students' capped split
+    tdir = results / "teacher" / "tiny" / "sasrec-whole"
+    whole = pq.read_table(tdir / "train_data" / "sequences.parquet").to_pandas()
+    seqs = pq.read_table(results / "data" / "tiny" / "sequences.parquet").to_pandas()
+    assert (seqs.split == "train").sum() == 60 < (whole.split == "train").sum()
+    for split in ("train", "valid", "test"):
+        ranks = pq.read_table(tdir / "ranks" / f"{split}.parquet")
+        assert sorted(ranks["seq_id"].to_pylist()) == sorted(seqs[seqs.split == split].seq_id.tolist())
+        assert len(ranks["topk_items"][0]) == 30
+    run = json.loads((tdir / "recommender" / "metrics.json").read_text())
+    assert run["epochs_run"] <= 4 and run["method"] == "none"
+    assert json.loads((tdir / "metrics.json").read_text())["kind"] == "SASRec (whole training split)"
+    out, jobs = dry_run_jobs(recommender_run, "rec.yaml")
+    assert jobs == [] and "Nothing to be done" in out

@@ -271,7 +271,12 @@ def check_teacher_kinds():
             )
         if kind == "files" and "target_train" not in teacher_kinds.files_cfg(tcfg):
             opt = parse_options(method, name)
-            if opt.method == "dllm2rec" and opt.ranking and opt.use_wc and opt.variant == "paper":
+            if (
+                opt.method == "dllm2rec"
+                and opt.ranking
+                and opt.use_wc
+                and opt.variant == "paper"
+            ):
                 fail(
                     f"method {name!r} (DLLM2Rec, variant paper) weighs each sequence by the teacher's distance "
                     f"to the target, which the released-format files of teacher {teacher!r} do not carry: give "

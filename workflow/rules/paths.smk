@@ -136,7 +136,8 @@ def base_content(wildcards):
 
 def teachers_of(kind):
     """A wildcard pattern matching the teachers of one kind (`teachers.<name>.type`), so that
-    each teacher file has exactly one rule that makes it; matches nothing when there are none."""
+    each teacher file has exactly one rule that makes it; matches nothing when there are none.
+    """
     names = [n for n, t in config["teachers"].items() if teacher_kinds.kind(t) == kind]
     return "|".join(map(re.escape, names)) or "(?!)"
 
@@ -158,16 +159,23 @@ def recommender_train_files(wildcards):
     (train_split whole), or the students' dataset (sampled)."""
     rcfg = teacher_kinds.recommender_cfg(teacher_cfg(wildcards))
     if rcfg["train_split"] == "sampled":
-        return {f"train_{part}": L.data_file(part, wildcards.dataset) for part in L.DATASET_FILES}
+        return {
+            f"train_{part}": L.data_file(part, wildcards.dataset)
+            for part in L.DATASET_FILES
+        }
     return {
-        f"train_{part}": L.teacher_train_data_file(part, wildcards.dataset, wildcards.teacher)
+        f"train_{part}": L.teacher_train_data_file(
+            part, wildcards.dataset, wildcards.teacher
+        )
         for part in L.DATASET_FILES
     }
 
 
 def teacher_train_data_params(wildcards):
     """The dataset's settings without `sample`: every sequence of every split."""
-    ds = {k: v for k, v in dataset_cfg(wildcards).items() if k not in ("noun", "sample")}
+    ds = {
+        k: v for k, v in dataset_cfg(wildcards).items() if k not in ("noun", "sample")
+    }
     return jsonarg(ds)
 
 

