@@ -125,6 +125,19 @@ def test_a_recommender_teacher_dry_runs_without_any_llm_rule(project, train_spli
     assert "results/teacher/ml-100k/sasrec-whole/ranks/train.parquet" in res.stdout
 
 
+def test_control_config_dry_runs_a_recommender_teacher_and_both_variants(project):
+    cfg = merged(load_yaml(project / "config.yaml"), load_yaml(project / "configs" / "control.yaml"))
+    res = snakemake(project, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "configs/control.yaml")
+    assert res.returncode == 0, res.stdout[-3000:]
+    counts = job_counts(res.stdout)
+    t = cfg["tables"]
+    assert cfg["teachers"][t["teacher"]]["type"] == "recommender" and len(t["seeds"]) == 3
+    assert counts["student"] == len(t["backbones"]) * len(t["seeds"]) * len(t["methods"])  # one-point grid
+    assert counts["recommender_teacher"] == counts["teacher_train_data"] == 1
+    assert not {"sft", "teacher_shard", "base_model"} & set(counts)
+    assert {"table5", "table6", "selection", "teacher_metrics"} <= set(counts)
+
+
 def test_missing_raw_file_names_the_key_and_the_fix(project):
     res = snakemake(project, "-n", "--cores", "1", "--configfile", "configs/paper.yaml")
     assert res.returncode != 0
