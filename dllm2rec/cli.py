@@ -30,6 +30,9 @@ COMMANDS = {
     "teacher-metrics": "dllm2rec.teacher.metrics:teacher_metrics",
     "text-embeddings": "dllm2rec.teacher.text_encoder:text_embeddings",
     "recommender-teacher": "dllm2rec.teacher.recommender:recommender_teacher",
+    "export-teacher": "dllm2rec.teacher.released:export_teacher",
+    "import-teacher-ranks": "dllm2rec.teacher.released:import_ranks",
+    "import-teacher-embeddings": "dllm2rec.teacher.released:import_item_embeddings",
     # students (dllm2rec/student)
     "train-student": "dllm2rec.student.train:train_student",
     "train-group": "dllm2rec.student.fused:train_group",

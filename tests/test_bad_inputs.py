@@ -120,6 +120,80 @@ def base_json_case(teacher: Path, tmp: Path) -> None:
     rewrite(teacher / "item_embeddings.parquet", lambda t: cut_width(t, 7), metadata={"base": str(base)})
 
 
+class _Payload:
+    """Pickled code: unpickling it would create the file ``marker`` (a stand-in for any command)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def released_case(change, part="ranks"):
+    """Released-format teacher files (``export-teacher`` of the synthetic teacher), changed by
+    ``change(folder, tmp)``, then imported (``type: files``: dllm2rec/teacher/released.py)."""
+    def setup(tmp):
+        from dllm2rec.teacher import released
+
+        data, teacher, _ = synthetic(tmp)
+        folder = tmp / "tocf"
+        released.export_teacher(str(teacher), str(data), str(folder))
+        change(folder, tmp)
+        if part == "embeddings":
+            return lambda: released.import_item_embeddings(str(data), str(folder / "all_embeddings.pt"), str(tmp / "e.parquet"))
+        return lambda: released.import_ranks(str(data), "train", str(folder / "myrank_train.txt"),
+                                             str(folder / "confidence_train.txt"), str(tmp / "r.parquet"))
+    return setup
+
+
+def edit_lines(path: Path, fn) -> None:
+    """Rewrite a text file's lines (each a list of fields) through ``fn(rows)``."""
+    rows = [line.split() for line in path.read_text().splitlines()]
+    path.write_text("".join(" ".join(r) + "\n" for r in fn(rows)))
+
+
+def set_field(row: int, col: int, value: str):
+    def fn(rows):
+        rows[row][col] = value
+        return rows
+    return fn
+
+
+def _pickle_payload(folder: Path, tmp: Path) -> None:
+    import torch
+
+    torch.save({"embeddings": _Payload(tmp / "pwned")}, folder / "all_embeddings.pt")
+
+
+def _payload_not_run(setup):
+    """The case, and a check that the payload did not run."""
+    def wrapped(tmp):
+        run = setup(tmp)
+
+        def call():
+            try:
+                run()
+            finally:
+                assert not (tmp / "pwned").exists(), "the pickled code ran"
+        return call
+    return wrapped
+
+
+def _embeddings_rows(folder: Path, tmp: Path) -> None:
+    import torch
+
+    torch.save(torch.zeros(N_ITEMS - 1, 8), folder / "all_embeddings.pt")
+
+
+def _embeddings_nan(folder: Path, tmp: Path) -> None:
+    import torch
+
+    emb = torch.zeros(N_ITEMS, 8)
+    emb[5, 2] = float("nan")
+    torch.save(emb, folder / "all_embeddings.pt")
+
+
 def build_case(name, cfg_fn, cache=None):
     """``build_dataset(name, cfg_fn(tmp), tmp/out)`` (the data stage on bad raw input)."""
     def setup(tmp):
@@ -363,6 +437,25 @@ CASES = [
     ("item embeddings miss an item", teacher_case(lambda t, tmp: rewrite(t / "item_embeddings.parquet", lambda x: x.slice(0, 39)), ["item_embeddings"]),
      r"item_embeddings\.parquet.*0\.\.39.*rerun the teacher"),
     ("teacher shard truncated", shard_case, r"teacher shard .*1-of-2\.parquet is not a readable Parquet file.*rule 'teacher_shard'"),
+    # released-format teacher files (teachers.<name>.type: files; dllm2rec/teacher/released.py)
+    ("released ranks: a row missing", released_case(lambda f, t: edit_lines(f / "myrank_train.txt", lambda r: r[:-1])),
+     r"myrank_train\.txt: has \d+ rows, but the dataset's train split has \d+.*seq_id order"),
+    ("released ranks: item id out of range", released_case(lambda f, t: edit_lines(f / "myrank_train.txt", set_field(2, 1, str(N_ITEMS)))),
+     r"myrank_train\.txt: item id 40 is outside 0\.\.39"),
+    ("released ranks: not an integer id", released_case(lambda f, t: edit_lines(f / "myrank_train.txt", set_field(0, 0, "1.5"))),
+     r"myrank_train\.txt: row 0 holds an item id that is not an integer"),
+    ("released confidence: NaN", released_case(lambda f, t: edit_lines(f / "confidence_train.txt", set_field(4, 3, "nan"))),
+     r"confidence_train\.txt: 1 NaN/inf value\(s\) in the distances \(first in row 4\)"),
+    ("released confidence: wrong width", released_case(lambda f, t: edit_lines(f / "confidence_train.txt", lambda r: [x[:-1] for x in r])),
+     r"confidence_train\.txt: 11 distances per row, but .*myrank_train\.txt has 12 items per row"),
+    ("released ranks: not numbers", released_case(lambda f, t: (f / "myrank_train.txt").write_text("item_a item_b\n")),
+     r"myrank_train\.txt: not a whitespace-separated table of numbers"),
+    ("released embeddings: a pickle payload", _payload_not_run(released_case(_pickle_payload, "embeddings")),
+     r"all_embeddings\.pt: not a plain tensor file; torch\.load\(weights_only=True\), which runs no pickled code, refused it"),
+    ("released embeddings: wrong rows", released_case(_embeddings_rows, "embeddings"),
+     r"all_embeddings\.pt: has 39 rows, but the dataset has 40 items"),
+    ("released embeddings: NaN", released_case(_embeddings_nan, "embeddings"),
+     r"all_embeddings\.pt: 1 NaN/inf value\(s\) in the embeddings \(first in row 5\)"),
     # student outputs
     ("student ranks.parquet truncated", student_ranks_case,
      r"student ranks .*ranks\.parquet is not a readable Parquet file.*rerun the rule 'student'"),

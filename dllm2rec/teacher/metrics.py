@@ -29,11 +29,11 @@ def hit_ranks(topk_items: list[list[int]], targets, titles: list[str]) -> np.nda
     return ranks
 
 
-def inference_seconds(meta: dict) -> float:
+def inference_seconds(meta: dict) -> float | None:
     """The teacher's time for a split, from its ranks file's metadata: a recommender's
-    ``inference_seconds``, or BIGRec's generation plus grounding."""
+    ``inference_seconds`` (None for imported files: unknown), or BIGRec's generation plus grounding."""
     if "inference_seconds" in meta:
-        return float(meta["inference_seconds"])
+        return None if meta["inference_seconds"] is None else float(meta["inference_seconds"])
     return float(meta.get("generation_seconds", 0.0) + meta.get("grounding_seconds", 0.0))
 
 
