@@ -125,6 +125,60 @@ def test_a_recommender_teacher_dry_runs_without_any_llm_rule(project, train_spli
     assert "results/teacher/ml-100k/sasrec-whole/ranks/train.parquet" in res.stdout
 
 
+def files_teacher(project, splits=("train",), target=False):
+    """teachers.mine: released-format files (placeholders: a dry run reads none of them)."""
+    folder = project / "tocf"
+    folder.mkdir(exist_ok=True)
+    files = {"embeddings": "tocf/all_embeddings.pt", "label": "LLaRA (files)"}
+    for split in splits:
+        files[f"rank_{split}"], files[f"confidence_{split}"] = f"tocf/myrank_{split}.txt", f"tocf/confidence_{split}.txt"
+    if target:
+        files["target_train"] = "tocf/target_train.txt"
+    for path in files.values():
+        if path.startswith("tocf/"):
+            (project / path).touch()
+    return {"type": "files", "files": files}
+
+
+@pytest.mark.parametrize("splits", [("train",), ("train", "valid", "test")])
+def test_a_files_teacher_dry_runs_its_imports(project, splits):
+    overlay(project, "files.yaml", **{
+        "teachers/mine": files_teacher(project, splits, target=True), "tables/teacher": "mine",
+        "tables/methods": ["none", "hint", "rd", "dllm2rec"]})
+    res = snakemake(project, "-n", "--cores", "2", "--configfile", "files.yaml")
+    assert res.returncode == 0, res.stdout[-3000:]
+    counts = job_counts(res.stdout)
+    # what the runs read: train ranks (distillation) and test ranks (the teacher's row); valid only on demand
+    assert counts["teacher_files_ranks"] == 1 + ("test" in splits) and counts["teacher_files_embeddings"] == 1
+    assert counts["teacher_metrics"] == 1 and counts["table5"] == 1
+    assert not {"base_model", "sft", "teacher_shard", "recommender_teacher"} & set(counts)
+    # Tables 1-3 compare the teacher's test ranks with a student's: only when they are given
+    assert ("table2" in counts) == ("test" in splits)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"methods/dllm2rec/variant": "paper"}, "which the released-format files of teacher 'mine' do not carry: give "
+                                           "teachers.mine.files.target_train"),
+    ({"tables/methods": ["none", "kar"]}, "method 'kar' reads the teacher's generated_embeddings"),
+    ({"teachers/mine/files/confidence_valid": "tocf/myrank_train.txt"}, "give rank_valid and confidence_valid together"),
+    ({"teachers/mine/files/rank_test": "tocf/nowhere.txt", "teachers/mine/files/confidence_test": "tocf/nowhere.txt"},
+     "teachers.mine.files.rank_test = 'tocf/nowhere.txt' does not exist"),
+])
+def test_a_files_teacher_refuses_what_it_cannot_feed(project, change, message):
+    cfg = {"teachers/mine": files_teacher(project), "tables/teacher": "mine", "tables/methods": ["none", "dllm2rec"]}
+    overlay(project, "files.yaml", **cfg)
+    cfg_file = load_yaml(project / "files.yaml")
+    for dotted, value in change.items():
+        node = cfg_file
+        *keys, last = dotted.split("/")
+        for k in keys:
+            node = node[k]
+        node[last] = value
+    write_config(project / "files.yaml", cfg_file)
+    res = snakemake(project, "-n", "--cores", "1", "--configfile", "files.yaml")
+    assert res.returncode != 0 and message in res.stdout, res.stdout[-2000:]
+
+
 def test_control_config_dry_runs_a_recommender_teacher_and_both_variants(project):
     cfg = merged(load_yaml(project / "config.yaml"), load_yaml(project / "configs" / "control.yaml"))
     res = snakemake(project, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "configs/control.yaml")

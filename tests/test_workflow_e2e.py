@@ -261,3 +261,31 @@ def test_a_recommender_teacher_runs_end_to_end(recommender_run):
     assert json.loads((tdir / "metrics.json").read_text())["kind"] == "SASRec (whole training split)"
     out, jobs = dry_run_jobs(recommender_run, "rec.yaml")
     assert jobs == [] and "Nothing to be done" in out
+
+
+def test_files_written_by_export_teacher_run_as_a_files_teacher(recommender_run):
+    """The recommender teacher exported in the released code's format (export-teacher), then used
+    as a `files` teacher: its Table 5 row is the recommender's, to the rounding of the text files."""
+    import subprocess
+    import sys
+
+    tdir = "results/teacher/tiny/sasrec-whole"
+    res = subprocess.run([sys.executable, "-m", "dllm2rec", "export-teacher", "--teacher", tdir,
+                          "--data", "results/data/tiny", "--out", "tocf"], cwd=recommender_run,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    files = {"embeddings": "tocf/all_embeddings.pt", "label": "SASRec (files)"}
+    for split in ("train", "test"):
+        files[f"rank_{split}"], files[f"confidence_{split}"] = f"tocf/myrank_{split}.txt", f"tocf/confidence_{split}.txt"
+    files["target_train"] = "tocf/target_train.txt"
+    cfg = load_yaml(recommender_run / "rec.yaml")
+    cfg["teachers"] = {"from-files": {"type": "files", "files": files}}
+    cfg["tables"].update(teacher="from-files", backbones=["sasrec"], methods=["none", "dllm2rec"])
+    write_config(recommender_run / "files.yaml", cfg)
+    res = snakemake(recommender_run, "results/table5.csv", "--cores", "2", "--configfile", "files.yaml")
+    assert res.returncode == 0, res.stdout[-5000:]
+    rows = read_csv(recommender_run / "results" / "table5.csv")
+    assert rows[1][:2] == ["Teacher", "SASRec (files)"]
+    rec = json.loads((recommender_run / tdir / "metrics.json").read_text())
+    assert [float(v) for v in rows[1][2:]] == pytest.approx([rec["test"]["HR@20"], rec["test"]["NDCG@20"]], abs=1e-4)
+    assert [m for b, m, *_ in rows if b == "SASRec"] == ["+None", "+DLLM2Rec", "Gain.S"]

@@ -243,12 +243,19 @@ def check_teacher_kinds():
                     f"(e.g. `{backbone}: {{}}`), where its options are set."
                 )
         if kind == "files":
-            for key, path in teacher_kinds.files_cfg(tcfg).items():
+            files = teacher_kinds.files_cfg(tcfg)
+            for key, path in files.items():
                 if key != "label" and not os.path.exists(path):
                     fail(
                         f"teachers.{name}.files.{key} = {path!r} does not exist (working directory {os.getcwd()}). "
                         f"Point it to the teacher file (python -m dllm2rec export-teacher writes them; "
                         f"docs/artifacts.md)."
+                    )
+            for split in ("valid", "test"):
+                if (f"rank_{split}" in files) != (f"confidence_{split}" in files):
+                    fail(
+                        f"teachers.{name}.files: give rank_{split} and confidence_{split} together "
+                        f"(one distance per candidate), or neither."
                     )
     teacher = config["tables"]["teacher"]
     tcfg = config["teachers"][teacher]

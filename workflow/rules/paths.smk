@@ -190,6 +190,31 @@ def recommender_params(wildcards):
     return jsonarg({"student": student})
 
 
+def teacher_files_ranks(wildcards):
+    """A files teacher's released-format ranks of one split (`teachers.<name>.files`)."""
+    files = teacher_kinds.files_cfg(teacher_cfg(wildcards))
+    split = wildcards.split
+    if f"rank_{split}" not in files:
+        raise WorkflowError(
+            f"teachers.{wildcards.teacher}.files has no rank_{split}: the {split} ranks of this teacher are not given."
+        )
+    inputs = {
+        "rank": files[f"rank_{split}"],
+        "confidence": files.get(f"confidence_{split}", ""),
+    }
+    if not inputs["confidence"]:
+        raise WorkflowError(
+            f"teachers.{wildcards.teacher}.files.rank_{split} needs confidence_{split} beside it."
+        )
+    if files.get(f"target_{split}"):
+        inputs["target"] = files[f"target_{split}"]
+    return inputs
+
+
+def teacher_files_target_arg(wildcards, input):
+    return f"--target {input.target}" if "target" in input.keys() else ""
+
+
 def sft_launcher(wildcards):
     """`python`, or `accelerate launch` over the teacher's `sft_gpus` GPUs (data parallel)."""
     gpus = teacher_cfg(wildcards)["sft_gpus"]

@@ -234,3 +234,46 @@ rule recommender_teacher:
         " --train-data $(dirname {input.train_items}) --backbone {params.backbone} --params {params.cfg:q}"
         " --seed {params.seed} --topn {params.topn} --label {params.label:q} --threads {threads}"
         " --device {params.device} --out $(dirname {output.item_emb}) --work {params.work} > {log} 2>&1"
+
+
+# --- a teacher from files (teachers.<name>.type: files; dllm2rec/teacher/released.py) ----------
+rule teacher_files_ranks:
+    """Released-format ranks of one split (myrank / confidence files) imported and checked."""
+    input:
+        unpack(teacher_files_ranks),
+        **data_files(),
+        code=code("teacher", "dataset", "teacher_artifacts"),
+    output:
+        L.teacher_file("ranks"),
+    log:
+        L.log("teacher", "{dataset}/{teacher}/import.{split}"),
+    wildcard_constraints:
+        teacher=teachers_of("files"),
+    conda:
+        "../../envs/student.yaml"
+    params:
+        target=teacher_files_target_arg,
+    shell:
+        "python -m dllm2rec import-teacher-ranks --data $(dirname {input.data_items}) --split {wildcards.split}"
+        " --rank {input.rank} --confidence {input.confidence} {params.target} --out {output} > {log} 2>&1"
+
+
+rule teacher_files_embeddings:
+    """A released-format all_embeddings.pt imported (torch.load(weights_only=True)) and checked."""
+    input:
+        **data_files(),
+        embeddings=lambda wildcards: teacher_kinds.files_cfg(teacher_cfg(wildcards))[
+            "embeddings"
+        ],
+        code=code("teacher", "dataset", "teacher_artifacts"),
+    output:
+        L.teacher_file("item_embeddings"),
+    log:
+        L.log("teacher", "{dataset}/{teacher}/import.item_embeddings"),
+    wildcard_constraints:
+        teacher=teachers_of("files"),
+    conda:
+        "../../envs/student.yaml"
+    shell:
+        "python -m dllm2rec import-teacher-embeddings --data $(dirname {input.data_items})"
+        " --embeddings {input.embeddings} --out {output} > {log} 2>&1"
