@@ -101,6 +101,11 @@ def fingerprint(folder) -> str:
     return h.hexdigest()[:16]
 
 
+def raw_ids(items: pa.Table) -> list[str]:
+    """The source's id of each item, in item_id order (two datasets of one source share them)."""
+    return items.column("raw_id").to_pylist()
+
+
 def read_stats(path) -> dict:
     """A dataset's stats.json (Table 4's counts; ``dataset`` is its config name)."""
     return read_json(path)

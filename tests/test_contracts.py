@@ -38,6 +38,9 @@ EXCEPTIONS = {
     "data/movielens.py": {"item_id"},
     "data/samples.py": {"seq_id", "item_id", "raw_id", "history"},
     "teacher/generate.py": {"generated", "topk_items", "topk_dist", "target_dist"},
+    # so do the other kinds of teacher (a recommender's ranking, released-format files imported)
+    "teacher/recommender.py": {"generated", "topk_items", "topk_dist", "target_dist"},
+    "teacher/released.py": {"generated", "topk_items", "topk_dist", "target_dist"},
     # the serving API names a history entry's kind (--by) and each result's fields after the dataset's columns
     "recommend.py": {"item_id", "raw_id", "history"},
 }

@@ -87,7 +87,7 @@ def write_teacher(model, data, out, topn: int = TOPN, **meta) -> None:
 
 def _same_items(data, train_data) -> None:
     a, b = ds.load_dataset(data), ds.load_dataset(train_data)
-    if a.items.column("raw_id").to_pylist() != b.items.column("raw_id").to_pylist():
+    if ds.raw_ids(a.items) != ds.raw_ids(b.items):
         raise UserError(f"the recommender teacher's training data {train_data} and the students' dataset {data} "
                         "have different item tables: both must come from the same source and settings "
                         "(only `sample` may differ).")

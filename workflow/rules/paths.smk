@@ -143,12 +143,12 @@ def teachers_of(kind):
 
 
 def teacher_kind_label(wildcards):
-    """How the tables name the teacher (metrics.json `kind`): BIGRec, SASRec (whole training split), ..."""
+    """How the tables name the teacher (its metrics `kind`): BIGRec, SASRec (whole training split), ..."""
     return teacher_kinds.label(teacher_cfg(wildcards))
 
 
 def teacher_test_ranks(wildcards):
-    """The teacher's test ranks (its metrics.json is computed from them), if it has any."""
+    """The teacher's test ranks (its metrics are computed from them), if it has any."""
     if not teacher_kinds.has_test_ranks(teacher_cfg(wildcards)):
         return []
     return [L.teacher_file("ranks", wildcards.dataset, wildcards.teacher, split="test")]
