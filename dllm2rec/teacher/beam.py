@@ -118,7 +118,8 @@ class Decoder:
     """Beam / greedy search over a LLaMA-shaped model with a shared prompt cache."""
 
     def __init__(self, model, tokenizer, num_beams: int, max_new_tokens: int, length_penalty: float = 1.0,
-                 early_stopping: bool | str = False, stop_at_answer: bool = True, cuda_graph: bool | None = None):
+                 early_stopping: bool | str = False, stop_at_answer: bool = True, cuda_graph: bool | None = None,
+                 trie=None):
         inner = _causal_lm(model)
         cfg = inner.config
         self.model = inner
@@ -155,6 +156,8 @@ class Decoder:
         else:  # EOS only: the state never leaves "not started"
             self.table = torch.zeros((4, self.vocab), dtype=torch.long, device=self.device)
         self.cuda_graph = (self.device.type == "cuda") if cuda_graph is None else bool(cuda_graph)
+        # generation.constrained: a dllm2rec.teacher.constrained.TitleTrie; every beam stays on a title
+        self.trie = None if trie is None else trie.to(self.device)
         self._shape = None
         self._graph = None
 
@@ -283,6 +286,7 @@ class Decoder:
         self.run_seqs = torch.zeros((b, self.k, self.max_new), dtype=torch.long, device=dev)
         self.run_scores = torch.zeros((b, self.k), dtype=torch.float32, device=dev)
         self.run_state = torch.zeros((b, self.k), dtype=torch.long, device=dev)
+        self.run_node = torch.zeros((b, self.k), dtype=torch.long, device=dev)  # trie node (constrained)
         self.fin_seqs = torch.zeros((b, self.k, self.max_new), dtype=torch.long, device=dev)
         self.fin_scores = torch.zeros((b, self.k), dtype=torch.float32, device=dev)
         self.fin_len = torch.zeros((b, self.k), dtype=torch.long, device=dev)
@@ -297,6 +301,7 @@ class Decoder:
         self.run_scores.fill_(-1e9)
         self.run_scores[:, 0] = 0.0
         self.run_state.fill_(NOT_STARTED)
+        self.run_node.zero_()
         self.fin_seqs.fill_(self.pad)
         self.fin_scores.fill_(-1e9)
         self.fin_len.zero_()
@@ -316,6 +321,8 @@ class Decoder:
         t = self.t
         last_step = t + 1 >= self.max_new
         if self.k == 1:  # greedy, as HF's _sample
+            if self.trie is not None:
+                logits = logits + self.trie.mask(self.run_node)
             tok = logits[:, 0].argmax(-1)
             open_ = ~self.fin_flag[:, 0]
             tok = torch.where(open_, tok, torch.full_like(tok, self.pad))
@@ -325,12 +332,17 @@ class Decoder:
             self.fin_len[:, 0] += open_.long()
             self.fin_flag[:, 0] |= open_ & hit
             self.run_state[:, 0] = state
+            if self.trie is not None:
+                self.run_node[:, 0] = self.trie.step(self.run_node[:, 0], tok)
             self.last[:, 0] = tok
             self.done.copy_(self.fin_flag.all() | last_step)
             self.t += 1
             return
         two_k = 2 * k
-        logp = torch.log_softmax(logits, dim=-1) + self.run_scores[:, :, None]
+        logp = torch.log_softmax(logits, dim=-1)
+        if self.trie is not None:  # after the log-softmax, as HF's logits processors in beam search
+            logp = logp + self.trie.mask(self.run_node)
+        logp = logp + self.run_scores[:, :, None]
         top_lp, top_idx = torch.topk(logp.view(b, k * v), two_k)
         parent = top_idx // v
         tok = top_idx % v
@@ -361,6 +373,9 @@ class Decoder:
         self.run_seqs.copy_(self._gather(seqs, sel))
         self.run_scores.copy_(self._gather(run_lp, sel))
         self.run_state.copy_(self._gather(state, sel))
+        if self.trie is not None:
+            node = self.trie.step(self._gather(self.run_node, parent), tok)
+            self.run_node.copy_(self._gather(node, sel))
         self.last.copy_(self._gather(tok, sel))
         beam = self._gather(parent, sel) + torch.arange(b, device=self.device)[:, None] * k
         self.suffix_k.copy_(self.suffix_k.index_select(1, beam.view(-1)))

@@ -38,7 +38,8 @@ def popularity_gamma(params: dict) -> float:
     return float(params.get("grounding", {}).get("popularity_gamma") or 0.0)
 
 
-def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progress: bool = True) -> list[str]:
+def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progress: bool = True, trie=None,
+                   beams: bool = False):
     """Decoded top-beam responses (new tokens only, special tokens skipped) for tokenised prompts.
 
     Beam search (greedy for ``num_beams: 1``) is deterministic and stops a beam at EOS or once
@@ -47,16 +48,20 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progre
     on a GPU, batches of at most ``batch_tokens`` cached tokens and ``batch_size`` prompts) or
     ``hf`` (transformers ``generate`` on batches of ``batch_size`` prompts); both give the same
     beams. Prompts are taken longest first, so memory problems show at once.
+
+    With ``trie`` (a :class:`~dllm2rec.teacher.constrained.TitleTrie`, ``generation.constrained``)
+    every beam is restricted to catalogue titles. With ``beams`` the result is, per prompt, every
+    finished beam's token ids (best first, up to and including EOS) instead of the top text.
     """
     engine = gen.get("engine", "ours")
     if engine == "ours":
-        return _generate_ours(model, tokenizer, prompts, gen, progress)
+        return _generate_ours(model, tokenizer, prompts, gen, progress, trie, beams)
     if engine == "hf":
-        return _generate_hf(model, tokenizer, prompts, gen, progress)
+        return _generate_hf(model, tokenizer, prompts, gen, progress, trie, beams)
     raise UserError(f"generation.engine must be 'ours' or 'hf', not {engine!r}")
 
 
-def _generate_ours(model, tokenizer, prompts, gen, progress):
+def _generate_ours(model, tokenizer, prompts, gen, progress, trie=None, beams=False):
     from tqdm.auto import tqdm
 
     from dllm2rec.teacher.beam import Decoder, supports, token_batches
@@ -67,31 +72,41 @@ def _generate_ours(model, tokenizer, prompts, gen, progress):
                         f"set teachers.<name>.generation.engine: hf in the config")
     num_beams, max_new = int(gen["num_beams"]), int(gen["max_new_tokens"])
     decoder = Decoder(model, tokenizer, num_beams, max_new, float(gen.get("length_penalty", 1.0)),
-                      gen.get("early_stopping", False))
+                      gen.get("early_stopping", False), trie=trie)
     batches = token_batches([len(p) for p in prompts], num_beams, max_new, int(gen.get("batch_tokens", 16384)),
                             int(gen["batch_size"]))
-    texts: list[str] = [""] * len(prompts)
+    texts: list = [""] * len(prompts)
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
     for idx in batches:
-        beams = decoder.run([prompts[i] for i in idx])
-        top = [b[0] for b in beams.tokens]
-        for i, text in zip(idx, tokenizer.batch_decode(top, skip_special_tokens=True)):
-            texts[i] = text.strip()
+        found = decoder.run([prompts[i] for i in idx])
+        if beams:
+            for i, seqs in zip(idx, found.tokens):
+                texts[i] = [_through_eos(t, tokenizer.eos_token_id) for t in seqs]
+        else:
+            top = [b[0] for b in found.tokens]
+            for i, text in zip(idx, tokenizer.batch_decode(top, skip_special_tokens=True)):
+                texts[i] = text.strip()
         bar.update(len(idx))
     bar.close()
     return texts
 
 
-def _generate_hf(model, tokenizer, prompts, gen, progress):
+def _through_eos(tokens: list[int], eos: int) -> list[int]:
+    """A beam's tokens up to and including its first EOS (padding after it dropped)."""
+    return tokens[:tokens.index(eos) + 1] if eos in tokens else list(tokens)
+
+
+def _generate_hf(model, tokenizer, prompts, gen, progress, trie=None, beams=False):
     import torch
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig, StoppingCriteriaList
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
     from dllm2rec.teacher.beam import AnswerStop, answer_table
+    from dllm2rec.teacher.constrained import hf_processor
 
     config = GenerationConfig(
         num_beams=int(gen["num_beams"]), max_new_tokens=int(gen["max_new_tokens"]), do_sample=False,
-        num_return_sequences=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        num_return_sequences=int(gen["num_beams"]) if beams else 1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id, length_penalty=float(gen.get("length_penalty", 1.0)),
         early_stopping=gen.get("early_stopping", False),
     )
@@ -99,8 +114,9 @@ def _generate_hf(model, tokenizer, prompts, gen, progress):
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     device = next(model.parameters()).device
     table = answer_table(tokenizer, model.get_output_embeddings().weight.shape[0]).to(device)
-    texts: list[str] = [""] * len(prompts)
+    texts: list = [""] * len(prompts)
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
+    k = config.num_return_sequences
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
@@ -110,11 +126,17 @@ def _generate_hf(model, tokenizer, prompts, gen, progress):
             for row, i in enumerate(idx):
                 input_ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]):] = 1
+            processors = LogitsProcessorList([hf_processor(trie, width)] if trie is not None else [])
             out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                 generation_config=config,
+                                 generation_config=config, logits_processor=processors,
                                  stopping_criteria=StoppingCriteriaList([AnswerStop(table, width)]))
-            for row, text in zip(idx, tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)):
-                texts[row] = text.strip()
+            if beams:
+                for j, row in enumerate(idx):
+                    texts[row] = [_through_eos(out[j * k + b, width:].tolist(), tokenizer.eos_token_id)
+                                  for b in range(k)]
+            else:
+                for row, text in zip(idx, tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)):
+                    texts[row] = text.strip()
             bar.update(len(idx))
     bar.close()
     return texts

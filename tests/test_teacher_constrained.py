@@ -1,0 +1,91 @@
+"""Title-constrained beam search (dllm2rec.teacher.constrained): every beam a catalogue title, the
+same beams from our decoder as from transformers ``generate`` with the same mask, and a teacher
+list that starts with the beams' items."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_teacher_beam import setup  # noqa: F401 (the sharpened tiny LLaMA and its prompts)
+from tiny_llm import WORDS
+
+from dllm2rec.teacher.beam import Decoder
+from dllm2rec.teacher.constrained import ROOT, TitleTrie, hf_processor, response_tokens
+
+MAX_NEW = 24
+
+
+def catalogue(n: int = 30, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    titles = [" ".join(w.title() for w in rng.choice(WORDS, size=rng.integers(1, 4))) for _ in range(n)]
+    return titles + [titles[0], ""]  # a duplicate title (two items) and an item without a title
+
+
+def hf_constrained(model, tok, prompt, trie, num_beams, length_penalty):
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    beam = num_beams > 1
+    gc = GenerationConfig(num_beams=num_beams, max_new_tokens=MAX_NEW, do_sample=False, num_return_sequences=num_beams,
+                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, length_penalty=length_penalty,
+                          output_scores=beam, return_dict_in_generate=True)
+    ids = torch.tensor([prompt])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gc,
+                         logits_processor=LogitsProcessorList([hf_processor(trie, len(prompt))]))
+    seqs = [s[len(prompt):].tolist() for s in out.sequences]
+    seqs = [s[:s.index(tok.eos_token_id) + 1] if tok.eos_token_id in s else s for s in seqs]
+    return seqs, (out.sequences_scores.tolist() if beam else None)
+
+
+def test_the_mask_allows_exactly_the_tokens_that_continue_a_title(setup):  # noqa: F811
+    _, tok, _ = setup
+    titles = catalogue()
+    trie = TitleTrie(tok, titles, len(tok))
+    paths = [response_tokens(tok, t) for t in titles if t]
+    for path in paths[:10]:
+        node = ROOT
+        for j, t in enumerate(path):
+            allowed = set(torch.nonzero(trie.mask(torch.tensor(node)) == 0).flatten().tolist())
+            want = {p[j] for p in paths if p[:j] == path[:j]}
+            assert allowed == want
+            node = int(trie.step(torch.tensor(node), torch.tensor(t)))
+        assert not (trie.mask(torch.tensor(node)) == 0).any()  # after EOS: nothing
+    assert trie.items_of(paths[0]) == [0, len(titles) - 2]  # the duplicated title: both items
+    assert trie.items_of(paths[1][:-1]) == []  # a title without its EOS is not a whole response
+    assert int(trie.step(torch.tensor(ROOT), torch.tensor(tok.eos_token_id))) == trie.dead
+    assert tok.decode(paths[1], skip_special_tokens=True) == f'"{titles[1]}"'
+
+
+@pytest.mark.parametrize("num_beams,length_penalty", [(4, 1.0), (3, 0.0), (1, 1.0)])
+def test_constrained_beams_are_titles_and_equal_hf_generate(setup, num_beams, length_penalty):  # noqa: F811
+    model, tok, prompts = setup
+    titles = catalogue()
+    trie = TitleTrie(tok, titles, len(tok))
+    ours = Decoder(model, tok, num_beams, MAX_NEW, length_penalty, trie=trie).run(prompts)
+    unconstrained = Decoder(model, tok, num_beams, MAX_NEW, length_penalty).run(prompts)
+    n_titles = 0
+    for i, prompt in enumerate(prompts):
+        seqs, scores = hf_constrained(model, tok, prompt, trie, num_beams, length_penalty)
+        mine = [s[:s.index(tok.eos_token_id) + 1] if tok.eos_token_id in s else s for s in ours.tokens[i]]
+        assert mine == seqs, f"prompt {i}"
+        if scores is not None:
+            np.testing.assert_allclose(ours.scores[i], scores, rtol=1e-3, atol=1e-4)
+        for s in mine:  # every beam is exactly one catalogue title's response
+            assert trie.items_of(s), tok.decode(s)
+            n_titles += 1
+    assert n_titles == num_beams * len(prompts)
+    # the constraint changes what the sharpened random model writes (it does not write titles alone)
+    free = [tok.decode(t[0], skip_special_tokens=True) for t in unconstrained.tokens]
+    assert sum(f.strip('"\n ') not in set(titles) - {""} for f in free) > 0
+
+
+def test_constrained_generation_engines_agree_and_give_every_beam(setup):  # noqa: F811
+    from dllm2rec.teacher.generate import generate_texts
+
+    model, tok, prompts = setup
+    trie = TitleTrie(tok, catalogue(), len(tok))
+    gen = {"num_beams": 3, "max_new_tokens": MAX_NEW, "batch_size": 4, "batch_tokens": 2000}
+    ours = generate_texts(model, tok, prompts, gen, progress=False, trie=trie, beams=True)
+    hf = generate_texts(model, tok, prompts, {**gen, "engine": "hf"}, progress=False, trie=trie, beams=True)
+    assert ours == hf and all(len(b) == 3 for b in ours)
+    top = generate_texts(model, tok, prompts, gen, progress=False, trie=trie)
+    assert top == [tok.decode(b[0], skip_special_tokens=True).strip() for b in ours]
