@@ -89,3 +89,36 @@ def test_constrained_generation_engines_agree_and_give_every_beam(setup):  # noq
     assert ours == hf and all(len(b) == 3 for b in ours)
     top = generate_texts(model, tok, prompts, gen, progress=False, trie=trie)
     assert top == [tok.decode(b[0], skip_special_tokens=True).strip() for b in ours]
+
+
+def test_the_teachers_list_starts_with_its_beams_items_then_grounding(setup):  # noqa: F811
+    from dllm2rec.teacher.generate import generate_and_ground, generate_texts
+    from dllm2rec.teacher.ground import embed_texts, nearest_items
+    from dllm2rec.teacher.prompts import encode_example
+
+    model, tok, _ = setup
+    titles = catalogue()
+    item_emb = torch.from_numpy(embed_texts(model, tok, [t or "?" for t in titles], 16))
+    rng = np.random.default_rng(1)
+    histories = [list(rng.choice([t for t in titles if t], size=3)) for _ in range(4)]
+    params = {"generation": {"num_beams": 3, "max_new_tokens": MAX_NEW, "batch_size": 4, "constrained": True},
+              "grounding": {"topn": 10, "batch_size": 16}, "sft": {"cutoff_len": 512}}
+    res = generate_and_ground(model, tok, histories, [0, 1, 2, 3], item_emb, params, "movie", progress=False,
+                              titles=titles)
+    free = generate_and_ground(model, tok, histories, [0, 1, 2, 3], item_emb,
+                               {**params, "generation": {**params["generation"], "constrained": False}}, "movie",
+                               progress=False)
+    trie = TitleTrie(tok, titles, len(tok))
+    prompts = [encode_example(tok, h, "movie", 512)[0] for h in histories]
+    beams = generate_texts(model, tok, prompts, params["generation"], progress=False, trie=trie, beams=True)
+    q = torch.from_numpy(res["embeddings"])
+    grounded, grounded_d, _ = nearest_items(q, item_emb, 10)
+    for r in range(4):
+        head = list(dict.fromkeys(i for b in beams[r] for i in trie.items_of(b)))
+        assert res["n_beam_items"][r] == len(head) >= 3  # three titles (the duplicated one lists two items)
+        row = res["topk_items"][r].tolist()
+        assert row[:len(head)] == head and len(set(row)) == len(row) == 10
+        assert row[len(head):] == [i for i in grounded[r].tolist() if i not in head][:10 - len(head)]
+        assert res["topk_dist"][r, 0] == pytest.approx(0.0, abs=1e-3)  # the top beam's own title
+        assert titles[row[0]] == res["answers"][r]
+    assert free["n_beam_items"] is None and not np.array_equal(free["topk_items"], res["topk_items"])

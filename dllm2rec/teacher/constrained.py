@@ -23,6 +23,7 @@ items, in item order) and is completed by grounding the top beam's answer
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dllm2rec.io import UserError
@@ -118,3 +119,26 @@ def hf_processor(trie: TitleTrie, prompt_len: int):
             return scores + trie.mask(nodes).to(scores.dtype)
 
     return TrieMask()
+
+
+def beams_first(beam_items: list[list[int]], topk_items: np.ndarray, topk_dist: np.ndarray, queries, items):
+    """Each row's ranked list: its beams' items (beam-score order, each once), then its grounded
+    items not among them, cut to the grounded list's length N. Distances are each listed item's
+    squared L2 distance to the row's query (the top beam's answer), so they ascend only within the
+    grounded part. Returns ``(topk_items int32 [m, N], topk_dist float32 [m, N], n_beam_items int [m])``."""
+    m, n = topk_items.shape
+    out_i, out_d = np.empty_like(topk_items), np.empty_like(topk_dist)
+    n_beam = np.zeros(m, dtype=np.int64)
+    for r in range(m):
+        head = list(dict.fromkeys(int(i) for i in beam_items[r]))[:n]
+        seen = set(head)
+        rest = [j for j, i in enumerate(topk_items[r]) if int(i) not in seen][: n - len(head)]
+        if head:
+            x = items[torch.tensor(head, device=items.device)].float()
+            q = queries[r].to(items.device).float()
+            out_d[r, :len(head)] = ((x - q) ** 2).sum(-1).cpu().numpy()
+        out_i[r, :len(head)] = head
+        out_i[r, len(head):] = topk_items[r, rest]
+        out_d[r, len(head):] = topk_dist[r, rest]
+        n_beam[r] = len(head)
+    return out_i, out_d, n_beam

@@ -142,21 +142,42 @@ def _generate_hf(model, tokenizer, prompts, gen, progress, trie=None, beams=Fals
     return texts
 
 
+def constrained(params: dict) -> bool:
+    """generation.constrained (false, the default, = free beams grounded by nearest items)."""
+    return bool(params.get("generation", {}).get("constrained", False))
+
+
 def generate_and_ground(model, tokenizer, histories: list[list[str]], targets, item_emb, params: dict,
-                        noun: str, progress: bool = True, popularity=None) -> dict:
+                        noun: str, progress: bool = True, popularity=None, titles: list[str] | None = None) -> dict:
     """The in-memory core of :func:`run_shard` (also used by benchmarks/teacher_generation.py).
 
     ``histories``: the history titles per sequence (oldest first); ``targets``: target item ids;
     ``item_emb``: torch [n_items, d] on the model's device. ``model`` may be a PeftModel (its
     adapter is disabled for grounding) or a plain model. ``popularity``: [n_items] in [0, 1]
     (:func:`~dllm2rec.teacher.ground.item_popularity`), needed when ``grounding.popularity_gamma`` > 0.
+
+    With ``generation.constrained`` (``titles``: every item's title, the catalogue) the beams are
+    restricted to catalogue titles (:mod:`dllm2rec.teacher.constrained`); each row's list then
+    starts with its beams' items in beam-score order and is completed by grounding the top
+    beam's answer (``n_beam_items``: how many of each row's list came from its beams).
     """
     cutoff = generation_cutoff(params)
     t0 = time.time()
-    encoded = [encode_example(tokenizer, titles, noun, cutoff) for titles in histories]
+    encoded = [encode_example(tokenizer, h, noun, cutoff) for h in histories]
     prompts = [ids for ids, _ in encoded]
     n_truncated = sum(1 for _, dropped in encoded if dropped)
-    generated = generate_texts(model, tokenizer, prompts, params["generation"], progress)
+    beam_items = None
+    if constrained(params):
+        from dllm2rec.teacher.constrained import TitleTrie
+
+        if titles is None:
+            raise UserError("generation.constrained needs the catalogue's titles")
+        trie = TitleTrie(tokenizer, titles, model.get_output_embeddings().weight.shape[0])
+        beams = generate_texts(model, tokenizer, prompts, params["generation"], progress, trie=trie, beams=True)
+        generated = [tokenizer.decode(b[0], skip_special_tokens=True).strip() for b in beams]
+        beam_items = [[i for seq in b for i in trie.items_of(seq)] for b in beams]
+    else:
+        generated = generate_texts(model, tokenizer, prompts, params["generation"], progress)
     t1 = time.time()
     answers = [clean_generation(g) for g in generated]
     base_only = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
@@ -167,12 +188,17 @@ def generate_and_ground(model, tokenizer, histories: list[list[str]], targets, i
     q = torch.from_numpy(emb).to(item_emb.device)
     topk_items, topk_dist, target_dist = nearest_items(q, item_emb, int(params["grounding"]["topn"]), targets,
                                                        popularity=popularity, gamma=popularity_gamma(params))
+    n_beam_items = None
+    if beam_items is not None:
+        from dllm2rec.teacher.constrained import beams_first
+
+        topk_items, topk_dist, n_beam_items = beams_first(beam_items, topk_items, topk_dist, q, item_emb)
     t2 = time.time()
     return {
         "generated": generated, "answers": answers, "embeddings": emb, "topk_items": topk_items,
         "topk_dist": topk_dist, "target_dist": target_dist, "generation_seconds": t1 - t0,
         "grounding_seconds": t2 - t1, "n_truncated_prompts": n_truncated,
-        "n_empty_generations": sum(1 for a in answers if not a),
+        "n_empty_generations": sum(1 for a in answers if not a), "n_beam_items": n_beam_items,
     }
 
 
@@ -237,9 +263,12 @@ def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, sha
     emb_items = torch.from_numpy(ta.read_item_embeddings(item_emb, len(titles))).to(device)
     histories = [[titles[i] for i in h] for h in ds.histories(rows)]
     targets = ds.targets(rows)
-    res = generate_and_ground(model, tokenizer, histories, targets, emb_items, params, noun, popularity=popularity)
+    res = generate_and_ground(model, tokenizer, histories, targets, emb_items, params, noun, popularity=popularity,
+                              titles=titles)
     ranks, emb = _tables(ds.seq_ids(rows), res, emb_items.shape[1])
     meta = {k: res[k] for k in ("generation_seconds", "grounding_seconds", "n_truncated_prompts", "n_empty_generations")}
+    if res["n_beam_items"] is not None:  # generation.constrained: list entries that came from the beams
+        meta["n_beam_items"] = int(np.sum(res["n_beam_items"]))
     meta.update(split=split, shard=shard, shards=shards, n_sequences=rows.num_rows, params=params, noun=noun,
                 base=str(base), adapter=str(adapter), device=str(device),
                 coverage=coverage_info(dataset, split, gen), dataset=dataset.name,
@@ -251,7 +280,8 @@ def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, sha
           f"{meta['n_empty_generations']} empty generations")
 
 
-SUMMED = ("generation_seconds", "grounding_seconds", "n_truncated_prompts", "n_empty_generations", "n_sequences")
+SUMMED = ("generation_seconds", "grounding_seconds", "n_truncated_prompts", "n_empty_generations", "n_sequences",
+          "n_beam_items")
 
 
 def gather_shards(ranks: list[str], embs: list[str], out_ranks: str, out_emb: str) -> None:
