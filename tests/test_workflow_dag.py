@@ -186,7 +186,9 @@ def test_control_config_dry_runs_a_recommender_teacher_and_both_variants(project
     counts = job_counts(res.stdout)
     t = cfg["tables"]
     assert cfg["teachers"][t["teacher"]]["type"] == "recommender" and len(t["seeds"]) == 3
-    assert counts["student"] == len(t["backbones"]) * len(t["seeds"]) * len(t["methods"])  # one-point grid
+    groups, counts = student_jobs(counts)  # fused training: a job per backbone x method, its seeds together
+    assert sorted(g.rsplit("_", 1)[0] for g in groups) == sorted(
+        f"student_{b}_{m}".replace("-", "_") for b in t["backbones"] for m in t["methods"])
     assert counts["recommender_teacher"] == counts["teacher_train_data"] == 1
     assert not {"sft", "teacher_shard", "base_model"} & set(counts)
     assert {"table5", "table6", "selection", "teacher_metrics"} <= set(counts)

@@ -183,10 +183,9 @@ def recommender_params(wildcards):
     """The recommender teacher's training settings: the students' (without the speed-only keys),
     its backbone's options, and its own overrides."""
     rcfg = teacher_kinds.recommender_cfg(teacher_cfg(wildcards))
-    ignore = ("backbones", "device", "eval_batch_size")
-    student = {k: v for k, v in config["student"].items() if k not in ignore}
+    # a plain run's student settings (run_params: what changes the results), then the overrides
+    student = run_params(rcfg["backbone"], "none")["student"]
     student.update(rcfg["student"])
-    student["backbone"] = config["student"]["backbones"][rcfg["backbone"]]
     return jsonarg({"student": student})
 
 
