@@ -122,3 +122,25 @@ def test_the_teachers_list_starts_with_its_beams_items_then_grounding(setup):  #
         assert res["topk_dist"][r, 0] == pytest.approx(0.0, abs=1e-3)  # the top beam's own title
         assert titles[row[0]] == res["answers"][r]
     assert free["n_beam_items"] is None and not np.array_equal(free["topk_items"], res["topk_items"])
+
+
+@pytest.mark.parametrize("num_beams", [3, 1])
+def test_the_constrained_decode_step_reads_nothing_back_from_the_device(num_beams):
+    """As tests/test_teacher_beam.py's meta-device test: the trie's mask and next nodes (two
+    searchsorted calls) run on the meta device, so a GPU can still capture the step as a graph."""
+    from tiny_llm import make_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = make_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg).eval()
+    decoder = Decoder(model, tok, num_beams, 12, trie=TitleTrie(tok, catalogue(), len(tok)))
+    decoder._allocate(3, 64)
+    decoder._reset()
+    with torch.inference_mode():
+        decoder._step()
+        decoder._step()
+    assert decoder.run_node.is_meta and decoder.trie.keys.is_meta

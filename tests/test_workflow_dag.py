@@ -160,6 +160,8 @@ def test_a_files_teacher_dry_runs_its_imports(project, splits):
     ({"methods/dllm2rec/variant": "paper"}, "which the released-format files of teacher 'mine' do not carry: give "
                                            "teachers.mine.files.target_train"),
     ({"tables/methods": ["none", "kar"]}, "method 'kar' reads the teacher's generated_embeddings"),
+    ({"methods/dllm2rec/variant": "official", "rank_width": 5},
+     "methods.dllm2rec.k = 10 is larger than the 5 items per row of teachers.mine.files.rank_train"),
     ({"teachers/mine/files/confidence_valid": "tocf/myrank_train.txt"}, "give rank_valid and confidence_valid together"),
     ({"teachers/mine/files/rank_test": "tocf/nowhere.txt", "teachers/mine/files/confidence_test": "tocf/nowhere.txt"},
      "teachers.mine.files.rank_test = 'tocf/nowhere.txt' does not exist"),
@@ -168,6 +170,9 @@ def test_a_files_teacher_refuses_what_it_cannot_feed(project, change, message):
     cfg = {"teachers/mine": files_teacher(project), "tables/teacher": "mine", "tables/methods": ["none", "dllm2rec"]}
     overlay(project, "files.yaml", **cfg)
     cfg_file = load_yaml(project / "files.yaml")
+    change = dict(change)
+    if "rank_width" in change:  # the rank file's first line
+        (project / "tocf" / "myrank_train.txt").write_text(" ".join(map(str, range(change.pop("rank_width")))) + "\n")
     for dotted, value in change.items():
         node = cfg_file
         *keys, last = dotted.split("/")

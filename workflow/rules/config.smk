@@ -228,6 +228,19 @@ def table_methods():
     return list(dict.fromkeys(names))
 
 
+def check_files_width(teacher, files, name, method):
+    """DLLM2Rec distils the teacher's top-k: a files teacher's rank file must be that wide (its
+    first line is read here; the import checks every row)."""
+    with open(files["rank_train"]) as fh:
+        width = len(fh.readline().split())
+    opt = parse_options(method, name)
+    if width and opt.method == "dllm2rec" and opt.ranking and opt.k > width:
+        fail(
+            f"methods.{name}.k = {opt.k} is larger than the {width} items per row of "
+            f"teachers.{teacher}.files.rank_train ({files['rank_train']}): lower k or give a wider rank file."
+        )
+
+
 def check_teacher_kinds():
     """`teachers.<name>.type` (dllm2rec/teacher/kinds.py): a recommender's backbone has options,
     a files teacher's files exist, and no method of the tables reads what the tables' teacher
@@ -276,6 +289,8 @@ def check_teacher_kinds():
                 f"(type {kind}) does not have: {why.format(teacher=teacher)}. Remove {name!r} from "
                 f"tables.methods (and the ablations), or use a teacher that has them."
             )
+        if kind == "files":
+            check_files_width(teacher, teacher_kinds.files_cfg(tcfg), name, method)
         if kind == "files" and "target_train" not in teacher_kinds.files_cfg(tcfg):
             opt = parse_options(method, name)
             if (
