@@ -76,6 +76,8 @@ def write_teacher(model, data, out, topn: int = TOPN, **meta) -> None:
     """The trained run ``model`` as a teacher folder ``out`` for the dataset ``data``; ``meta`` is
     recorded in every file's metadata."""
     rows = teacher_rows(model, data, topn)
+    dataset = ds.load_dataset(data)  # the files record which dataset they rank (students check it)
+    meta = {**meta, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint}
     emb = rows["item_table"]
     write_parquet(ta.item_embeddings_table(np.arange(len(emb)), emb), ta.path(out, "item_embeddings"),
                   metadata=ta.embedding_metadata(emb.shape[1], **meta))

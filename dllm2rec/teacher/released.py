@@ -150,7 +150,8 @@ def import_ranks(data: str, split: str, rank: str, confidence: str, out: str, ta
                                  "target_dist": np.zeros(len(ids), np.float32) if tgt is None else tgt})
     write_parquet(table, out, metadata={"split": split, "n_sequences": len(ids), "imported_from": str(rank),
                                         "target_dist": "absent" if tgt is None else str(target),
-                                        "inference_seconds": None})
+                                        "inference_seconds": None, "dataset": dataset.name,
+                                        "dataset_fingerprint": dataset.fingerprint})
     print(f"{split}: {len(ids)} rows x {items.shape[1]} candidates from {rank}")
 
 
@@ -185,5 +186,6 @@ def import_item_embeddings(data: str, embeddings: str, out: str) -> None:
     dataset = ds.load_dataset(data)
     emb = load_embeddings(embeddings, dataset.n_items)
     write_parquet(ta.item_embeddings_table(np.arange(len(emb)), emb), out,
-                  metadata=ta.embedding_metadata(emb.shape[1], imported_from=str(embeddings)))
+                  metadata=ta.embedding_metadata(emb.shape[1], imported_from=str(embeddings), dataset=dataset.name,
+                                                 dataset_fingerprint=dataset.fingerprint))
     print(f"item embeddings [{emb.shape[0]}, {emb.shape[1]}] from {embeddings}")
