@@ -184,6 +184,35 @@ def test_a_files_teacher_refuses_what_it_cannot_feed(project, change, message):
     assert res.returncode != 0 and message in res.stdout, res.stdout[-2000:]
 
 
+def test_a_files_teachers_paths_reach_the_shell_as_one_word_each(project):
+    """As tests/test_shell_quoting.py for the files teacher's own keys: a path carrying a shell
+    payload stays one quoted word of the import commands."""
+    import shlex
+
+    inject = "$(touch PWNED)`touch PWNED`'\"x"
+    folder = project / f"tocf{inject}"
+    folder.mkdir()
+    files = {k: f"tocf{inject}/{name}" for k, name in (
+        ("rank_train", "myrank_train.txt"), ("confidence_train", "confidence_train.txt"),
+        ("target_train", "target_train.txt"), ("embeddings", "all_embeddings.pt"))}
+    for path in files.values():
+        (project / path).touch()
+    overlay(project, "files.yaml", **{"teachers/mine": {"type": "files", "files": {**files, "label": f"L{inject}"}},
+                                      "tables/teacher": "mine", "tables/methods": ["none", "dllm2rec"]})
+    res = snakemake(project, "-n", "-p", "--cores", "1", "--configfile", "files.yaml")
+    assert res.returncode == 0, res.stdout[-3000:]
+    seen = {}
+    for line in res.stdout.splitlines():
+        if "-m dllm2rec " in line:
+            words = shlex.split(line)
+            seen[words[words.index("dllm2rec") + 1]] = words
+    assert seen["import-teacher-ranks"][seen["import-teacher-ranks"].index("--rank") + 1] == files["rank_train"]
+    assert seen["import-teacher-ranks"][seen["import-teacher-ranks"].index("--target") + 1] == files["target_train"]
+    assert seen["import-teacher-embeddings"][seen["import-teacher-embeddings"].index("--embeddings") + 1] == \
+        files["embeddings"]
+    assert not list(project.rglob("PWNED"))
+
+
 def test_control_config_dry_runs_a_recommender_teacher_and_both_variants(project):
     cfg = merged(load_yaml(project / "config.yaml"), load_yaml(project / "configs" / "control.yaml"))
     res = snakemake(project, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "configs/control.yaml")

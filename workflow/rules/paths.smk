@@ -211,7 +211,7 @@ def teacher_files_ranks(wildcards):
 
 
 def teacher_files_target_arg(wildcards, input):
-    return f"--target {input.target}" if "target" in input.keys() else ""
+    return f"--target {shlex.quote(input.target)}" if "target" in input.keys() else ""
 
 
 def sft_launcher(wildcards):

@@ -233,7 +233,7 @@ rule recommender_teacher:
         "python -m dllm2rec recommender-teacher --data $(dirname {input.data_items})"
         " --train-data $(dirname {input.train_items}) --backbone {params.backbone} --params {params.cfg:q}"
         " --seed {params.seed} --topn {params.topn} --label {params.label:q} --threads {threads}"
-        " --device {params.device} --out $(dirname {output.item_emb}) --work {params.work} > {log} 2>&1"
+        " --device {params.device} --out $(dirname {output.item_emb}) --work {params.work:q} > {log} 2>&1"
 
 
 # --- a teacher from files (teachers.<name>.type: files; dllm2rec/teacher/released.py) ----------
@@ -255,7 +255,7 @@ rule teacher_files_ranks:
         target=teacher_files_target_arg,
     shell:
         "python -m dllm2rec import-teacher-ranks --data $(dirname {input.data_items}) --split {wildcards.split}"
-        " --rank {input.rank} --confidence {input.confidence} {params.target} --out {output} > {log} 2>&1"
+        " --rank {input.rank:q} --confidence {input.confidence:q} {params.target} --out {output} > {log} 2>&1"
 
 
 rule teacher_files_embeddings:
@@ -276,4 +276,4 @@ rule teacher_files_embeddings:
         "../../envs/student.yaml"
     shell:
         "python -m dllm2rec import-teacher-embeddings --data $(dirname {input.data_items})"
-        " --embeddings {input.embeddings} --out {output} > {log} 2>&1"
+        " --embeddings {input.embeddings:q} --out {output} > {log} 2>&1"
