@@ -89,3 +89,28 @@ def test_training_step_reads_nothing_back_on_a_gpu(tmp_path, backbone, method):
     assert run.student.out.weight.grad is not None and all(g.is_meta for g in grads)
     if method["type"] == "dllm2rec":  # the projector of the teacher's embeddings is trained too
         assert all(p.grad is not None for p in run.meth.projector.parameters())
+
+
+def test_a_failing_compilation_falls_back_to_the_eager_step(tmp_path, monkeypatch, capsys):
+    """torch.compile failing at the first call (a driver, memory, an unsupported op) costs one log
+    line and nothing else: the run trains with the eager step and gives the eager run's result."""
+    write_synthetic_dataset(tmp_path / "data", n_items=60, n_sequences=300, p_rule=0.5, seed=0)
+    write_synthetic_teacher(tmp_path / "teacher", tmp_path / "data", topn=10, width=8, quality=1.0, rule_seed=0)
+
+    def broken_compile(fn, **kwargs):
+        def step(*args):
+            raise RuntimeError("CUDA graph capture failed: out of memory\n(details)")
+        return step
+
+    runs = {}
+    for compiled in (False, True):
+        if compiled:
+            monkeypatch.setattr(torch, "compile", broken_compile)
+        params = {"student": {**STUDENT, "compile": compiled}, "method": DLLM2REC}
+        runs[compiled] = train_student(str(tmp_path / "data"), "dros", "dllm2rec", params, 0,
+                                       str(tmp_path / f"out-{compiled}"), str(tmp_path / f"work-{compiled}"),
+                                       teacher=str(tmp_path / "teacher"), threads=1)
+    err = capsys.readouterr().err
+    assert err.count("the compiled student step (student.compile) failed (RuntimeError: CUDA graph capture "
+                     "failed: out of memory); using the eager path") == 1
+    assert runs[True]["test"] == runs[False]["test"] and runs[True]["valid"] == runs[False]["valid"]

@@ -321,7 +321,12 @@ def _training_forward(device: torch.device, compile_step: bool):
         return step_forward
     mode = "reduce-overhead" if device.type == "cuda" else None
     # dynamic=False: the full batches and the last one get a graph each, nothing is recompiled
-    return torch.compile(step_forward, mode=mode, dynamic=False)
+    compiled = torch.compile(step_forward, mode=mode, dynamic=False)
+    # a compilation or graph capture that fails on the user's machine falls back to the eager
+    # step with one log line (it happens at the first call): a long run never dies for it
+    from dllm2rec.fallback import Guarded
+
+    return Guarded("the compiled student step (student.compile)", compiled, step_forward)
 
 
 def _resume(run: Run, work: Path, fp: str) -> None:
