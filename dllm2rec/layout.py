@@ -18,6 +18,8 @@ BASE_MODEL = "resources/models/{teacher}/base.json"
 DOWNLOADS = "resources/downloads"
 TABLE = "results/{table}.csv"
 TABLE5_SEEDS = "results/table5_seeds.csv"
+TABLE5_MD = "results/table5.md"  # Table 5 as the paper lays it out (markdown; table5.csv is the data)
+TABLE_HTML = "results/report/{table}.html"  # each table as the report shows it (dllm2rec/render.py)
 FIGURE2 = "results/figure2.png"
 FIGURE2_TABLE = "results/figure2.csv"
 SELECTION = "results/selection.csv"  # the grid points' validation and test metrics, and the choice
@@ -114,6 +116,10 @@ def base_model(teacher: str = "{teacher}") -> str:
 
 def table(name: str) -> str:
     return TABLE.format(table=name)
+
+
+def table_html(name: str) -> str:
+    return TABLE_HTML.format(table=name)
 
 
 def figure(name: str) -> str:

@@ -120,12 +120,12 @@ def table_method(identity: dict) -> str:
 
 
 # --- the choice -------------------------------------------------------------------------------
-def select(students, out: str) -> None:
+def select(students, out: str, html: str | None = None) -> None:
     """``selection.csv`` from the grid points' ``metrics.json`` (``students``): one row per
     dataset x backbone x method x point with its mean validation and test HR@20 / NDCG@20 over
     seeds, ``chosen`` = 1 on the point with the best mean validation NDCG@20 (ties: the first
-    given). Test metrics are reported, never used."""
-    from dllm2rec import student_run
+    given). Test metrics are reported, never used. ``html``: the same rows as the report's page."""
+    from dllm2rec import render, student_run
     from dllm2rec.io import UserError, atomic_path
 
     paths = [students] if isinstance(students, str) else list(students)
@@ -159,6 +159,10 @@ def select(students, out: str) -> None:
     csv.writer(buf, lineterminator="\n").writerows(rows)
     with atomic_path(out) as tmp:
         tmp.write_text(buf.getvalue())
+    if html:
+        cells = [[*r[:6], *(render.num(float(v)) for v in r[6:10]), "yes" if r[10] else ""] for r in rows[1:]]
+        with atomic_path(html) as tmp:
+            tmp.write_text(render.html_page("Hyperparameter selection on validation", COLUMNS, cells))
 
 
 def read_choice(path) -> dict:

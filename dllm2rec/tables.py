@@ -2,19 +2,25 @@
 
 A run is identified by what its metrics.json records (:mod:`dllm2rec.student_run`: dataset,
 teacher, backbone, method, params, seed; the teacher's metrics.json: dataset), never by its path.
-Every table is a mean over the seeds present; ``table5_seeds.csv`` keeps each seed, the mean and
-the standard deviation. Tables 1-3 compare the teacher with the plain DROS student, Tables 2-3
-and Table 5's significance test read the students' per-sequence ``ranks.parquet`` (docs/tables.md).
+Every table is a mean over the seeds present; ``table5_seeds.csv`` keeps each seed. Tables 1-3
+compare the teacher with the plain DROS student, Tables 2-3 and Table 5's intervals and
+significance tests read the students' per-sequence ``ranks.parquet`` (docs/tables.md).
+
+Each CSV is data: one number per cell (fractions, not percentages; blank where a value does not
+apply), no markup, so ``pandas.read_csv`` reads every metric column as floats. What a person
+reads (marks, intervals, gains, percentages) is rendered from the same rows by
+:mod:`dllm2rec.render`: an HTML page per table for the report, and ``table5.md``.
 """
 from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from dllm2rec import student_run, teacher_artifacts
+from dllm2rec import render, student_run, teacher_artifacts
 from dllm2rec.dataset import read_stats
 from dllm2rec.io import UserError, atomic_path
 from dllm2rec.selection import table_method
@@ -74,22 +80,6 @@ def mean(values) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
-def gain(new: float, old: float) -> str:
-    if not old or old != old or new != new:
-        return ""
-    return f"{(new - old) / old * 100:+.2f}%"
-
-
-def speedup(slow: float, fast: float) -> str:
-    """How many times faster ``fast`` seconds are than ``slow`` seconds: "8,275× faster"
-    (or "3.2× slower" when ``fast`` is the slower one)."""
-    if not slow or not fast or slow != slow or fast != fast:
-        return ""
-    ratio, word = (slow / fast, "faster") if slow >= fast else (fast / slow, "slower")
-    digits = 0 if ratio >= 100 else 1 if ratio >= 10 else 2
-    return f"{ratio:,.{digits}f}× {word}"
-
-
 def _write_csv(rows: list[list], out: str) -> None:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
@@ -97,24 +87,23 @@ def _write_csv(rows: list[list], out: str) -> None:
         tmp.write_text(buf.getvalue())
 
 
-def _fmt(x: float) -> str:
-    return "" if x != x else f"{x:.4f}"
+def _write_text(text: str, out: str) -> None:
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
 
 
-def _fmt_seconds(x: float) -> str:
-    return "" if x != x else f"{x:.4g}"
-
-
-def table4(stats, out: str) -> None:
-    """Table 4: users, items, interactions, density and rows per split of each dataset."""
-    rows = [["dataset", "users", "items", "interactions", "density", "train", "valid", "test"]]
+def table4(stats, out: str, html: str | None = None) -> None:
+    """Table 4: users, items, interactions, density (a fraction) and rows per split of each dataset."""
+    header = ["dataset", "users", "items", "interactions", "density", "train", "valid", "test"]
+    rows = []
     for path in _as_list(stats):
         s = read_stats(path)
         split = s.get("rows", {})
-        density = "" if s.get("density") is None else f"{s['density'] * 100:.4f}%"  # imports may lack users
-        rows.append([s.get("dataset") or Path(path).parent.name, *("" if s.get(k) is None else s[k] for k in ("users", "items", "interactions")),
-                     density, split.get("train", ""), split.get("valid", ""), split.get("test", "")])
-    _write_csv(rows, out)
+        rows.append([s.get("dataset") or Path(path).parent.name, *(s.get(k) for k in ("users", "items", "interactions")),
+                     s.get("density"), split.get("train"), split.get("valid"), split.get("test")])  # imports may lack users
+    ints = {h: render.integer for h in ("users", "items", "interactions", "train", "valid", "test")}
+    write_table(header, rows, out, html, "Table 4: dataset statistics",
+                {**ints, "density": lambda x: render.pct(x, 4)})
 
 
 def load_popularity(paths) -> dict:
@@ -128,123 +117,311 @@ def load_popularity(paths) -> dict:
     return refs
 
 
-def reference_rows(refs: dict, datasets: list) -> list[list]:
-    """Table 5's reference rows: the most popular training items, and chance (K/n)."""
-    if not refs:
-        return []
-
-    def cells(key):
-        return [_fmt(refs[d][key]["test"][k] if key == "popularity" else refs[d][key][k]) if d in refs else ""
-                for d in datasets for k in METRICS]
-
-    return [["Popularity", "most popular (train)"] + cells("popularity"), ["Chance", "random (K/n)"] + cells("chance")]
+# --- Table 5 -------------------------------------------------------------------------------
+# table5.csv: one row per (dataset, row of the table, metric); every value its own column.
+TABLE5_COLUMNS = ["dataset", "backbone", "method", "model", "metric", "mean", "std", "seeds", "n", "se",
+                  "ci_low", "ci_high", "se_from", "rank", "gain_s", "p_s", "gain_b", "baseline", "p_b"]
+REFERENCE_METHODS = ("teacher", "popularity", "chance")  # rows without a backbone, first per dataset
 
 
-def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None, popularity=None) -> None:
-    """Table 5: rows = the teacher, then per backbone each method, Gain.S and Gain.B;
-    columns = dataset x (HR@20, NDCG@20). Per backbone and column the best method is **bold** and
-    the runner-up _underlined_ (markdown). With the students' ``ranks`` (ranks.parquet), Gain.B
-    carries the p-value of a paired t-test of DLLM2Rec against that column's best baseline over
-    every (seed, test sequence), and table5_seeds.csv a ``p_value`` row per backbone. With the
-    datasets' ``popularity`` references (popularity.json), a Popularity row (the most popular
-    training items) and a Chance row (K/n) follow the teacher's."""
+def t_quantile(q: float, df: float) -> float:
+    """The ``q`` quantile (q > 0.5) of Student's t with ``df`` degrees of freedom (bisection on
+    :func:`t_two_sided_p`)."""
+    lo, hi = 0.0, 1e3
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > 2 * (1 - q) else (lo, mid)
+    return (lo + hi) / 2
+
+
+def interval(m: float, se: float, n: int) -> tuple[float, float]:
+    """The 95 % interval mean ± t(0.975, n - 1) · se, clipped to [0, 1] (the metrics' range)."""
+    if se != se or n < 2:
+        return float("nan"), float("nan")
+    half = t_quantile(0.975, n - 1) * se
+    return max(0.0, m - half), min(1.0, m + half)
+
+
+def se_bound(m: float, n: int) -> float:
+    """sqrt(m (1 - m) / (n - 1)): the standard error of a mean of n values in [0, 1] with mean m
+    at most (their variance is at most m (1 - m)); exact for hit rates (0/1 values)."""
+    return math.sqrt(max(m * (1 - m), 0.0) / (n - 1)) if n and n > 1 and m == m else float("nan")
+
+
+def sequence_se(ranks: dict, key: tuple, metric: str) -> tuple[float, int]:
+    """(standard error, n sequences) of a run's test metric over the test sequences, each
+    sequence's value first averaged over the seeds (``ranks``: :func:`load_test_ranks`)."""
+    import numpy as np
+
+    by_seq = defaultdict(list)
+    for (_, seq), rank in ranks.get(key, {}).items():
+        by_seq[seq].append(rank)
+    if len(by_seq) < 2:
+        return float("nan"), len(by_seq)
+    k = int(metric.split("@")[1])
+    values = [float(np.mean(per_sequence_metrics(r, k)[metric])) for r in by_seq.values()]
+    return statistics.stdev(values) / math.sqrt(len(values)), len(values)
+
+
+def dllm2rec_methods(runs: dict, methods: list) -> list:
+    """The methods of ``methods`` that are DLLM2Rec (name ``dllm2rec`` or type ``dllm2rec``): each
+    is a row of its own with Gain.S, Gain.B and their p-values."""
+    types = {m: (full.get("params") or {}).get("method", {}).get("type")
+             for (_, _, m), seeds in runs.items() for _, _, full in seeds[:1]}
+    return [m for m in methods if m == "dllm2rec" or types.get(m) == "dllm2rec"]
+
+
+def table5_records(teacher, students, methods=None, ranks=None, popularity=None) -> list[dict]:
+    """Table 5's rows as records with :data:`TABLE5_COLUMNS` (NaN where a value does not apply)."""
     runs = load_runs(students)
     seq_ranks = load_test_ranks(ranks) if ranks else {}
-    tests = {}  # (dataset, backbone, metric) -> (best baseline, n pairs, p)
     teachers = load_teachers(teacher)
     refs = load_popularity(popularity)
     datasets = list(dict.fromkeys([*teachers, *(d for d, _, _ in runs)]))
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     methods = _as_list(methods) or list(dict.fromkeys(m for _, _, m in runs))
+    distilled = dllm2rec_methods(runs, methods)
+    baselines = [m for m in methods if m not in NOT_BASELINES and m not in distilled]
+    nan = float("nan")
+    out = []
 
-    def cell(d, b, m):
-        seeds = runs.get((d, b, m), [])
-        return [mean([r[1][k] for r in seeds]) for k in METRICS]
+    def n_test(d):
+        if d in teachers and teachers[d].get("n_test"):
+            return int(teachers[d]["n_test"])
+        sizes = [len({seq for _, seq in r}) for (dd, _, _), r in seq_ranks.items() if dd == d]
+        return max(sizes) if sizes else 0
 
-    header = ["backbone", "model"] + [f"{d}:{k}" for d in datasets for k in METRICS]
-    rows = [header, ["Teacher", teachers_label(teachers)]
-            + [_fmt(v) for d in datasets for v in (teacher_values(teachers[d]) if d in teachers else [float("nan")] * len(METRICS))]]
-    rows += reference_rows(refs, datasets)
-    for b in backbones:
-        values = {m: {d: cell(d, b, m) for d in datasets} for m in methods}
-        columns = [mark_best([values[m][d][i] for m in methods]) for d in datasets for i in range(len(METRICS))]
-        for j, m in enumerate(methods):
-            rows.append([BACKBONE_NAMES.get(b, b), METHOD_NAMES.get(m, m)] + [col[j] for col in columns])
-        if "dllm2rec" in values and "none" in values:
-            rows.append([BACKBONE_NAMES.get(b, b), "Gain.S"] + [
-                gain(values["dllm2rec"][d][i], values["none"][d][i]) for d in datasets for i in range(len(METRICS))])
-        baselines = [m for m in methods if m not in NOT_BASELINES and METHOD_NAMES.get(m)]
-        if "dllm2rec" in values and baselines:
-            cells = []
-            for d in datasets:
-                for i, k in enumerate(METRICS):
-                    best = max(baselines, key=lambda m: values[m][d][i] if values[m][d][i] == values[m][d][i] else -1.0)
-                    text = gain(values["dllm2rec"][d][i], values[best][d][i])
-                    if seq_ranks and text:
-                        _, n, p = significance(seq_ranks, d, b, "dllm2rec", best, k)
-                        tests[d, b, k] = (best, n, p)
-                        text += f" (p={_fmt_p(p)})" if p == p else ""
-                    cells.append(text)
-            rows.append([BACKBONE_NAMES.get(b, b), "Gain.B"] + cells)
-    _write_csv(rows, out)
+    def record(d, backbone, method, model, metric, values, n, se=nan, se_from=""):
+        m = mean(values)
+        if se != se and n:
+            se, se_from = se_bound(m, n), "bound"
+        low, high = interval(m, se, n)
+        return {"dataset": d, "backbone": backbone, "method": method, "model": model, "metric": metric,
+                "mean": m, "std": statistics.stdev(values) if len(values) > 1 else nan, "seeds": len(values),
+                "n": n or nan, "se": se, "ci_low": low, "ci_high": high, "se_from": se_from if se == se else "",
+                "rank": nan, "gain_s": nan, "p_s": nan, "gain_b": nan, "baseline": "", "p_b": nan}
 
-    # every seed, then the mean and the standard deviation of each cell, at every K
+    for d in datasets:
+        n = n_test(d)
+        for k in METRICS:
+            if d in teachers:
+                out.append(record(d, "", "teacher", teacher_artifacts.teacher_label(teachers[d]), k,
+                                  teacher_values(teachers[d], [k]), n))
+            if d in refs:
+                out.append(record(d, "", "popularity", "Popularity", k, [refs[d]["popularity"]["test"][k]], n))
+                chance = record(d, "", "chance", "Chance", k, [refs[d]["chance"][k]], n)
+                chance.update(se=nan, ci_low=nan, ci_high=nan, se_from="")  # an expectation, exact
+                out.append(chance)
+        for b in backbones:
+            for k in METRICS:
+                rows = {}
+                for m in methods:
+                    seeds = runs.get((d, b, m), [])
+                    se, n_seq = sequence_se(seq_ranks, (d, b, m), k) if seq_ranks else (nan, 0)
+                    rows[m] = record(d, b, m, METHOD_NAMES.get(m, m), k, [r[1][k] for r in seeds],
+                                     n_seq or n, se, "sequences" if se == se else "")
+                distinct = sorted({r["mean"] for r in rows.values() if r["mean"] == r["mean"]}, reverse=True)
+                for r in rows.values():
+                    r["rank"] = distinct.index(r["mean"]) + 1 if r["mean"] in distinct else nan
+                for m in distilled:
+                    r = rows[m]
+                    if "none" in rows:
+                        r["gain_s"] = relative(r["mean"], rows["none"]["mean"])
+                        if seq_ranks:
+                            r["p_s"] = significance(seq_ranks, d, b, m, "none", k)[2]
+                    present = [x for x in baselines if rows[x]["mean"] == rows[x]["mean"]]
+                    if present:
+                        best = max(present, key=lambda x: rows[x]["mean"])
+                        r["gain_b"], r["baseline"] = relative(r["mean"], rows[best]["mean"]), best
+                        if seq_ranks:
+                            r["p_b"] = significance(seq_ranks, d, b, m, best, k)[2]
+                out += rows.values()
+    return out
+
+
+def relative(new: float, old: float) -> float:
+    """(new - old) / old; NaN where old is 0 or missing."""
+    return (new - old) / old if old and old == old and new == new else float("nan")
+
+
+def _csv_value(v) -> str:
+    """A CSV cell: floats to 8 significant digits, blank for NaN or None."""
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return f"{v:.8g}" if isinstance(v, float) else str(v)
+
+
+def write_table(header: list[str], rows: list[list], out: str, html: str | None = None, title: str = "",
+                formats: dict | None = None, note: str = "", extra_rows=None) -> None:
+    """``rows`` of plain values -> ``out`` (CSV, data) and, with ``html``, the report's page: each
+    column through ``formats[column]`` (a function of render), else :func:`render.generic`;
+    ``extra_rows`` (render cells) are appended to the page only (derived rows such as gains)."""
+    _write_csv([header] + [[_csv_value(v) for v in r] for r in rows], out)
+    if html:
+        formats = formats or {}
+        cells = [[formats.get(h, render.generic)(v) for h, v in zip(header, r)] for r in rows]
+        classes = {len(cells) + i: "gain" for i in range(len(extra_rows or []))}
+        _write_text(render.html_page(title, header, cells + list(extra_rows or []), note, classes), html)
+
+
+def write_records(records: list[dict], columns: list[str], out: str) -> None:
+    _write_csv([columns] + [[_csv_value(r[c]) for c in columns] for r in records], out)
+
+
+def read_records(path: str) -> list[dict]:
+    """A tidy table written by :func:`write_records`: numbers as floats (NaN where blank)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    text = {"dataset", "backbone", "method", "model", "metric", "se_from", "baseline"}
+    return [{k: (v if k in text else float(v) if v != "" else float("nan")) for k, v in r.items()} for r in rows]
+
+
+def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None, popularity=None,
+           out_md: str | None = None, html: str | None = None, html_seeds: str | None = None) -> None:
+    """Table 5: the teacher, the Popularity and Chance references (``popularity``:
+    popularity.json), then per backbone every method; test HR@20 and NDCG@20, mean over seeds.
+
+    ``out`` (table5.csv) is tidy data, one row per dataset x row x metric (:data:`TABLE5_COLUMNS`):
+    the mean, the std over seeds (blank for one seed), the number of seeds, ``n`` test sequences,
+    the standard error ``se`` and 95 % interval over the test sequences (``se_from`` =
+    ``sequences``: from the runs' per-sequence ``ranks``, each sequence averaged over seeds first;
+    ``bound``: from the mean alone, exact for HR, an upper bound for NDCG), the ``rank`` among the
+    backbone's methods (1 = best; ties share), and on each DLLM2Rec row (:func:`dllm2rec_methods`)
+    Gain.S over the plain student and Gain.B over the column's best baseline as fractions, with
+    the paired t-test's p-values ``p_s`` and ``p_b`` over every (seed, test sequence).
+    ``out_seeds`` (table5_seeds.csv): one row per run, test metrics at every K. ``out_md`` and
+    ``html``: the paper's layout (dllm2rec/render.py); ``html_seeds``: the per-seed rows."""
+    records = table5_records(teacher, students, methods, ranks, popularity)
+    write_records(records, TABLE5_COLUMNS, out)
+    if out_md or html:
+        header, rows, classes = table5_layout(records)
+        if out_md:
+            with atomic_path(out_md) as tmp:
+                tmp.write_text(render.markdown_table(header, rows) + "\n" + TABLE5_NOTE + "\n")
+        if html:
+            _write_text(render.html_page("Table 5: test HR@20 and NDCG@20", header, rows, TABLE5_NOTE, classes), html)
+
+    runs = load_runs(students)
     keys = sorted({k for seeds in runs.values() for _, test, _ in seeds for k in test},
                   key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
-    seed_rows = [["dataset", "backbone", "method", "seed", *keys, "best_epoch", "train_seconds", "inference_seconds"]]
-    for (d, b, m), seeds in sorted(runs.items()):
-        for seed, test, full in sorted(seeds, key=lambda r: r[0]):
-            seed_rows.append([d, b, m, seed, *(_fmt(test[k]) for k in keys), full.get("best_epoch", ""),
-                              f"{full.get('train_seconds', float('nan')):.2f}", f"{full.get('inference_seconds', float('nan')):.4f}"])
-        for label, agg in (("mean", mean), ("std", lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)):
-            seed_rows.append([d, b, m, label, *(_fmt(agg([t[k] for _, t, _ in seeds])) for k in keys), "", "", ""])
-        if m == "dllm2rec" and any((d, b, k) in tests for k in keys):
-            # p of the paired t-test against the best baseline of that column (named in the last column)
-            seed_rows.append([d, b, m, "p_value", *(f"{tests[d, b, k][2]:.4g}" if (d, b, k) in tests else "" for k in keys),
-                              "", "", "", "; ".join(f"{k} vs {tests[d, b, k][0]} over {tests[d, b, k][1]} pairs"
-                                                    for k in keys if (d, b, k) in tests)])
-    if tests:
-        seed_rows[0].append("p_value_test")
-        seed_rows = [r + [""] * (len(seed_rows[0]) - len(r)) for r in seed_rows]
-    _write_csv(seed_rows, out_seeds)
+    header = ["dataset", "backbone", "method", "seed", *keys, "best_epoch", "train_seconds", "inference_seconds"]
+    seed_rows = [[d, b, m, seed, *(test[k] for k in keys), full.get("best_epoch"), full.get("train_seconds"),
+                  full.get("inference_seconds")]
+                 for (d, b, m), seeds in sorted(runs.items()) for seed, test, full in sorted(seeds, key=lambda r: r[0])]
+    write_table(header, seed_rows, out_seeds, html_seeds, "Table 5 per seed: test metrics of every run",
+                {**{k: render.num for k in keys}, "train_seconds": render.seconds, "inference_seconds": render.seconds})
 
 
-def table6(teacher, students, out: str, backbone: str | None = None) -> None:
-    """Table 6: the teacher (BIGRec) against the DLLM2Rec student (DROS by default), accuracy and inference time."""
+TABLE5_NOTE = ("Mean over seeds; in brackets its 95 % interval over the test sequences "
+               "(table5.csv: se, ci_low, ci_high). Per backbone and column the best method is bold and the "
+               "runner-up underlined, except in a column where the two differ by less than one test hit "
+               "(1/n): there no mark is given. Gain.S: DLLM2Rec over the plain student; Gain.B: over the "
+               "column's best baseline (named in table5.csv), with the paired t-test's p-value.")
+
+
+def table5_layout(records: list[dict]) -> tuple[list[str], list[list], dict]:
+    """Table 5 as the paper lays it out, from :func:`table5_records` (or :func:`read_records` of
+    table5.csv): (header, rows of render cells, {row index: "gain"})."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+    columns = [(d, k) for d in datasets for k in METRICS]
+    by = {(r["backbone"], r["method"], r["dataset"], r["metric"]): r for r in records}
+    row_keys = list(dict.fromkeys((r["backbone"], r["method"]) for r in records if not r["backbone"]))
+    row_keys += list(dict.fromkeys((r["backbone"], r["method"]) for r in records if r["backbone"]))
+    distilled = {(r["backbone"], r["method"]) for r in records if r["baseline"] or r["gain_s"] == r["gain_s"]}
+    n_distilled = len({m for _, m in distilled})
+
+    def marks(b, d, k):
+        """{method: marks} of one column: best "b", runner-up "u", none within one test hit."""
+        rows = sorted((r for r in records if r["backbone"] == b and r["dataset"] == d and r["metric"] == k
+                       and r["rank"] in (1.0, 2.0)), key=lambda r: r["rank"])
+        if not rows or not b:
+            return {}
+        best = [r for r in rows if r["rank"] == 1.0]
+        second = [r for r in rows if r["rank"] == 2.0]
+        n = best[0]["n"]
+        if second and n == n and best[0]["mean"] - second[0]["mean"] < 1.0 / n:
+            return {}
+        return {**{r["method"]: "b" for r in best}, **{r["method"]: "u" for r in second}}
+
+    col_marks = {(b, d, k): marks(b, d, k) for b in {b for b, _ in row_keys} for d, k in columns}
+    header = ["backbone", "model", *(f"{d}: {k}" for d, k in columns)]
+    rows, classes = [], {}
+    for b, m in row_keys:
+        cells = []
+        for d, k in columns:
+            r = by.get((b, m, d, k))
+            if r is None or r["mean"] != r["mean"]:
+                cells.append("")
+                continue
+            note = f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]" if r["ci_low"] == r["ci_low"] else ""
+            cells.append((render.num(r["mean"]), col_marks[b, d, k].get(m, ""), note))
+        first = next(r for (bb, mm, _, _), r in by.items() if (bb, mm) == (b, m))
+        rows.append([BACKBONE_NAMES.get(b, b) if b else "Reference" if m != "teacher" else "Teacher", first["model"], *cells])
+        if (b, m) in distilled:
+            suffix = "" if n_distilled == 1 else f" ({first['model']})"
+            for label, g, p in (("Gain.S", "gain_s", "p_s"), ("Gain.B", "gain_b", "p_b")):
+                cells = []
+                for d, k in columns:
+                    r = by.get((b, m, d, k))
+                    if r is None or r[g] != r[g]:
+                        cells.append("")
+                        continue
+                    cells.append((render.pct(r[g], sign=True), "", f"(p = {render.p_value(r[p])})" if r[p] == r[p] else ""))
+                classes[len(rows)] = "gain"
+                rows.append([BACKBONE_NAMES.get(b, b), label + suffix, *cells])
+    return header, rows, classes
+
+
+def _versus_rows(header, rows) -> list[list]:
+    """The page-only Gain row of a two-model table (Tables 1 and 6), per dataset: the second
+    model over the first on each metric, and the time as "N× faster" / "N× slower"."""
+    extra = []
+    for first, second in zip(rows[::2], rows[1::2]):
+        cells = [first[0], "Gain"]
+        for h, a, b in zip(header[2:], first[2:], second[2:]):
+            cells.append(render.speedup(a, b) if h == "inference_seconds" else render.pct(relative(b, a), sign=True))
+        extra.append(cells)
+    return extra
+
+
+def table6(teacher, students, out: str, backbone: str | None = None, html: str | None = None) -> None:
+    """Table 6: the teacher (BIGRec) against the DLLM2Rec student (DROS by default), accuracy and
+    inference time; the page adds the Gain row (the student over the teacher; the time as "N× faster")."""
     runs = load_runs(students)
     teachers = load_teachers(teacher)
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     if not backbones:
         raise UserError("table6 needs student runs of the method dllm2rec; none were given")
     backbone = backbone or ("dros" if "dros" in backbones else backbones[-1])
-    rows = [["dataset", "model", *METRICS, "inference_seconds"]]
+    header = ["dataset", "model", *METRICS, "inference_seconds"]
+    rows = []
     for d, t in teachers.items():
         seeds = runs.get((d, backbone, "dllm2rec"))
         if not seeds:
             raise UserError(f"table6 needs the dllm2rec runs of {backbone} on {d}; add dllm2rec to tables.methods")
-        s_vals = [mean([r[1][k] for r in seeds]) for k in METRICS]
-        s_time = mean([r[2]["inference_seconds"] for r in seeds])
-        t_vals, t_time = teacher_values(t), teacher_seconds(t)
-        rows.append([d, teacher_artifacts.teacher_label(t), *map(_fmt, t_vals), _fmt_seconds(t_time)])
-        rows.append([d, f"DLLM2Rec ({BACKBONE_NAMES.get(backbone, backbone)})", *map(_fmt, s_vals), f"{s_time:.4g}"])
-        rows.append([d, "Gain", *(gain(s, tv) for s, tv in zip(s_vals, t_vals)), speedup(t_time, s_time)])
-    _write_csv(rows, out)
+        rows.append([d, teacher_artifacts.teacher_label(t), *teacher_values(t), teacher_seconds(t)])
+        rows.append([d, f"DLLM2Rec ({BACKBONE_NAMES.get(backbone, backbone)})",
+                     *(mean([r[1][k] for r in seeds]) for k in METRICS), mean([r[2]["inference_seconds"] for r in seeds])])
+    write_table(header, rows, out, html, "Table 6: the teacher against the distilled student",
+                {**{k: render.num for k in METRICS}, "inference_seconds": render.seconds}, extra_rows=_versus_rows(header, rows))
 
 
-def ablation_table(students, out: str) -> None:
+def ablation_table(students, out: str, html: str | None = None) -> None:
     """Tables 7 and 8: each DLLM2Rec variant, then DLLM2Rec itself, per dataset."""
     runs = load_runs(students)
-    rows = [["dataset", "backbone", "model", *METRICS]]
+    header = ["dataset", "backbone", "model", *METRICS]
+    rows = []
     for d in dict.fromkeys(d for d, _, _ in runs):
         keys = [k for k in runs if k[0] == d]
         keys.sort(key=lambda k: k[2] == "dllm2rec")
         for _, b, m in keys:
             rows.append([d, BACKBONE_NAMES.get(b, b), "DLLM2Rec" if m == "dllm2rec" else m,
-                         *(_fmt(mean([r[1][k] for r in runs[d, b, m]])) for k in METRICS)])
-    _write_csv(rows, out)
+                         *(mean([r[1][k] for r in runs[d, b, m]]) for k in METRICS)])
+    write_table(header, rows, out, html, f"{Path(out).stem.capitalize()}: DLLM2Rec's variants",
+                {k: render.num for k in METRICS})
 
 
-def figure2(students, dllm2rec, out: str, out_table: str) -> None:
+def figure2(students, dllm2rec, out: str, out_table: str, html: str | None = None) -> None:
     """Figure 2: test HR@20 / NDCG@20 of DLLM2Rec with one of lambda_d, gamma_p, gamma_c,
     gamma_o changed (runs named ``dllm2rec-<param>-<value>``); the plain ``dllm2rec`` run is the
     point at the configured value (``dllm2rec``: its options, JSON)."""
@@ -269,7 +446,8 @@ def figure2(students, dllm2rec, out: str, out_table: str) -> None:
     points = sorted({q for q in points if q[0] in swept})  # a parameter held at its value is not drawn
     if not points:
         raise UserError("figure2: no DLLM2Rec sweep runs given (methods named dllm2rec-<param>-<value>)")
-    _write_csv([["param", "value", "dataset", *METRICS]] + [[p, f"{v:g}", d, _fmt(h), _fmt(n)] for p, v, d, h, n in points], out_table)
+    write_table(["param", "value", "dataset", *METRICS], [[p, float(v), d, h, n] for p, v, d, h, n in points], out_table,
+                html, "Figure 2's points", {"value": lambda v: f"{v:g}", **{k: render.num for k in METRICS}})
 
     params = [p for p in FIGURE2_PARAMS if p in swept]
     fig, axes = plt.subplots(2, len(params), figsize=(3.2 * len(params), 5.2), squeeze=False)
@@ -378,42 +556,28 @@ def significance(ranks: dict, dataset: str, backbone: str, method: str, other: s
     return t, len(common), p
 
 
-def _fmt_p(p: float) -> str:
-    return "" if p != p else f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
-
-
-def mark_best(values: list[float]) -> list[str]:
-    """Formatted values with the best **bold** and the runner-up _underlined_ (markdown), as the
-    paper's Table 5 marks them; ties share a mark."""
-    distinct = sorted({v for v in values if v == v}, reverse=True)
-    marks = {distinct[0]: "**"} if distinct else {}
-    if len(distinct) > 1:
-        marks[distinct[1]] = "_"
-    return [f"{marks[v]}{_fmt(v)}{marks[v]}" if v in marks else _fmt(v) for v in values]
-
-
 # --- Tables 1-3: the teacher against the plain DROS student --------------------------------------
 ANALYSIS_K = 20
 
 
-def table1(teacher, students, out: str) -> None:
+def table1(teacher, students, out: str, html: str | None = None) -> None:
     """Table 1: the teacher (BIGRec) against the plain student (DROS + None) per dataset:
-    HR@20, NDCG@20 and test inference wall time; Gain = BIGRec over the student."""
+    HR@20, NDCG@20 and test inference wall time; the page adds the Gain row (BIGRec over the
+    student; the time as "N× slower")."""
     runs = load_runs(students)
     teachers = load_teachers(teacher)
-    rows = [["dataset", "model", *METRICS, "inference_seconds"]]
+    header = ["dataset", "model", *METRICS, "inference_seconds"]
+    rows = []
     for d, t in teachers.items():
         found = [(b, seeds) for (dd, b, _), seeds in runs.items() if dd == d]
         if not found:
             raise UserError(f"table1 needs the plain student's runs (method none) on {d}; none were given")
         b, seeds = found[0]
-        s_vals = [mean([r[1][k] for r in seeds]) for k in METRICS]
-        s_time = mean([r[2]["inference_seconds"] for r in seeds])
-        t_vals, t_time = teacher_values(t), teacher_seconds(t)
-        rows.append([d, BACKBONE_NAMES.get(b, b), *map(_fmt, s_vals), f"{s_time:.4g}"])
-        rows.append([d, teacher_artifacts.teacher_label(t), *map(_fmt, t_vals), _fmt_seconds(t_time)])
-        rows.append([d, "Gain", *(gain(tv, sv) for tv, sv in zip(t_vals, s_vals)), speedup(s_time, t_time)])
-    _write_csv(rows, out)
+        rows.append([d, BACKBONE_NAMES.get(b, b), *(mean([r[1][k] for r in seeds]) for k in METRICS),
+                     mean([r[2]["inference_seconds"] for r in seeds])])
+        rows.append([d, teacher_artifacts.teacher_label(t), *teacher_values(t), teacher_seconds(t)])
+    write_table(header, rows, out, html, "Table 1: the teacher against the plain student",
+                {**{k: render.num for k in METRICS}, "inference_seconds": render.seconds}, extra_rows=_versus_rows(header, rows))
 
 
 def _analysis_cases(teacher, teacher_ranks, student_ranks, items) -> dict:
@@ -454,31 +618,32 @@ def _analysis_cases(teacher, teacher_ranks, student_ranks, items) -> dict:
     return out
 
 
-def _pct(x: float) -> str:
-    return "" if x != x else f"{x * 100:.2f}%"
-
-
-def table2(teacher, teacher_ranks, student_ranks, items, out: str) -> None:
+def table2(teacher, teacher_ranks, student_ranks, items, out: str, html: str | None = None) -> None:
     """Table 2: over the test sequences (and seeds), the share where the teacher ranks the target
     better than the student and the share where it ranks it worse, among the sequences where the
-    two differ; ranks beyond 20 count as equal (so both missing the top-20 is a tie, not counted)."""
-    rows = [["dataset", "condition", "relative_ratio", "sequences"]]
+    two differ; ranks beyond 20 count as equal (so both missing the top-20 is a tie, not counted).
+    Columns: the share (a fraction; blank for the tie row) and the count of sequences."""
+    header = ["dataset", "condition", "relative_ratio", "sequences"]
+    rows = []
     name = teachers_label(load_teachers(teacher))
     for d, (student, cases) in _analysis_cases(teacher, teacher_ranks, student_ranks, items).items():
         better = sum(tr < sr for tr, sr, *_ in cases)
         worse = sum(tr > sr for tr, sr, *_ in cases)
         decided = better + worse
-        rows.append([d, f"{name} > {student}", _pct(better / decided if decided else float("nan")), better])
-        rows.append([d, f"{name} < {student}", _pct(worse / decided if decided else float("nan")), worse])
-        rows.append([d, "tie (not counted)", "", len(cases) - decided])
-    _write_csv(rows, out)
+        rows.append([d, f"{name} > {student}", better / decided if decided else None, better])
+        rows.append([d, f"{name} < {student}", worse / decided if decided else None, worse])
+        rows.append([d, "tie (not counted)", None, len(cases) - decided])
+    write_table(header, rows, out, html, "Table 2: who ranks the test target better",
+                {"relative_ratio": render.pct, "sequences": render.integer})
 
 
-def table3(teacher, teacher_ranks, student_ranks, items, out: str) -> None:
+def table3(teacher, teacher_ranks, student_ranks, items, out: str, html: str | None = None) -> None:
     """Table 3: the two top-20 lists split into teacher-only, student-only and overlapped items:
     each set's share of its list (overlap: of the teacher's list) and the share of its items that
-    are the target ("hit items"), pooled over test sequences (and seeds)."""
-    rows = [["dataset", "rec_space", "items_ratio", "hit_items"]]
+    are the target ("hit items"), pooled over test sequences (and seeds); with the counts
+    (``items``: the set's items, ``list_items``: the list's, ``hits``: the set's hits)."""
+    header = ["dataset", "rec_space", "items_ratio", "hit_items", "items", "list_items", "hits"]
+    rows = []
     label = teachers_label(load_teachers(teacher))
     for d, (student, cases) in _analysis_cases(teacher, teacher_ranks, student_ranks, items).items():
         sizes = defaultdict(int)
@@ -491,27 +656,27 @@ def table3(teacher, teacher_ranks, student_ranks, items, out: str) -> None:
                 sizes[name] += len(part)
                 hits[name] += target in part
 
-        def ratio(a, b):
-            return a / b if b else float("nan")
+        def row(label, part, whole):
+            return [d, label, sizes[part] / sizes[whole] if sizes[whole] else None,
+                    hits[part] / sizes[part] if sizes[part] else None, sizes[part], sizes[whole], hits[part]]
 
-        rows.append([d, f"{label} only", _pct(ratio(sizes["t_only"], sizes["t"])), _pct(ratio(hits["t_only"], sizes["t_only"]))])
-        rows.append([d, f"{student} only", _pct(ratio(sizes["s_only"], sizes["s"])), _pct(ratio(hits["s_only"], sizes["s_only"]))])
-        rows.append([d, "Overlapped", _pct(ratio(sizes["both"], sizes["t"])), _pct(ratio(hits["both"], sizes["both"]))])
-    _write_csv(rows, out)
+        rows += [row(f"{label} only", "t_only", "t"), row(f"{student} only", "s_only", "s"), row("Overlapped", "both", "t")]
+    ints = {h: render.integer for h in ("items", "list_items", "hits")}
+    write_table(header, rows, out, html, "Table 3: overlap of the top-20 lists and their hits",
+                {"items_ratio": render.pct, "hit_items": render.pct, **ints})
 
 
 # --- the report's extra tables and figures ---------------------------------------------------
-def teacher_table(teacher, out: str) -> None:
+def teacher_table(teacher, out: str, html: str | None = None) -> None:
     """The teacher's test HR@K / NDCG@K (K = 1, 5, 10, 20), test sequences and inference seconds."""
-    rows = []
+    header, rows = [], []
     for p in _as_list(teacher):
         t = teacher_artifacts.read_metrics(p)
         keys = sorted(t["test"], key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
-        if not rows:
-            rows.append(["dataset", *keys, "n_test", "inference_seconds"])
-        rows.append([t["dataset"], *(_fmt(v) for v in teacher_values(t, keys)), t.get("n_test", ""),
-                     _fmt_seconds(teacher_seconds(t))])
-    _write_csv(rows, out)
+        header = header or ["dataset", *keys, "n_test", "inference_seconds"]
+        rows.append([t["dataset"], *(t["test"][k] for k in keys), t.get("n_test"), teacher_seconds(t)])
+    write_table(header, rows, out, html, "The teacher's test metrics",
+                {**{k: render.num for k in header[1:-2]}, "n_test": render.integer, "inference_seconds": render.seconds})
 
 
 def _pyplot():
@@ -530,26 +695,45 @@ def _save(fig, out: str) -> None:
     _pyplot().close(fig)
 
 
+def method_colour(method: str):
+    """One colour per method in every figure: the methods of :data:`METHOD_NAMES` in their order
+    on matplotlib's tab20 palette, any other method (a variant, a sweep point) after them."""
+    import matplotlib
+
+    known = list(METHOD_NAMES)
+    if method not in known and method not in _EXTRA_COLOURS:
+        _EXTRA_COLOURS.append(method)
+    i = known.index(method) if method in known else len(known) + _EXTRA_COLOURS.index(method)
+    return matplotlib.colormaps["tab20"](i % 20)
+
+
+_EXTRA_COLOURS: list = []
+
+
 def training_curves(students, out: str) -> None:
     """Validation NDCG@20 per epoch of each student run (``students``: metrics.json files, whose
-    run folders hold train_log.csv): one panel per dataset x backbone, one line per method and seed."""
+    run folders hold train_log.csv): one panel per dataset x backbone, one line per method and
+    seed (its colour: :func:`method_colour`), a dot on the epoch each run kept (``best_epoch``)."""
     plt = _pyplot()
-    curves = defaultdict(list)  # (dataset, backbone) -> [(method, seed, epochs, values)]
+    curves = defaultdict(list)  # (dataset, backbone) -> [(method, seed, epochs, values, best epoch)]
     for p in _as_list(students):
         run = student_run.read_metrics(p)
         log = student_run.read_log(student_run.paths(Path(p).parent)["log_csv"])
         curves[run["dataset"], run["backbone"]].append(
-            (table_method(run), run["seed"], [r["epoch"] for r in log], [r["valid_NDCG@20"] for r in log]))
+            (table_method(run), run["seed"], [r["epoch"] for r in log], [r["valid_NDCG@20"] for r in log], run.get("best_epoch")))
     if not curves:
         raise UserError("training_curves: no student runs given")
     panels = list(curves)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
     for ax, key in zip(axes[0], panels):
-        colours = {}
-        for method, seed, x, y in sorted(curves[key]):
-            colour = colours.setdefault(method, plt.get_cmap("tab20")(len(colours) % 20))
-            ax.plot(x, y, color=colour, lw=1, label=METHOD_NAMES.get(method, method) if seed == min(
-                s for m, s, *_ in curves[key] if m == method) else None)
+        labelled = set()
+        for method, seed, x, y, best in sorted(curves[key], key=lambda c: (c[0], c[1])):
+            colour = method_colour(method)
+            ax.plot(x, y, color=colour, lw=1, label=None if method in labelled else METHOD_NAMES.get(method, method))
+            labelled.add(method)
+            if best in x:
+                ax.plot([best], [y[x.index(best)]], "o", color=colour, ms=5, mec="k", mew=0.5)
+        ax.plot([], [], "o", color="w", mec="k", mew=0.5, label="epoch kept")
         ax.set_title(f"{key[0]}: {BACKBONE_NAMES.get(key[1], key[1])}")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -577,8 +761,9 @@ def sft_curve(teacher, adapters, out: str) -> None:
 
 
 def table5_bars(teacher, students, out: str, methods=None, popularity=None) -> None:
-    """Table 5 as bars: per dataset and metric, each backbone's methods (mean over seeds, std as
-    error bars), the teacher as a dashed line, the most popular training items as a dotted one."""
+    """Table 5 as bars: per dataset and metric, each backbone's methods (mean over seeds; error
+    bars: the std over seeds where there are two or more), the teacher as a dashed line, the most
+    popular training items as a dotted one and chance (K/n) as a dash-dotted one."""
     plt = _pyplot()
     runs = load_runs(students)
     teachers = load_teachers(teacher)
@@ -593,15 +778,19 @@ def table5_bars(teacher, students, out: str, methods=None, popularity=None) -> N
             ax = axes[i][j]
             for n, m in enumerate(methods):
                 vals = [[r[1][k] for r in runs.get((d, b, m), [])] for b in backbones]
+                errors = [statistics.stdev(v) if len(v) > 1 else float("nan") for v in vals]
                 ax.bar([x + (n - len(methods) / 2 + 0.5) * width for x in range(len(backbones))],
-                       [mean(v) for v in vals], width, yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in vals],
-                       label=METHOD_NAMES.get(m, m), color=plt.get_cmap("tab20")(n % 20))
+                       [mean(v) for v in vals], width, label=METHOD_NAMES.get(m, m), color=method_colour(m),
+                       yerr=errors if any(e == e for e in errors) else None, capsize=2, error_kw={"lw": 0.8})
             if d in teachers and k in teachers[d]["test"]:
                 ax.axhline(teachers[d]["test"][k], color="k", ls="--", lw=1,
                            label=f"{teacher_artifacts.teacher_label(teachers[d])} (teacher)")
             if d in refs:
-                ax.axhline(refs[d]["popularity"]["test"][k], color="grey", ls=":", lw=1, label="most popular (train)")
+                ax.axhline(refs[d]["popularity"]["test"][k], color="grey", ls=":", lw=1.2, label="most popular (train)")
+                ax.axhline(refs[d]["chance"][k], color="grey", ls="-.", lw=1, label="chance (K/n)")
             ax.set_xticks(range(len(backbones)), [BACKBONE_NAMES.get(b, b) for b in backbones])
+            ax.set_xlabel("student backbone")
+            ax.set_ylabel(f"test {k}")
             ax.set_title(f"{d}: test {k}")
     axes[0][-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, out)

@@ -1,6 +1,7 @@
 """Tables assembled from hand-written metrics files: layout, means over seeds, gains."""
 import csv
 import json
+import statistics
 
 import pytest
 
@@ -32,6 +33,10 @@ def read(path):
         return list(csv.reader(f))
 
 
+def records(path):
+    return {(r["backbone"], r["method"], r["metric"]): r for r in tables.read_records(str(path))}
+
+
 def test_table5_means_over_seeds_and_gains(tmp_path):
     students = [
         write_metrics(tmp_path, "ds", "sasrec", "none", 0, 0.10, 0.04),
@@ -41,23 +46,80 @@ def test_table5_means_over_seeds_and_gains(tmp_path):
         write_metrics(tmp_path, "ds", "sasrec", "hint", 0, 0.20, 0.09),
     ]
     teacher = [write_teacher(tmp_path, "ds", 0.12, 0.05)]
-    out, seeds = tmp_path / "t5.csv", tmp_path / "t5s.csv"
-    tables.table5(teacher=teacher, students=students, methods=["none", "hint", "rd", "dllm2rec"], out=str(out), out_seeds=str(seeds))
-    rows = read(out)
-    assert rows[0] == ["backbone", "model", "ds:HR@20", "ds:NDCG@20"]
-    assert rows[1] == ["Teacher", "BIGRec", "0.1200", "0.0500"]
-    assert rows[2] == ["SASRec", "+None", "0.1500", "0.0500"]  # mean of two seeds
-    assert [r[1] for r in rows[2:]] == ["+None", "+Hint", "+RD", "+DLLM2Rec", "Gain.S", "Gain.B"]
-    # per backbone and column: the best **bold**, the runner-up _underlined_
-    assert rows[3][2:] == ["0.2000", "_0.0900_"] and rows[4][2:] == ["_0.2500_", "0.0800"]
-    assert rows[5][2:] == ["**0.3000**", "**0.1000**"]
-    assert rows[6][2:] == ["+100.00%", "+100.00%"]  # 0.30 vs 0.15, 0.10 vs 0.05
-    # best baseline per column: HR 0.25 (RD), NDCG 0.09 (Hint)
-    assert rows[7][2:] == ["+20.00%", "+11.11%"]
+    out, seeds, md, html = tmp_path / "t5.csv", tmp_path / "t5s.csv", tmp_path / "t5.md", tmp_path / "t5.html"
+    tables.table5(teacher=teacher, students=students, methods=["none", "hint", "rd", "dllm2rec"], out=str(out),
+                  out_seeds=str(seeds), out_md=str(md), html=str(html))
+    assert read(out)[0] == tables.TABLE5_COLUMNS
+    r = records(out)
+    assert [k for k in r if k[2] == "HR@20"] == [("", "teacher", "HR@20"), *(("sasrec", m, "HR@20") for m in ("none", "hint", "rd", "dllm2rec"))]
+    assert r["", "teacher", "HR@20"]["mean"] == 0.12 and r["", "teacher", "HR@20"]["n"] == 10
+    none = r["sasrec", "none", "HR@20"]
+    assert none["mean"] == pytest.approx(0.15) and none["std"] == pytest.approx(0.0707, abs=1e-4) and none["seeds"] == 2
+    assert r["sasrec", "rd", "HR@20"]["std"] != r["sasrec", "rd", "HR@20"]["std"]  # one seed: blank, not 0
+    # the ranks per column (1 = best): HR 0.30 > 0.25 > 0.20 > 0.15; NDCG 0.10 > 0.09 > 0.08 > 0.05
+    assert [r["sasrec", m, "HR@20"]["rank"] for m in ("none", "hint", "rd", "dllm2rec")] == [4, 3, 2, 1]
+    assert [r["sasrec", m, "NDCG@20"]["rank"] for m in ("none", "hint", "rd", "dllm2rec")] == [4, 2, 3, 1]
+    d = r["sasrec", "dllm2rec", "HR@20"]
+    assert d["gain_s"] == pytest.approx(1.0) and d["gain_b"] == pytest.approx(0.2) and d["baseline"] == "rd"
+    assert r["sasrec", "dllm2rec", "NDCG@20"]["baseline"] == "hint"
+    assert r["sasrec", "dllm2rec", "NDCG@20"]["gain_b"] == pytest.approx(0.1111, abs=1e-4)
+    # no per-sequence ranks: the interval from the mean (the bound sqrt(m(1-m)/(n-1)), n = the teacher's 10)
+    assert d["se_from"] == "bound" and d["se"] == pytest.approx((0.3 * 0.7 / 9) ** 0.5, rel=1e-5)
+    assert d["ci_high"] == pytest.approx(0.3 + 2.262157 * d["se"], abs=1e-5) and d["ci_low"] == 0.0  # t(0.975, 9); clipped at 0
+    # the paper's layout: best bold, runner-up underlined; marks apart by more than one hit (1/10)? no:
+    # HR 0.30 vs 0.25 is half a hit, so that column has no mark
+    text = md.read_text()
+    assert "| SASRec | +DLLM2Rec | 0.3000 [" in text and "| SASRec | Gain.S | +100.00%" in text
+    page = html.read_text()
+    assert "<b>" not in page and "+20.00%" in page and "0.2500" in page
     seed_rows = read(seeds)
-    none_std = [r for r in seed_rows if r[2] == "none" and r[3] == "std"][0]
-    hr20 = seed_rows[0].index("HR@20")
-    assert float(none_std[hr20]) == pytest.approx(0.0707, abs=1e-4)
+    assert seed_rows[0][:4] == ["dataset", "backbone", "method", "seed"] and {r[3] for r in seed_rows[1:]} == {"0", "1"}
+
+
+def test_table5_csv_reads_as_floats_in_pandas(tmp_path):
+    pd = pytest.importorskip("pandas")
+    students = [write_metrics(tmp_path, "ds", "sasrec", m, 0, hr, hr / 2) for m, hr in (("none", 0.1), ("dllm2rec", 0.3))]
+    out = tmp_path / "t5.csv"
+    tables.table5(teacher=[write_teacher(tmp_path, "ds", 0.12, 0.05)], students=students, out=str(out),
+                  out_seeds=str(tmp_path / "s.csv"))
+    df = pd.read_csv(out)
+    for column in ("mean", "std", "seeds", "n", "se", "ci_low", "ci_high", "rank", "gain_s", "p_s", "gain_b", "p_b"):
+        assert df[column].dtype.kind == "f" or df[column].dtype.kind == "i", column
+    assert df.loc[(df.method == "dllm2rec") & (df.metric == "HR@20"), "gain_s"].item() == pytest.approx(2.0)
+    seeds = pd.read_csv(tmp_path / "s.csv")
+    assert all(seeds[c].dtype.kind == "f" for c in ("HR@20", "NDCG@20", "inference_seconds"))
+
+
+def test_table5_marks_only_where_the_top_two_are_more_than_one_hit_apart(tmp_path):
+    students = [write_metrics(tmp_path, "ds", "sasrec", m, 0, hr, nd) for m, hr, nd in
+                (("none", 0.1, 0.01), ("rd", 0.2, 0.05), ("dllm2rec", 0.4, 0.06))]
+    html = tmp_path / "t5.html"
+    tables.table5(teacher=[write_teacher(tmp_path, "ds", 0.12, 0.05)], students=students, out=str(tmp_path / "t5.csv"),
+                  out_seeds=str(tmp_path / "s.csv"), html=str(html))
+    page = html.read_text()
+    # n = 10: HR 0.4 vs 0.2 is two hits apart (marked); NDCG 0.06 vs 0.05 is within one (no mark)
+    assert "<b>0.4000</b>" in page and "<u>0.2000</u>" in page
+    assert "<b>0.0600</b>" not in page and "<u>0.0500</u>" not in page
+
+
+def test_every_dllm2rec_method_is_a_row_with_its_own_gains(tmp_path):
+    """A second DLLM2Rec variant (a method of type dllm2rec) gets its own Gain.S, Gain.B and p."""
+    students = [write_metrics(tmp_path, "ds", "sasrec", m, 0, hr, hr / 2)
+                for m, hr in (("none", 0.1), ("rd", 0.2), ("dllm2rec", 0.3), ("official", 0.4))]
+    path = students[-1]
+    metrics = json.loads(open(path).read())
+    metrics["params"] = {"method": {"type": "dllm2rec"}}
+    open(path, "w").write(json.dumps(metrics))
+    out, md = tmp_path / "t5.csv", tmp_path / "t5.md"
+    tables.table5(teacher=[write_teacher(tmp_path, "ds", 0.12, 0.05)], students=students, out=str(out),
+                  out_seeds=str(tmp_path / "s.csv"), out_md=str(md), methods=["none", "rd", "dllm2rec", "official"])
+    r = records(out)
+    assert r["sasrec", "official", "HR@20"]["gain_s"] == pytest.approx(3.0)
+    assert r["sasrec", "official", "HR@20"]["gain_b"] == pytest.approx(1.0) and r["sasrec", "official", "HR@20"]["baseline"] == "rd"
+    assert r["sasrec", "dllm2rec", "HR@20"]["baseline"] == "rd"  # one DLLM2Rec row is not the other's baseline
+    labels = [line.split(" | ")[1] for line in md.read_text().splitlines() if line.startswith("| SASRec")]
+    assert labels == ["+None", "+RD", "+DLLM2Rec", "Gain.S (+DLLM2Rec)", "Gain.B (+DLLM2Rec)", "official",
+                      "Gain.S (official)", "Gain.B (official)"]
 
 
 def test_table6_and_ablation(tmp_path):
@@ -66,11 +128,11 @@ def test_table6_and_ablation(tmp_path):
         write_metrics(tmp_path, "ds", "dros", "dllm2rec-wo-wc", 0, 0.20, 0.08),
     ]
     teacher = [write_teacher(tmp_path, "ds", 0.15, 0.05, seconds=2000.0)]
-    tables.table6(teacher=teacher, students=students[:1], out=str(tmp_path / "t6.csv"))
+    tables.table6(teacher=teacher, students=students[:1], out=str(tmp_path / "t6.csv"), html=str(tmp_path / "t6.html"))
     rows = read(tmp_path / "t6.csv")
-    assert rows[1] == ["ds", "BIGRec", "0.1500", "0.0500", "2000"]
-    assert rows[2] == ["ds", "DLLM2Rec (DROS)", "0.3000", "0.1000", "2"]
-    assert rows[3] == ["ds", "Gain", "+100.00%", "+100.00%", "1,000× faster"]
+    assert rows[1:] == [["ds", "BIGRec", "0.15", "0.05", "2000"], ["ds", "DLLM2Rec (DROS)", "0.3", "0.1", "2"]]
+    page = (tmp_path / "t6.html").read_text()  # the gain row is the page's, computed from the data
+    assert "<td>Gain</td>" in page and "+100.00%" in page and "1,000× faster" in page
     tables.ablation_table(students=students, out=str(tmp_path / "t7.csv"))
     rows = read(tmp_path / "t7.csv")
     assert [r[2] for r in rows[1:]] == ["dllm2rec-wo-wc", "DLLM2Rec"]
@@ -88,7 +150,7 @@ def test_table4(tmp_path):
     stats.parent.mkdir(parents=True)
     stats.write_text(json.dumps({"users": 3, "items": 4, "interactions": 6, "density": 0.5, "rows": {"train": 8, "valid": 1, "test": 1}}))
     tables.table4(stats=[str(stats)], out=str(tmp_path / "t4.csv"))
-    assert read(tmp_path / "t4.csv")[1] == ["ds", "3", "4", "6", "50.0000%", "8", "1", "1"]
+    assert read(tmp_path / "t4.csv")[1] == ["ds", "3", "4", "6", "0.5", "8", "1", "1"]
 
 
 def test_figure2_points_and_png(tmp_path):
@@ -105,18 +167,20 @@ def test_figure2_points_and_png(tmp_path):
     rows = read(table)
     assert rows[0] == ["param", "value", "dataset", "HR@20", "NDCG@20"]
     assert rows[1:] == [
-        ["gamma_o", "0.1", "ds", "0.3000", "0.1000"],  # the plain run at its configured value
-        ["gamma_o", "0.5", "ds", "0.1000", "0.0200"],
-        ["lambda_d", "0.1", "ds", "0.2000", "0.0500"],
-        ["lambda_d", "0.3", "ds", "0.3000", "0.1000"],
-        ["lambda_d", "1", "ds", "0.2500", "0.0700"],
+        ["gamma_o", "0.1", "ds", "0.3", "0.1"],  # the plain run at its configured value
+        ["gamma_o", "0.5", "ds", "0.1", "0.02"],
+        ["lambda_d", "0.1", "ds", "0.2", "0.05"],
+        ["lambda_d", "0.3", "ds", "0.3", "0.1"],
+        ["lambda_d", "1", "ds", "0.25", "0.07"],
     ]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_speedup_reads_as_times_faster():
-    assert tables.speedup(8275.6686, 1.0) == "8,276× faster"  # was "+827466.86%"
-    assert tables.speedup(3.0, 2.0) == "1.50× faster" and tables.speedup(2.0, 50.0) == "25.0× slower"
+    from dllm2rec import render
+
+    assert render.speedup(8275.6686, 1.0) == "8,276× faster"  # was "+827466.86%"
+    assert render.speedup(3.0, 2.0) == "1.50× faster" and render.speedup(2.0, 50.0) == "25.0× slower"
 
 
 # --- significance ---------------------------------------------------------------------------
@@ -172,16 +236,14 @@ def test_table5_p_value_of_dllm2rec_against_the_best_baseline(tmp_path):
     out, seeds = tmp_path / "t5.csv", tmp_path / "t5s.csv"
     tables.table5(teacher=teacher, students=students, ranks=rank_files, methods=["none", "rd", "dllm2rec"],
                   out=str(out), out_seeds=str(seeds))
-    gain_b = [r for r in read(out) if r[1] == "Gain.B"]
-    assert [r[0] for r in gain_b] == ["SASRec", "DROS"] and all(r[2] == "+151.52% (p=0.076)" for r in gain_b)
-    rows = read(seeds)
-    p_rows = [r for r in rows if r[3] == "p_value"]
-    assert [r[:3] for r in p_rows] == [["ds", "dros", "dllm2rec"], ["ds", "sasrec", "dllm2rec"]]
-    p_row = p_rows[1]
-    assert float(p_row[rows[0].index("HR@20")]) == pytest.approx(0.07559, abs=1e-4)
-    assert p_row[rows[0].index("HR@1")] == ""
-    assert "HR@20 vs rd over 6 pairs" in p_row[rows[0].index("p_value_test")]
-    assert all(len(r) == len(rows[0]) for r in rows)
+    r = records(out)
+    for backbone in ("sasrec", "dros"):
+        d = r[backbone, "dllm2rec", "HR@20"]
+        assert d["gain_b"] == pytest.approx(1.5152, abs=1e-4) and d["baseline"] == "rd"
+        assert d["p_b"] == pytest.approx(0.07559, abs=1e-4)
+        # the interval from the per-sequence ranks: per sequence HR averaged over the seeds = 1, 0.5, 1
+        assert d["se_from"] == "sequences" and d["n"] == 3
+        assert d["se"] == pytest.approx(statistics.stdev([1.0, 0.5, 1.0]) / 3 ** 0.5, rel=1e-6)
 
 
 # --- Tables 1-3 on a hand-made artifact -------------------------------------------------------
@@ -214,13 +276,14 @@ def write_analysis_fixture(root):
 
 def test_table1_teacher_against_the_plain_dros(tmp_path):
     _, _, metrics, _, teacher = write_analysis_fixture(tmp_path)
-    tables.table1(teacher=[teacher], students=[metrics], out=str(tmp_path / "t1.csv"))
+    tables.table1(teacher=[teacher], students=[metrics], out=str(tmp_path / "t1.csv"), html=str(tmp_path / "t1.html"))
     assert read(tmp_path / "t1.csv") == [
         ["dataset", "model", "HR@20", "NDCG@20", "inference_seconds"],
-        ["ds", "DROS", "0.5000", "0.3000", "2"],
-        ["ds", "BIGRec", "0.6000", "0.4500", "5000"],
-        ["ds", "Gain", "+20.00%", "+50.00%", "2,500× slower"],
+        ["ds", "DROS", "0.5", "0.3", "2"],
+        ["ds", "BIGRec", "0.6", "0.45", "5000"],
     ]
+    page = (tmp_path / "t1.html").read_text()
+    assert "+20.00%" in page and "+50.00%" in page and "2,500× slower" in page
 
 
 def test_table2_who_ranks_the_target_better(tmp_path):
@@ -230,8 +293,8 @@ def test_table2_who_ranks_the_target_better(tmp_path):
     # seq 2: teacher 0 (title-equivalent item 2), DROS beyond 20 (better); seq 3: both beyond (tie)
     assert read(tmp_path / "t2.csv") == [
         ["dataset", "condition", "relative_ratio", "sequences"],
-        ["ds", "BIGRec > DROS", "66.67%", "2"],
-        ["ds", "BIGRec < DROS", "33.33%", "1"],
+        ["ds", "BIGRec > DROS", "0.66666667", "2"],
+        ["ds", "BIGRec < DROS", "0.33333333", "1"],
         ["ds", "tie (not counted)", "", "1"],
     ]
 
@@ -244,10 +307,10 @@ def test_table3_overlap_of_the_top_lists_and_their_hits(tmp_path):
     # teacher only {} {2,3} {} {2} = 3 items, no hit (seq 2's target 3 is not in its list by id)
     # DROS only {2} {1} {} {3} = 3 items, hit: seq 1 (target 1) -> 1
     assert read(tmp_path / "t3.csv") == [
-        ["dataset", "rec_space", "items_ratio", "hit_items"],
-        ["ds", "BIGRec only", "37.50%", "0.00%"],
-        ["ds", "DROS only", "37.50%", "33.33%"],
-        ["ds", "Overlapped", "62.50%", "20.00%"],
+        ["dataset", "rec_space", "items_ratio", "hit_items", "items", "list_items", "hits"],
+        ["ds", "BIGRec only", "0.375", "0", "3", "8", "0"],
+        ["ds", "DROS only", "0.375", "0.33333333", "3", "8", "1"],
+        ["ds", "Overlapped", "0.625", "0.2", "5", "8", "1"],
     ]
 
 
@@ -269,7 +332,7 @@ def test_report_figures_and_teacher_table(tmp_path):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     tables.teacher_table(teacher=teacher, out=str(tmp_path / "t.csv"))
     assert read(tmp_path / "t.csv") == [["dataset", "HR@20", "NDCG@20", "n_test", "inference_seconds"],
-                                        ["ds", "0.1200", "0.0500", "10", "100"]]
+                                        ["ds", "0.12", "0.05", "10", "100"]]
 
 
 def test_runs_are_identified_by_their_metrics_not_their_path(tmp_path):
@@ -286,3 +349,15 @@ def test_runs_are_identified_by_their_metrics_not_their_path(tmp_path):
     old.write_text(json.dumps({"test": {"HR@20": 0.1}}))
     with pytest.raises(UserError, match="rerun the student rule"):
         tables.load_runs([str(old)])
+
+
+def test_t_quantile_inverts_the_tail():
+    assert tables.t_quantile(0.975, 9) == pytest.approx(2.262157, abs=1e-6)  # R: qt(0.975, 9)
+    assert tables.t_quantile(0.975, 199) == pytest.approx(1.971957, abs=1e-6)  # R: qt(0.975, 199)
+
+
+def test_each_method_has_one_colour_in_every_figure():
+    colours = [tables.method_colour(m) for m in tables.METHOD_NAMES]
+    assert len(set(colours)) == len(colours)
+    assert tables.method_colour("dllm2rec") == colours[list(tables.METHOD_NAMES).index("dllm2rec")]
+    assert tables.method_colour("variant-x") == tables.method_colour("variant-x") not in colours

@@ -62,9 +62,10 @@ def test_report_builds_without_mailto_links(tiny_run):
     assert res.returncode == 0, res.stdout[-3000:]
     html = (tiny_run / "report.html").read_text()
     assert "mailto:HR" not in html and "mailto:NDCG" not in html  # captions escape HR\@20 (docutils links x@y)
-    for name in ("table1.csv", "table2.csv", "table3.csv", "teacher_metrics.csv", "valid_ndcg.png", "sft_loss.png",
-                 "table5_bars.png", "figure2.png", "selection.csv"):
+    for name in ("table1.html", "table2.html", "table3.html", "table5.html", "teacher_metrics.html", "valid_ndcg.png",
+                 "sft_loss.png", "table5_bars.png", "figure2.png", "selection.html", "table5.csv"):
         assert name in html, name
+    assert "Data: ['tiny']" not in html and "Data: tiny" in html  # the front page names the datasets
 
 
 def read_csv(path):
@@ -73,28 +74,35 @@ def read_csv(path):
 
 
 def test_table5_has_every_row_with_metrics_in_unit_interval(tiny_run):
-    rows = read_csv(tiny_run / "results" / "table5.csv")
-    assert rows[0] == ["backbone", "model", "tiny:HR@20", "tiny:NDCG@20"]
-    assert rows[1][:2] == ["Teacher", "BIGRec"]
-    assert [r[0] for r in rows[2:4]] == ["Popularity", "Chance"]  # the reference rows (popularity.json)
-    models = [tuple(r[:2]) for r in rows[2:]]
-    for backbone in ("GRU4Rec", "SASRec", "DROS"):
-        names = [m for b, m in models if b == backbone]
-        assert names == ["+None", "+Hint", "+HTD", "+RD", "+CD", "+RRD", "+DCD", "+UnKD", "KAR", "LLM-CF",
-                         "+DLLM2Rec", "Gain.S", "Gain.B"]
-    for r in rows[1:]:
-        if not r[1].startswith("Gain"):
-            assert all(0.0 <= float(v.strip("*_")) <= 1.0 for v in r[2:]), r  # **best**, _runner-up_
-        else:
-            assert all(v.split(" (p=")[0].endswith("%") for v in r[2:]), r
+    from dllm2rec.tables import TABLE5_COLUMNS, read_records
+
+    assert read_csv(tiny_run / "results" / "table5.csv")[0] == TABLE5_COLUMNS
+    records = read_records(str(tiny_run / "results" / "table5.csv"))
+    rows = list(dict.fromkeys((r["backbone"], r["method"]) for r in records))
+    assert rows[:3] == [("", "teacher"), ("", "popularity"), ("", "chance")]  # the reference rows (popularity.json)
+    for backbone in ("gru4rec", "sasrec", "dros"):
+        assert [m for b, m in rows if b == backbone] == METHODS
+    for r in records:
+        assert 0.0 <= r["mean"] <= 1.0 and r["n"] > 0, r
+        if r["method"] != "chance":
+            assert r["ci_low"] <= r["mean"] <= r["ci_high"], r
+        if r["backbone"]:
+            assert r["se_from"] == "sequences" and r["rank"] >= 1, r
+        if r["method"] == "dllm2rec":
+            assert r["baseline"] in METHODS and 0.0 <= r["p_b"] <= 1.0, r
+    # the renderings: table5.md and the report's page hold the same numbers
+    dllm = next(r for r in records if r["backbone"] == "dros" and r["method"] == "dllm2rec" and r["metric"] == "HR@20")
+    for page in ("table5.md", "report/table5.html"):
+        assert f"{dllm['mean']:.4f}" in (tiny_run / "results" / page).read_text(), page
     # Tables 1-3 and the per-sequence ranks they read
     assert [r[1] for r in read_csv(tiny_run / "results" / "table1.csv")[1:]] == ["DROS", "BIGRec", "Gain"]
     t2 = read_csv(tiny_run / "results" / "table2.csv")
     assert [r[1] for r in t2[1:]] == ["BIGRec > DROS", "BIGRec < DROS", "tie (not counted)"]
+    assert float(t2[1][2]) + float(t2[2][2]) == pytest.approx(1.0)
     assert sum(int(r[3]) for r in t2[1:]) == json.loads(
         (tiny_run / "results" / "teacher" / "tiny" / "tiny-llama" / "metrics.json").read_text())["n_test"]
     t3 = read_csv(tiny_run / "results" / "table3.csv")
-    assert float(t3[1][2].rstrip("%")) + float(t3[3][2].rstrip("%")) == pytest.approx(100.0, abs=0.02)
+    assert float(t3[1][2]) + float(t3[3][2]) == pytest.approx(1.0)
     # the artifact contract of one student run (DLLM2Rec's: the grid point chosen on validation)
     choice = read_choice(tiny_run / "results" / "selection.csv")
     run = tiny_run / "results" / "students" / "tiny" / "tiny-llama" / "sasrec" / choice["tiny", "sasrec", "dllm2rec"] / "seed0"

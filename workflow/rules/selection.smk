@@ -6,10 +6,13 @@ checkpoint selection:
         students=selection_inputs,
         code=code("selection", "student_run"),
     output:
-        report(L.SELECTION, caption="../report/selection.rst", category="Tables"),
+        table=report(L.SELECTION, category="Data"),
+        html=report(
+            L.table_html("selection"), caption="../report/selection.rst", category="Tables"
+        ),
     log:
         L.log("tables", "selection"),
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec select --students {input.students} --out {output} > {log} 2>&1"
+        "python -m dllm2rec select --students {input.students} --out {output.table} --html {output.html} > {log} 2>&1"

@@ -16,13 +16,14 @@ rule table4:
         stats=[L.data_file("stats", d) for d in TABLES["datasets"]],
         code=TABLES_CODE,
     output:
-        report(L.table("table4"), caption="../report/table4.rst", category="Tables"),
+        table=report(L.table("table4"), category="Data"),
+        html=report(L.table_html("table4"), caption="../report/table4.rst", category="Tables"),
     log:
         L.log("tables", "table4"),
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec table4 --stats {input.stats} --out {output} > {log} 2>&1"
+        "python -m dllm2rec table4 --stats {input.stats} --out {output.table} --html {output.html} > {log} 2>&1"
 
 
 rule table5:
@@ -36,11 +37,16 @@ rule table5:
         popularity=popularity_files,
         code=TABLES_CODE,
     output:
-        table=report(
-            L.table("table5"), caption="../report/table5.rst", category="Tables"
+        table=report(L.table("table5"), caption="../report/table5_data.rst", category="Data"),
+        seeds=report(L.TABLE5_SEEDS, category="Data"),
+        md=L.TABLE5_MD,
+        html=report(
+            L.table_html("table5"), caption="../report/table5.rst", category="Tables"
         ),
-        seeds=report(
-            L.TABLE5_SEEDS, caption="../report/table5_seeds.rst", category="Tables"
+        html_seeds=report(
+            L.table_html("table5_seeds"),
+            caption="../report/table5_seeds.rst",
+            category="Tables",
         ),
     log:
         L.log("tables", "table5"),
@@ -52,7 +58,8 @@ rule table5:
         "python -m dllm2rec table5 --teacher {input.teacher} --students {input.students} {input.chosen}"
         " --methods {params.methods:q} --ranks {input.ranks} {input.chosen_ranks}"
         " --popularity {input.popularity}"
-        " --out {output.table} --out-seeds {output.seeds} > {log} 2>&1"
+        " --out {output.table} --out-seeds {output.seeds} --out-md {output.md}"
+        " --html {output.html} --html-seeds {output.html_seeds} > {log} 2>&1"
 
 
 rule table6:
@@ -63,13 +70,14 @@ rule table6:
         chosen=table5_students(searched=True),
         code=TABLES_CODE,
     output:
-        report(L.table("table6"), caption="../report/table6.rst", category="Tables"),
+        table=report(L.table("table6"), category="Data"),
+        html=report(L.table_html("table6"), caption="../report/table6.rst", category="Tables"),
     log:
         L.log("tables", "table6"),
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec table6 --teacher {input.teacher} --students {input.students} {input.chosen} --out {output} > {log} 2>&1"
+        "python -m dllm2rec table6 --teacher {input.teacher} --students {input.students} {input.chosen} --out {output.table} --html {output.html} > {log} 2>&1"
 
 
 rule ablation_table:
@@ -79,7 +87,8 @@ rule ablation_table:
         chosen=lambda wildcards: ablation_inputs(wildcards.table, True)(wildcards),
         code=TABLES_CODE,
     output:
-        report(L.TABLE, caption="../report/ablation.rst", category="Tables"),
+        table=report(L.TABLE, category="Data"),
+        html=report(L.TABLE_HTML, caption="../report/ablation.rst", category="Tables"),
     log:
         L.log("tables", "{table}"),
     wildcard_constraints:
@@ -87,7 +96,7 @@ rule ablation_table:
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec ablation --students {input.students} {input.chosen} --out {output} > {log} 2>&1"
+        "python -m dllm2rec ablation --students {input.students} {input.chosen} --out {output.table} --html {output.html} > {log} 2>&1"
 
 
 rule figure2:
@@ -98,7 +107,8 @@ rule figure2:
         code=TABLES_CODE,
     output:
         figure=report(L.FIGURE2, caption="../report/figure2.rst", category="Figures"),
-        table=L.FIGURE2_TABLE,
+        table=report(L.FIGURE2_TABLE, category="Data"),
+        html=report(L.table_html("figure2"), caption="../report/figure2_points.rst", category="Figures"),
     log:
         L.log("tables", "figure2"),
     conda:
@@ -107,7 +117,7 @@ rule figure2:
         dllm2rec=lambda wildcards: jsonarg(resolve_method("dllm2rec")),
     shell:
         "python -m dllm2rec figure2 --students {input.students} {input.chosen} --dllm2rec {params.dllm2rec:q}"
-        " --out {output.figure} --out-table {output.table} > {log} 2>&1"
+        " --out {output.figure} --out-table {output.table} --html {output.html} > {log} 2>&1"
 
 
 rule table1:
@@ -118,13 +128,14 @@ rule table1:
         chosen=student_files("metrics", ["dros"], ["none"], searched=True),
         code=TABLES_CODE,
     output:
-        report(L.table("table1"), caption="../report/table1.rst", category="Tables"),
+        table=report(L.table("table1"), category="Data"),
+        html=report(L.table_html("table1"), caption="../report/table1.rst", category="Tables"),
     log:
         L.log("tables", "table1"),
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec table1 --teacher {input.teacher} --students {input.students} {input.chosen} --out {output} > {log} 2>&1"
+        "python -m dllm2rec table1 --teacher {input.teacher} --students {input.students} {input.chosen} --out {output.table} --html {output.html} > {log} 2>&1"
 
 
 rule table2:
@@ -140,7 +151,8 @@ rule table2:
         items_parquet=[L.data_file("items", d) for d in TABLES["datasets"]],
         code=TABLES_CODE,
     output:
-        report(L.table("table2"), caption="../report/table2.rst", category="Tables"),
+        table=report(L.table("table2"), category="Data"),
+        html=report(L.table_html("table2"), caption="../report/table2.rst", category="Tables"),
     log:
         L.log("tables", "table2"),
     conda:
@@ -148,7 +160,7 @@ rule table2:
     shell:
         "python -m dllm2rec table2 --teacher {input.teacher} --teacher-ranks {input.teacher_ranks}"
         " --student-ranks {input.student_ranks} {input.chosen_ranks}"
-        " --items {input.items_parquet} --out {output} > {log} 2>&1"
+        " --items {input.items_parquet} --out {output.table} --html {output.html} > {log} 2>&1"
 
 
 rule table3:
@@ -164,7 +176,8 @@ rule table3:
         items_parquet=[L.data_file("items", d) for d in TABLES["datasets"]],
         code=TABLES_CODE,
     output:
-        report(L.table("table3"), caption="../report/table3.rst", category="Tables"),
+        table=report(L.table("table3"), category="Data"),
+        html=report(L.table_html("table3"), caption="../report/table3.rst", category="Tables"),
     log:
         L.log("tables", "table3"),
     conda:
@@ -172,7 +185,7 @@ rule table3:
     shell:
         "python -m dllm2rec table3 --teacher {input.teacher} --teacher-ranks {input.teacher_ranks}"
         " --student-ranks {input.student_ranks} {input.chosen_ranks}"
-        " --items {input.items_parquet} --out {output} > {log} 2>&1"
+        " --items {input.items_parquet} --out {output.table} --html {output.html} > {log} 2>&1"
 
 
 rule teacher_table:
@@ -181,8 +194,9 @@ rule teacher_table:
         teacher=teacher_metrics_files,
         code=TABLES_CODE,
     output:
-        report(
-            L.table("teacher_metrics"),
+        table=report(L.table("teacher_metrics"), category="Data"),
+        html=report(
+            L.table_html("teacher_metrics"),
             caption="../report/teacher_metrics.rst",
             category="Teacher",
         ),
@@ -191,7 +205,7 @@ rule teacher_table:
     conda:
         "../../envs/student.yaml"
     shell:
-        "python -m dllm2rec teacher-table --teacher {input.teacher} --out {output} > {log} 2>&1"
+        "python -m dllm2rec teacher-table --teacher {input.teacher} --out {output.table} --html {output.html} > {log} 2>&1"
 
 
 rule sft_loss_figure:
