@@ -346,15 +346,34 @@ def write_results(histories, results, out) -> None:
             raise UserError(f"--out {out}: use a .json or .csv file name")
 
 
-def recommend_command(model, history=None, file=None, data=None, k: int = 10, by: str = "item_id",
-                      exclude_history: bool = False, out=None, device: str = "cpu", threads=None) -> None:
-    """``python -m dllm2rec recommend``: print the top-k items per history, or write them to ``out``."""
-    if threads not in (None, "", "None"):
+def recommend_command(model: str, history: list[str] | None = None, file: str | None = None, data: str | None = None,
+                      k: int = 10, by: str = "item_id", exclude_history: bool = False, out: str | None = None,
+                      device: str = "cpu", threads: int | None = None) -> None:
+    """Print the top-k items of a student for each history, or write them to out (.json or .csv).
+    history: the items of one history, oldest first (or one JSON list of histories); file: one
+    history per line instead; by: item_id, raw_id or title; data: the dataset folder (default:
+    found from the model's results/ path)."""
+    if threads is not None:
+        if int(threads) < 1:
+            raise UserError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(int(threads))
+    if int(k) < 1:
+        raise UserError(f"--k must be a positive integer, got {k}")
     if by not in BY:
         raise UserError(f"--by must be one of {', '.join(BY)}, got {by!r}")
     if not isinstance(exclude_history, bool):
         exclude_history = str(exclude_history).lower() in ("1", "true", "yes")
+    if isinstance(history, list) and len(history) == 1 and isinstance(history[0], list):
+        history = history[0]  # --history '[[3, 7], [5]]' (several histories) or '[3, 7]' (one)
+    if isinstance(history, list) and not [h for h in history if str(h).strip()]:
+        raise UserError("--history is empty: give at least one item (e.g. --history 49 99 180)")
+    if file is not None:
+        try:
+            Path(file).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(f"--file {file}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+        except OSError as err:
+            raise UserError(f"--file {file}: cannot read it ({err.strerror})") from None
     histories = _cli_histories(history, file, by)
     rec = Recommender.load(model, data, device)
     results = rec.recommend(histories, int(k), by, exclude_history)
@@ -364,12 +383,13 @@ def recommend_command(model, history=None, file=None, data=None, k: int = 10, by
         return
     for n, (hist, items) in enumerate(zip(histories, results), 1):
         print(f"history {n}: {' | '.join(map(str, hist))}")
+        print(f"  {'rank':>4}  {'item_id':>7}  {'score':>9}  title")
         for x in items:
-            print(f"  {x['rank']:>3}  item {x['item_id']:<6} {x['title'] or x['raw_id']}  ({x['score']:.4f})")
+            print(f"  {x['rank']:>4}  {x['item_id']:>7}  {x['score']:>9.4f}  {x['title'] or x['raw_id']}")
 
 
 # --- export ---------------------------------------------------------------------------------
-def export_student(model, out, device: str = "cpu") -> None:
+def export_student(model: str, out: str, device: str = "cpu") -> None:
     """Export a student's scoring (item table + backbone) to a ``torch.export`` program ``out``
     (``.pt2``): ``torch.export.load(out).module()(history, lengths) -> scores``, any batch size;
     ``history`` [B, max_len] right-padded with ``n_items``, on the ``device`` it was exported

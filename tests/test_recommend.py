@@ -1,6 +1,7 @@
 """Serving a trained student: recommend scores as the model does, maps titles, refuses bad input, exports."""
 import csv
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -159,7 +160,8 @@ def test_cli(results, tmp_path, capsys):
     printed = capsys.readouterr().out
     top = Recommender.load(path).recommend([[3, 7, 12]], k=3)[0]
     assert printed.startswith("history 1: 3 | 7 | 12\n")
-    assert f"  1  item {top[0]['item_id']:<6} Item number {top[0]['item_id']}" in printed
+    assert printed.splitlines()[1].split() == ["rank", "item_id", "score", "title"]
+    assert printed.splitlines()[2].split() == ["1", str(top[0]["item_id"]), f"{top[0]['score']:.4f}", *top[0]["title"].split()]
     # a file: one history per line (ids, tab-separated titles or a JSON list), results as JSON or CSV
     hist_file = tmp_path / "h.txt"
     hist_file.write_text("# ids\n3 7 12\n\n[3, 7, 12]\n3,7,12\n")
@@ -268,3 +270,99 @@ def test_model_records_its_dataset(results, tmp_path):
     write_synthetic_dataset(other, n_items=N_ITEMS, n_sequences=300, p_rule=0.8, seed=1)
     with pytest.raises(UserError, match="trained on dataset 'synth' with fingerprint .* holds another one"):
         Recommender.load(model_path(results), data=other)
+
+
+# --- serving over HTTP (dllm2rec/serve.py) ----------------------------------------------------
+def http(port, method, path, body=None, raw=None):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+    conn.request(method, path, data, {"Content-Type": "application/json"} if data is not None else {})
+    resp = conn.getresponse()
+    answer = json.loads(resp.read())
+    conn.close()
+    return resp.status, answer
+
+
+@pytest.fixture(scope="module")
+def server(results):
+    import threading
+
+    from dllm2rec.serve import make_server
+
+    srv = make_server(Recommender.load(model_path(results)), "127.0.0.1", 0, quiet=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_serve_answers_as_the_library_does(results, server):
+    rec = Recommender.load(model_path(results))
+    status, answer = http(server, "POST", "/recommend", {"history": [3, 7, 12], "k": 5})
+    assert status == 200 and answer["items"] == rec.recommend([[3, 7, 12]], k=5)[0]
+    status, answer = http(server, "POST", "/recommend", {"histories": [["Item number 3"], ["Item number 5"]],
+                                                         "by": "title", "exclude_history": True})
+    assert status == 200 and answer["results"] == rec.recommend([["Item number 3"], ["Item number 5"]], 10, "title", True)
+    status, answer = http(server, "GET", "/health")
+    assert status == 200 and answer["model"]["n_items"] == N_ITEMS and answer["model"]["method"] == "dllm2rec"
+
+
+@pytest.mark.parametrize("method, path, body, status, reason", [
+    ("POST", "/recommend", "not json", 400, "not JSON"),
+    ("POST", "/recommend", "[1, 2]", 400, "must be a JSON object"),
+    ("POST", "/recommend", {"history": []}, 400, "history 1 is empty"),
+    ("POST", "/recommend", {"history": [3], "k": 0}, 400, '"k" must be a positive integer'),
+    ("POST", "/recommend", {"history": [3], "k": "abc"}, 400, '"k" must be a positive integer'),
+    ("POST", "/recommend", {"history": [3], "k": 2.5}, 400, '"k" must be a positive integer'),
+    ("POST", "/recommend", {"history": [3, 777]}, 400, "unknown item id 777"),
+    ("POST", "/recommend", {"history": [3], "by": "name"}, 400, '"by" must be one of'),
+    ("POST", "/recommend", {"items": [3]}, 400, "unknown field"),
+    ("POST", "/recommend", {"history": "3 7"}, 400, "must be a list of items"),
+    ("POST", "/elsewhere", {"history": [3]}, 404, "no such path"),
+    ("GET", "/recommend", None, 405, "POST a JSON body"),
+    ("PUT", "/recommend", {"history": [3]}, 405, "POST /recommend"),
+])
+def test_serve_refuses_bad_requests_and_goes_on(server, method, path, body, status, reason):
+    raw = body if isinstance(body, str) else None
+    got, answer = http(server, method, path, None if raw else body, raw)
+    assert got == status and reason in answer["error"]
+    assert http(server, "POST", "/recommend", {"history": [3], "k": 2})[0] == 200  # still serving
+
+
+def test_serve_command_loads_once_and_answers(results):
+    """`python -m dllm2rec serve --port 0`: the real command, on a free loopback port."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-m", "dllm2rec", "serve", "--model", str(model_path(results)),
+                             "--port", "0", "--quiet"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stderr.readline()
+        assert "serving" in line and "http://127.0.0.1:" in line, line
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        for _ in range(3):
+            assert http(port, "POST", "/recommend", {"history": [3, 7], "k": 3})[0] == 200
+        assert http(port, "POST", "/recommend", raw="{")[0] == 400
+        assert proc.poll() is None  # a bad request does not stop it
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_serve_load_benchmark_ci_sized(results):
+    """benchmarks/serve.py at CI size: a few hundred requests on loopback, 1 and 100 clients."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("serve_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "serve.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.run(str(model_path(results)), clients=(1, 100), requests=150, seconds=60, k=10)
+    assert [lvl["clients"] for lvl in out["levels"]] == [1, 100]
+    for lvl in out["levels"]:
+        assert lvl["requests"] == 150 and lvl["failures"] == 0
+        assert 0 < lvl["p50_ms"] <= lvl["p99_ms"] and lvl["requests_per_second"] > 0
+    assert bench.percentile([1, 2, 3, 4], 0.5) == 2 and bench.percentile(list(range(1, 101)), 0.99) == 99
