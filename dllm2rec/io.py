@@ -154,3 +154,76 @@ def fetch_wheel(requirement: str, filename: str, digest: str, cache: str | os.Pa
         raise UserError(f"{path}: sha256 {got_digest} does not match the pinned {digest} of {requirement}. "
                         f"Delete the file and run again to re-download it.")
     return path
+
+
+# --- progress on the terminal as well as in the job's log -----------------------------------
+# A long rule runs `DLLM2REC_PROGRESS={log:q} python -m dllm2rec ... 3>&2 > {log} 2>&1`: file
+# descriptor 3 is then Snakemake's stderr (the terminal), the variable names the job's log.
+PROGRESS_ENV = "DLLM2REC_PROGRESS"
+PROGRESS_FD = 3
+_terminal: list = []  # [stream or None], opened once
+
+
+def _progress_terminal():
+    """The terminal stream a rule opened as fd 3 (see above), or None outside such a rule."""
+    if not _terminal:
+        stream = None
+        if os.environ.get(PROGRESS_ENV):
+            try:
+                stream = os.fdopen(os.dup(PROGRESS_FD), "w", buffering=1, encoding="utf-8", errors="replace")
+            except OSError:  # fd 3 not open (run by hand, or a launcher closed it)
+                stream = None
+        _terminal.append(stream)
+    return _terminal[0]
+
+
+def _progress_label() -> str:
+    log = os.environ.get(PROGRESS_ENV, "")
+    name = log.removeprefix("results/logs/").removesuffix(".log")
+    return f"[{name}] " if name else ""
+
+
+def progress(*parts, file=None, flush: bool = True, **kwargs) -> None:
+    """``print`` for a long job's progress lines (step, ETA): to stdout as before (the job's log)
+    and, inside a rule that opened it, to the terminal too, prefixed with the job's log name."""
+    print(*parts, file=file, flush=flush, **kwargs)
+    terminal = _progress_terminal()
+    if terminal is not None:
+        text = kwargs.get("sep", " ").join(map(str, parts))
+        try:
+            terminal.write(_progress_label() + text + "\n")
+            terminal.flush()
+        except OSError:  # the terminal went away; the log still has the line
+            pass
+
+
+class ProgressStream:
+    """A text stream for progress bars (tqdm's ``file=``): what it gets goes to stderr (the
+    job's log) and, inside a rule that opened it, to the terminal, a finished line at a time
+    prefixed with the job's log name (a bar's carriage-return redraws become lines)."""
+
+    def __init__(self):
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        sys.stderr.write(text)
+        terminal = _progress_terminal()
+        if terminal is not None:
+            self._pending += text
+            *lines, self._pending = self._pending.replace("\r", "\n").split("\n")
+            for line in lines:
+                if line.strip():
+                    try:
+                        terminal.write(_progress_label() + line.strip() + "\n")
+                    except OSError:
+                        pass
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+        terminal = _progress_terminal()
+        if terminal is not None:
+            try:
+                terminal.flush()
+            except OSError:
+                pass

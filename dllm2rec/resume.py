@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from dllm2rec.io import atomic_path, sha256
+from dllm2rec.io import atomic_path, progress, sha256
 from dllm2rec.layout import CHECKPOINT
 
 
@@ -115,7 +115,7 @@ def remove_checkpoint(work) -> None:
 
 
 def _print_flush(msg: str) -> None:
-    print(msg, flush=True)
+    progress(msg)
 
 
 @contextlib.contextmanager

@@ -41,7 +41,7 @@ from dllm2rec import student_run as run_files
 from dllm2rec.dataset import SPLITS, load_dataset
 from dllm2rec.distill.base import Batch, DistillContext, get_method
 from dllm2rec.evaluate import TOP_K, evaluate, rank_split
-from dllm2rec.io import UserError
+from dllm2rec.io import UserError, progress
 from dllm2rec.student.base import get_backbone
 
 STUDENT_KEYS = {"hidden", "dropout", "lr", "batch_size", "weight_decay", "epochs", "patience",
@@ -343,7 +343,7 @@ def _resume(run: Run, work: Path, fp: str) -> None:
     if run.device.type == "cuda" and ck.get("cuda_rng") is not None:
         torch.cuda.set_rng_state_all(ck["cuda_rng"])
     run.state = ck["state"]
-    print(f"resuming from {resume.checkpoint_path(work)} after epoch {run.state['epoch']}", flush=True)
+    progress(f"resuming from {resume.checkpoint_path(work)} after epoch {run.state['epoch']}", flush=True)
 
 
 def _train_epoch(run: Run, epoch: int) -> list[float]:
@@ -427,7 +427,7 @@ def _fit(run: Run, work: Path, fp: str) -> None:
                              "valid_seconds": valid_seconds})
         _select(run, epoch, valid)
         best = state["best"]
-        print(f"epoch {epoch + 1}/{run.cfg['epochs']}: loss {sums[0]:.4f} (rec {sums[1]:.4f}, distill {sums[2]:.4f}) "
+        progress(f"epoch {epoch + 1}/{run.cfg['epochs']}: loss {sums[0]:.4f} (rec {sums[1]:.4f}, distill {sums[2]:.4f}) "
               f"valid HR@20 {valid['HR@20']:.4f} NDCG@20 {valid['NDCG@20']:.4f} ({seconds:.1f}s); best NDCG@20 "
               f"{best['valid']['NDCG@20']:.4f} at epoch {best['epoch']}"
               + (f", stopping: {state['bad']} epochs without improvement" if state["stopped"] else ""), flush=True)
@@ -491,7 +491,7 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
                 "method": method, "params": params, "seed": seed}
     metrics = _test_and_write(run, out, identity)
     resume.remove_checkpoint(work)
-    print(f"done: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} run, valid NDCG@20 "
+    progress(f"done: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} run, valid NDCG@20 "
           f"{metrics['valid']['NDCG@20']:.4f}, test HR@20 {metrics['test']['HR@20']:.4f} NDCG@20 "
           f"{metrics['test']['NDCG@20']:.4f}, {metrics['train_seconds']:.0f}s training; outputs in {out}", flush=True)
     return metrics

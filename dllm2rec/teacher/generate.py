@@ -22,7 +22,8 @@ import pyarrow as pa
 
 from dllm2rec import teacher_artifacts as ta
 from dllm2rec import dataset as ds
-from dllm2rec.io import UserError, parquet_metadata, read_parquet, write_parquet
+from dllm2rec.io import ProgressStream, UserError, parquet_metadata, read_parquet, write_parquet
+from dllm2rec.io import progress as progress_line
 from dllm2rec.teacher import coverage
 from dllm2rec.teacher.ground import embed_texts, item_popularity, nearest_items
 from dllm2rec.teacher.prompts import clean_generation, encode_example, item_titles
@@ -76,7 +77,8 @@ def _generate_ours(model, tokenizer, prompts, gen, progress, trie=None, beams=Fa
     batches = token_batches([len(p) for p in prompts], num_beams, max_new, int(gen.get("batch_tokens", 16384)),
                             int(gen["batch_size"]))
     texts: list = [""] * len(prompts)
-    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
+    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5,
+               file=ProgressStream())
     for idx in batches:
         found = decoder.run([prompts[i] for i in idx])
         if beams:
@@ -115,7 +117,8 @@ def _generate_hf(model, tokenizer, prompts, gen, progress, trie=None, beams=Fals
     device = next(model.parameters()).device
     table = answer_table(tokenizer, model.get_output_embeddings().weight.shape[0]).to(device)
     texts: list = [""] * len(prompts)
-    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
+    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5,
+               file=ProgressStream())
     k = config.num_return_sequences
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
@@ -275,7 +278,7 @@ def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, sha
                 dataset_fingerprint=dataset.fingerprint)
     write_parquet(emb, out_emb, metadata=meta)
     write_parquet(ranks, out_ranks, metadata=meta)
-    print(f"{split} shard {shard}/{shards}: {rows.num_rows} sequences, generation {meta['generation_seconds']:.1f}s, "
+    progress_line(f"{split} shard {shard}/{shards}: {rows.num_rows} sequences, generation {meta['generation_seconds']:.1f}s, "
           f"grounding {meta['grounding_seconds']:.1f}s, {meta['n_truncated_prompts']} truncated prompts, "
           f"{meta['n_empty_generations']} empty generations")
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from dllm2rec import teacher_artifacts as ta
 from dllm2rec.dataset import load_dataset
-from dllm2rec.io import UserError, write_parquet
+from dllm2rec.io import ProgressStream, UserError, write_parquet
 from dllm2rec.teacher.prompts import item_titles
 
 
@@ -45,7 +45,7 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int, desc: str |
     out = np.zeros((len(texts), hidden or 0), dtype=np.float32)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
-    bar = tqdm(total=len(texts), desc=desc, unit="text", disable=desc is None, mininterval=5)
+    bar = tqdm(total=len(texts), desc=desc, unit="text", disable=desc is None, mininterval=5, file=ProgressStream())
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]

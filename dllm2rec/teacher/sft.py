@@ -33,7 +33,7 @@ import numpy as np
 
 from dllm2rec import resume
 from dllm2rec import dataset as ds
-from dllm2rec.io import atomic_path, read_json
+from dllm2rec.io import atomic_path, progress, read_json
 from dllm2rec.layout import SFT_BEST, SFT_INFO
 from dllm2rec.teacher.prompts import encode_example, item_titles
 
@@ -129,7 +129,8 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     work.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
-        accelerator.print(msg, flush=True)
+        if accelerator.is_main_process:
+            progress(msg)  # the log, and the terminal inside the rule
 
     dataset = ds.load_dataset(data)
     dataset.require_titles()  # a UserError for a source without titles

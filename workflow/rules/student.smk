@@ -36,10 +36,10 @@ if config["student"]["fuse"]:
                 device=config["student"]["device"],
                 work=L.work("students", f"groups/{_name}"),
             shell:
-                "python -m dllm2rec train-group --data $(dirname {input.data_items}) {params.teacher}"
+                "DLLM2REC_PROGRESS={log:q} python -m dllm2rec train-group --data $(dirname {input.data_items}) {params.teacher}"
                 " --dataset {params.dataset:q} --teacher-name {params.teacher_name:q} --backbone {params.backbone:q}"
                 " --members {params.members:q} --work {params.work:q} --threads {threads}"
-                " --device {params.device:q} > {log} 2>&1"
+                " --device {params.device:q} 3>&2 > {log} 2>&1"
 
 else:
 
@@ -75,7 +75,7 @@ else:
                 "students", "{dataset}/{teacher}/{backbone}/{method}/seed{seed}"
             ),
         shell:
-            "python -m dllm2rec train-group --data $(dirname {input.data_items}) {params.teacher}"
+            "DLLM2REC_PROGRESS={log:q} python -m dllm2rec train-group --data $(dirname {input.data_items}) {params.teacher}"
             " --dataset {wildcards.dataset} --teacher-name {wildcards.teacher} --backbone {wildcards.backbone}"
             " --members {params.members:q} --work {params.work:q} --threads {threads}"
-            " --device {params.device:q} > {log} 2>&1"
+            " --device {params.device:q} 3>&2 > {log} 2>&1"

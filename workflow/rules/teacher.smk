@@ -49,8 +49,8 @@ rule sft:
         work=L.work("teacher", "{dataset}/{teacher}/sft"),
         launcher=sft_launcher,
     shell:
-        "{params.launcher} -m dllm2rec sft --base {input.base} --data $(dirname {input.data_items}) --params {params.cfg:q}"
-        " --noun {params.noun:q} --out {output} --work {params.work:q} > {log} 2>&1"
+        "DLLM2REC_PROGRESS={log:q} {params.launcher} -m dllm2rec sft --base {input.base} --data $(dirname {input.data_items}) --params {params.cfg:q}"
+        " --noun {params.noun:q} --out {output} --work {params.work:q} 3>&2 > {log} 2>&1"
 
 
 rule item_embeddings:
@@ -77,8 +77,8 @@ rule item_embeddings:
     params:
         cfg=item_embedding_params,
     shell:
-        "python -m dllm2rec item-embeddings --base {input.base} --data $(dirname {input.data_items})"
-        " --params {params.cfg:q} --out {output} > {log} 2>&1"
+        "DLLM2REC_PROGRESS={log:q} python -m dllm2rec item-embeddings --base {input.base} --data $(dirname {input.data_items})"
+        " --params {params.cfg:q} --out {output} 3>&2 > {log} 2>&1"
 
 
 rule teacher_shard:
@@ -111,10 +111,10 @@ rule teacher_shard:
         shard=lambda wildcards: scatter_index(wildcards)[0],
         shards=lambda wildcards: scatter_index(wildcards)[1],
     shell:
-        "python -m dllm2rec teacher-shard --base {input.base} --adapter {input.adapter}"
+        "DLLM2REC_PROGRESS={log:q} python -m dllm2rec teacher-shard --base {input.base} --adapter {input.adapter}"
         " --data $(dirname {input.data_items}) --item-emb {input.item_emb} --split {wildcards.split}"
         " --shard {params.shard} --shards {params.shards} --params {params.cfg:q} --noun {params.noun:q}"
-        " --out-ranks {output.ranks} --out-emb {output.emb} > {log} 2>&1"
+        " --out-ranks {output.ranks} --out-emb {output.emb} 3>&2 > {log} 2>&1"
 
 
 rule teacher_gather:
