@@ -2,6 +2,9 @@
 #   snakemake --cores all results/table5.csv              # the embedded default (CPU, ml-100k)
 #   snakemake --cores all --configfile configs/paper.yaml  # the paper's scale (GPU teacher)
 # Rules are thin: each calls one function of the dllm2rec package (`python -m dllm2rec ...`).
+from snakemake.utils import min_version
+
+min_version("9.0")  # the suite runs with 9.27
 
 
 configfile: "config.yaml"

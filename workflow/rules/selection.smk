@@ -4,11 +4,13 @@ checkpoint selection:
     """
     input:
         students=selection_inputs,
-        code=code("selection", "student_run"),
+        code=code("selection", "student_run", "render"),
     output:
         table=report(L.SELECTION, category="Data"),
         html=report(
-            L.table_html("selection"), caption="../report/selection.rst", category="Tables"
+            L.table_html("selection"),
+            caption="../report/selection.rst",
+            category="Tables",
         ),
     log:
         L.log("tables", "selection"),

@@ -7,6 +7,7 @@ TABLES_CODE = code(
     "sweeps",
     "evaluate",
     "selection",
+    "render",
 )
 
 
@@ -17,7 +18,9 @@ rule table4:
         code=TABLES_CODE,
     output:
         table=report(L.table("table4"), category="Data"),
-        html=report(L.table_html("table4"), caption="../report/table4.rst", category="Tables"),
+        html=report(
+            L.table_html("table4"), caption="../report/table4.rst", category="Tables"
+        ),
     log:
         L.log("tables", "table4"),
     conda:
@@ -37,7 +40,9 @@ rule table5:
         popularity=popularity_files,
         code=TABLES_CODE,
     output:
-        table=report(L.table("table5"), caption="../report/table5_data.rst", category="Data"),
+        table=report(
+            L.table("table5"), caption="../report/table5_data.rst", category="Data"
+        ),
         seeds=report(L.TABLE5_SEEDS, category="Data"),
         md=L.TABLE5_MD,
         html=report(
@@ -71,7 +76,9 @@ rule table6:
         code=TABLES_CODE,
     output:
         table=report(L.table("table6"), category="Data"),
-        html=report(L.table_html("table6"), caption="../report/table6.rst", category="Tables"),
+        html=report(
+            L.table_html("table6"), caption="../report/table6.rst", category="Tables"
+        ),
     log:
         L.log("tables", "table6"),
     conda:
@@ -108,7 +115,11 @@ rule figure2:
     output:
         figure=report(L.FIGURE2, caption="../report/figure2.rst", category="Figures"),
         table=report(L.FIGURE2_TABLE, category="Data"),
-        html=report(L.table_html("figure2"), caption="../report/figure2_points.rst", category="Figures"),
+        html=report(
+            L.table_html("figure2"),
+            caption="../report/figure2_points.rst",
+            category="Figures",
+        ),
     log:
         L.log("tables", "figure2"),
     conda:
@@ -129,7 +140,9 @@ rule table1:
         code=TABLES_CODE,
     output:
         table=report(L.table("table1"), category="Data"),
-        html=report(L.table_html("table1"), caption="../report/table1.rst", category="Tables"),
+        html=report(
+            L.table_html("table1"), caption="../report/table1.rst", category="Tables"
+        ),
     log:
         L.log("tables", "table1"),
     conda:
@@ -152,7 +165,9 @@ rule table2:
         code=TABLES_CODE,
     output:
         table=report(L.table("table2"), category="Data"),
-        html=report(L.table_html("table2"), caption="../report/table2.rst", category="Tables"),
+        html=report(
+            L.table_html("table2"), caption="../report/table2.rst", category="Tables"
+        ),
     log:
         L.log("tables", "table2"),
     conda:
@@ -177,7 +192,9 @@ rule table3:
         code=TABLES_CODE,
     output:
         table=report(L.table("table3"), category="Data"),
-        html=report(L.table_html("table3"), caption="../report/table3.rst", category="Tables"),
+        html=report(
+            L.table_html("table3"), caption="../report/table3.rst", category="Tables"
+        ),
     log:
         L.log("tables", "table3"),
     conda:
