@@ -92,12 +92,15 @@ def test_table5_has_the_popularity_and_chance_rows_after_the_teacher(tmp_path):
     out = tmp_path / "t5.csv"
     tables.table5(teacher=[str(teacher)], students=[str(metrics)], out=str(out), out_seeds=str(tmp_path / "s.csv"),
                   popularity=[str(pop)])
-    rows = list(csv.reader(out.open()))
-    assert rows[1] == ["Teacher", "BIGRec", "0.1000", "0.0500"]
-    assert rows[2] == ["Popularity", "most popular (train)", "0.7500",
-                       f"{(1 / math.log2(3) + 1 / math.log2(4) + 1 / math.log2(5)) / 4:.4f}"]
-    assert rows[3][:3] == ["Chance", "random (K/n)", f"{20 / N_ITEMS:.4f}"]
-    assert rows[4][:2] == ["SASRec", "+None"]
+    rows = {(r["method"], r["metric"]): r for r in tables.read_records(str(out))}
+    assert list(dict.fromkeys(k[0] for k in rows)) == ["teacher", "popularity", "chance", "none"]
+    assert rows["teacher", "HR@20"]["mean"] == 0.1 and rows["teacher", "NDCG@20"]["mean"] == 0.05
+    assert rows["popularity", "HR@20"]["mean"] == 0.75 and rows["popularity", "HR@20"]["model"] == "Popularity"
+    assert rows["popularity", "NDCG@20"]["mean"] == pytest.approx(
+        (1 / math.log2(3) + 1 / math.log2(4) + 1 / math.log2(5)) / 4, rel=1e-7)
+    assert rows["chance", "HR@20"]["mean"] == pytest.approx(20 / N_ITEMS)
+    assert rows["chance", "HR@20"]["ci_low"] != rows["chance", "HR@20"]["ci_low"]  # an expectation: no interval
+    assert rows["none", "HR@20"]["backbone"] == "sasrec"
 
 
 def test_an_incomplete_reference_names_the_rule(tmp_path):

@@ -66,6 +66,18 @@ def test_report_builds_without_mailto_links(tiny_run):
                  "sft_loss.png", "table5_bars.png", "figure2.png", "selection.html", "table5.csv"):
         assert name in html, name
     assert "Data: ['tiny']" not in html and "Data: tiny" in html  # the front page names the datasets
+    # the report embeds each table's page (shown inline); Table 5's holds the numbers of table5.csv
+    # (scripts/report_browser_check.py checks the same on screen in headless Chromium)
+    import base64
+    import re
+
+    from dllm2rec.tables import read_records
+
+    pages = [base64.b64decode(b).decode() for b in re.findall(r"data:text/html[^\"']*?base64,([A-Za-z0-9+/=]+)", html)]
+    table5 = [p for p in pages if "<h3>Table 5: test HR@20 and NDCG@20</h3>" in p]
+    assert len(table5) == 1
+    means = {f"{r['mean']:.4f}" for r in read_records(str(tiny_run / "results" / "table5.csv"))}
+    assert all(m in table5[0] for m in means)
 
 
 def read_csv(path):
