@@ -31,6 +31,7 @@ BACKBONE_NAMES = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "dros": "DROS"}
 METHOD_NAMES = {
     "none": "+None", "hint": "+Hint", "htd": "+HTD", "rd": "+RD", "cd": "+CD", "rrd": "+RRD",
     "dcd": "+DCD", "unkd": "+UnKD", "kar": "KAR", "llmcf": "LLM-CF", "dllm2rec": "+DLLM2Rec",
+    "dllm2rec-official": "+DLLM2Rec (released code)",
 }
 NOT_BASELINES = {"none", "dllm2rec"}
 
@@ -163,12 +164,18 @@ def sequence_se(ranks: dict, key: tuple, metric: str) -> tuple[float, int]:
     return statistics.stdev(values) / math.sqrt(len(values)), len(values)
 
 
-def dllm2rec_methods(runs: dict, methods: list) -> list:
-    """The methods of ``methods`` that are DLLM2Rec (name ``dllm2rec`` or type ``dllm2rec``): each
-    is a row of its own with Gain.S, Gain.B and their p-values."""
-    types = {m: (full.get("params") or {}).get("method", {}).get("type")
-             for (_, _, m), seeds in runs.items() for _, _, full in seeds[:1]}
+def dllm2rec_rows(runs: dict, methods: list) -> list[str]:
+    """Table 5's DLLM2Rec rows: the listed methods whose runs are of type dllm2rec (their
+    ``params.method.type``; e.g. both variants of configs/paper.yaml), or named ``dllm2rec``.
+    Each gets its own Gain.S, Gain.B and p-value; none of them counts as a baseline."""
+    types = {m: ((full.get("params") or {}).get("method") or {}).get("type")
+             for (_, _, m), seeds in runs.items() for _, _, full in seeds}
     return [m for m in methods if m == "dllm2rec" or types.get(m) == "dllm2rec"]
+
+
+def gain_label(kind: str, row: str, rows: list) -> str:
+    """``Gain.S`` / ``Gain.B``, naming the DLLM2Rec row when Table 5 has more than one."""
+    return kind if len(rows) == 1 else f"{kind} {METHOD_NAMES.get(row, row)}"
 
 
 def table5_records(teacher, students, methods=None, ranks=None, popularity=None) -> list[dict]:
@@ -180,7 +187,7 @@ def table5_records(teacher, students, methods=None, ranks=None, popularity=None)
     datasets = list(dict.fromkeys([*teachers, *(d for d, _, _ in runs)]))
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     methods = _as_list(methods) or list(dict.fromkeys(m for _, _, m in runs))
-    distilled = dllm2rec_methods(runs, methods)
+    distilled = dllm2rec_rows(runs, methods)
     baselines = [m for m in methods if m not in NOT_BASELINES and m not in distilled]
     nan = float("nan")
     out = []
@@ -286,7 +293,7 @@ def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None
     the standard error ``se`` and 95 % interval over the test sequences (``se_from`` =
     ``sequences``: from the runs' per-sequence ``ranks``, each sequence averaged over seeds first;
     ``bound``: from the mean alone, exact for HR, an upper bound for NDCG), the ``rank`` among the
-    backbone's methods (1 = best; ties share), and on each DLLM2Rec row (:func:`dllm2rec_methods`)
+    backbone's methods (1 = best; ties share), and on each DLLM2Rec row (:func:`dllm2rec_rows`)
     Gain.S over the plain student and Gain.B over the column's best baseline as fractions, with
     the paired t-test's p-values ``p_s`` and ``p_b`` over every (seed, test sequence).
     ``out_seeds`` (table5_seeds.csv): one row per run, test metrics at every K. ``out_md`` and
@@ -328,7 +335,7 @@ def table5_layout(records: list[dict]) -> tuple[list[str], list[list], dict]:
     row_keys = list(dict.fromkeys((r["backbone"], r["method"]) for r in records if not r["backbone"]))
     row_keys += list(dict.fromkeys((r["backbone"], r["method"]) for r in records if r["backbone"]))
     distilled = {(r["backbone"], r["method"]) for r in records if r["baseline"] or r["gain_s"] == r["gain_s"]}
-    n_distilled = len({m for _, m in distilled})
+    ours = list(dict.fromkeys(m for _, m in distilled))
 
     def marks(b, d, k):
         """{method: marks} of one column: best "b", runner-up "u", none within one test hit."""
@@ -358,8 +365,7 @@ def table5_layout(records: list[dict]) -> tuple[list[str], list[list], dict]:
         first = next(r for (bb, mm, _, _), r in by.items() if (bb, mm) == (b, m))
         rows.append([BACKBONE_NAMES.get(b, b) if b else "Reference" if m != "teacher" else "Teacher", first["model"], *cells])
         if (b, m) in distilled:
-            suffix = "" if n_distilled == 1 else f" ({first['model']})"
-            for label, g, p in (("Gain.S", "gain_s", "p_s"), ("Gain.B", "gain_b", "p_b")):
+            for kind, g, p in (("Gain.S", "gain_s", "p_s"), ("Gain.B", "gain_b", "p_b")):
                 cells = []
                 for d, k in columns:
                     r = by.get((b, m, d, k))
@@ -368,7 +374,7 @@ def table5_layout(records: list[dict]) -> tuple[list[str], list[list], dict]:
                         continue
                     cells.append((render.pct(r[g], sign=True), "", f"(p = {render.p_value(r[p])})" if r[p] == r[p] else ""))
                 classes[len(rows)] = "gain"
-                rows.append([BACKBONE_NAMES.get(b, b), label + suffix, *cells])
+                rows.append([BACKBONE_NAMES.get(b, b), gain_label(kind, m, ours), *cells])
     return header, rows, classes
 
 
