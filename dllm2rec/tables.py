@@ -227,9 +227,10 @@ def table5_records(teacher, students, methods=None, ranks=None, popularity=None)
                     se, n_seq = sequence_se(seq_ranks, (d, b, m), k) if seq_ranks else (nan, 0)
                     rows[m] = record(d, b, m, METHOD_NAMES.get(m, m), k, [r[1][k] for r in seeds],
                                      n_seq or n, se, "sequences" if se == se else "")
-                distinct = sorted({r["mean"] for r in rows.values() if r["mean"] == r["mean"]}, reverse=True)
+                # equal means share a rank (rounded: a mean over seeds of equal hit counts may differ in the last bit)
+                distinct = sorted({round(r["mean"], 12) for r in rows.values() if r["mean"] == r["mean"]}, reverse=True)
                 for r in rows.values():
-                    r["rank"] = distinct.index(r["mean"]) + 1 if r["mean"] in distinct else nan
+                    r["rank"] = distinct.index(round(r["mean"], 12)) + 1 if r["mean"] == r["mean"] else nan
                 for m in distilled:
                     r = rows[m]
                     if "none" in rows:

@@ -90,6 +90,18 @@ def test_table5_csv_reads_as_floats_in_pandas(tmp_path):
     assert all(seeds[c].dtype.kind == "f" for c in ("HR@20", "NDCG@20", "inference_seconds"))
 
 
+def test_equal_means_share_a_rank_despite_rounding(tmp_path):
+    # (0.1 + 0.2) / 2 and (0.05 + 0.25) / 2 are 0.15 in decimals, not in binary
+    students = [write_metrics(tmp_path, "ds", "sasrec", m, s, hr, 0.1) for m, s, hr in
+                (("rd", 0, 0.1), ("rd", 1, 0.2), ("cd", 0, 0.05), ("cd", 1, 0.25), ("none", 0, 0.01), ("none", 1, 0.01))]
+    out = tmp_path / "t5.csv"
+    tables.table5(teacher=[write_teacher(tmp_path, "ds", 0.12, 0.05)], students=students, out=str(out),
+                  out_seeds=str(tmp_path / "s.csv"), methods=["none", "rd", "cd"])
+    r = records(out)
+    assert r["sasrec", "rd", "HR@20"]["rank"] == r["sasrec", "cd", "HR@20"]["rank"] == 1
+    assert r["sasrec", "none", "HR@20"]["rank"] == 2
+
+
 def test_table5_marks_only_where_the_top_two_are_more_than_one_hit_apart(tmp_path):
     students = [write_metrics(tmp_path, "ds", "sasrec", m, 0, hr, nd) for m, hr, nd in
                 (("none", 0.1, 0.01), ("rd", 0.2, 0.05), ("dllm2rec", 0.4, 0.06))]
