@@ -82,8 +82,11 @@ POSITIVE = {"k", "threads", "shards", "batch_size", "workers"}
 # --- reading a command's signature from its source -------------------------------------------
 def _function_node(target: str) -> ast.FunctionDef:
     module, func = target.split(":")
-    spec = importlib.util.find_spec(module)
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    package, *parts = module.split(".")
+    path = Path(__file__).parent.joinpath(*parts).with_suffix(".py")
+    if package != __package__ or not path.exists():  # not a module file of this package
+        path = Path(importlib.util.find_spec(module).origin)
+    tree = ast.parse(path.read_text(encoding="utf-8"))  # found without importing the package's stages
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == func:
             return node

@@ -43,7 +43,8 @@ def rule_invocations():
             command = "".join(re.findall(r'"(.*)"', shell))
             if "-m dllm2rec" not in command:
                 continue
-            words = shlex.split(command.split("-m dllm2rec", 1)[1].split(">")[0].replace("$(dirname ", "$(dirname_"))
+            args = re.split(r"\s\d?>", command.split("-m dllm2rec", 1)[1])[0]  # up to the redirections
+            words = shlex.split(args.replace("$(dirname ", "$(dirname_"))
             yield path.name, words[0], words[1:]
 
 
