@@ -734,7 +734,8 @@ def training_curves(students, out: str) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
     for ax, key in zip(axes[0], panels):
         labelled = set()
-        for method, seed, x, y, best in sorted(curves[key], key=lambda c: (c[0], c[1])):
+        order = list(METHOD_NAMES)
+        for method, seed, x, y, best in sorted(curves[key], key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c[0], c[1])):
             colour = method_colour(method)
             ax.plot(x, y, color=colour, lw=1, label=None if method in labelled else METHOD_NAMES.get(method, method))
             labelled.add(method)
