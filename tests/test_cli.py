@@ -79,7 +79,7 @@ def test_every_rules_invocation_parses():
         for w in words:
             if w.startswith("--"):
                 assert w[2:].replace("-", "_") in args, (rule_file, command, w)
-    assert {"train-student", "table5", "teacher-shard", "sft", "select", "figure2"} <= seen
+    assert {"train-group", "table5", "teacher-shard", "sft", "select", "figure2"} <= seen
 
 
 @pytest.mark.parametrize("argv, message", [

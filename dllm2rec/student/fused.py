@@ -50,6 +50,7 @@ from dllm2rec.distill.base import Batch
 from dllm2rec.distill.common import distinct_items
 from dllm2rec.evaluate import metrics_from_ranks, target_rank
 from dllm2rec.io import UserError
+from dllm2rec.io import progress as progress_line  # the log, and the terminal inside a rule
 from dllm2rec.student import train as T
 from dllm2rec.student.base import NoiseSource
 from dllm2rec.student_groups import can_stack, fused_key
@@ -357,7 +358,7 @@ def _fit_stacked(trainer: GroupTrainer, work: Path, fp: str) -> None:
     ck = resume.load_checkpoint(work, fp)
     if ck is not None:
         trainer.load(ck)
-        print(f"resuming the group from {resume.checkpoint_path(work)} after epoch {trainer.epoch}", flush=True)
+        progress_line(f"resuming the group from {resume.checkpoint_path(work)} after epoch {trainer.epoch}", flush=True)
     while trainer.active:
         t0 = time.perf_counter()
         sums = trainer.train_epoch()
@@ -370,7 +371,7 @@ def _fit_stacked(trainer: GroupTrainer, work: Path, fp: str) -> None:
         trainer.epoch += 1
         trainer.seconds += seconds + valid_seconds
         trainer.drop(stopping)
-        print(trainer.progress(stopping), flush=True)
+        progress_line(trainer.progress(stopping), flush=True)
         resume.save_checkpoint(work, fp, trainer.state())
         T._on_checkpoint(trainer.epoch)
 
@@ -414,13 +415,13 @@ def train_group(data: str, backbone: str, members, work: str, teacher: str | Non
     inputs = T.load_inputs(data, first.method, first.params["method"], teacher)
     if not stack or inputs.covered is not None:
         why = "partial teacher coverage" if stack else "its method cannot run stacked (docs/students.md)"
-        print(f"training the {len(members)} members one after another: {why}", flush=True)
+        progress_line(f"training the {len(members)} members one after another: {why}", flush=True)
         return [T.train_student(data, backbone, m.method, m.params, m.seed, str(m.out), str(work / f"member{i}"),
                                 teacher=teacher, device=device, dataset=dataset, teacher_name=teacher_name)
                 for i, m in enumerate(members)]
     _check_fusable(members, backbone)
     runs = [T.build_run(inputs, backbone, m.method, m.params, m.seed, dev, optimizer=False) for m in members]
-    print(f"training {len(members)} members stacked ({backbone}, {first.params['method']['type']}, "
+    progress_line(f"training {len(members)} members stacked ({backbone}, {first.params['method']['type']}, "
           f"{len(inputs.splits['train'].target)} train rows, device {dev})", flush=True)
     trainer = GroupTrainer(runs, members)
     fp = resume.job_fingerprint([[m.method, m.params, m.seed] for m in members] + [backbone, inputs.n_items],
@@ -432,7 +433,7 @@ def train_group(data: str, backbone: str, members, work: str, teacher: str | Non
         identity = {"dataset": dataset or run.dataset_name, "teacher": teacher_name, "backbone": backbone,
                     "method": m.method, "params": m.params, "seed": m.seed}
         metrics = _write_member(run, m, identity)
-        print(f"done: {m.method} seed {m.seed}: best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
+        progress_line(f"done: {m.method} seed {m.seed}: best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
               f"valid NDCG@20 {metrics['valid']['NDCG@20']:.4f}, test HR@20 {metrics['test']['HR@20']:.4f} "
               f"NDCG@20 {metrics['test']['NDCG@20']:.4f}", flush=True)
         out.append(metrics)
