@@ -178,8 +178,10 @@ def _progress_terminal():
 
 
 def _progress_label() -> str:
-    log = os.environ.get(PROGRESS_ENV, "")
-    name = log.removeprefix("results/logs/").removesuffix(".log")
+    from dllm2rec.layout import LOG
+
+    head, tail = LOG.split("{stage}")[0], LOG.split("{name}")[1]  # the logs' folder and suffix
+    name = os.environ.get(PROGRESS_ENV, "").removeprefix(head).removesuffix(tail)
     return f"[{name}] " if name else ""
 
 

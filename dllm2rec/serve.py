@@ -51,9 +51,10 @@ class BadRequest(Exception):
         self.status = status
 
 
-def parse_request(body: bytes, by_values=("item_id", "raw_id", "title")) -> tuple[list, dict, bool]:
+def parse_request(body: bytes, by_values) -> tuple[list, dict, bool]:
     """(histories, keyword arguments of Recommender.recommend, one history given) from a
-    request body; :class:`BadRequest` with the reason otherwise."""
+    request body; :class:`BadRequest` with the reason otherwise. ``by_values``: what ``by`` may
+    be (:data:`dllm2rec.recommend.BY`, the first the default)."""
     try:
         req = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -79,7 +80,7 @@ def parse_request(body: bytes, by_values=("item_id", "raw_id", "title")) -> tupl
     k = req.get("k", 10)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise BadRequest(HTTPStatus.BAD_REQUEST, f'"k" must be a positive integer, got {k!r}')
-    by = req.get("by", "item_id")
+    by = req.get("by", by_values[0])
     if by not in by_values:
         raise BadRequest(HTTPStatus.BAD_REQUEST, f'"by" must be one of {list(by_values)}, got {by!r}')
     exclude = req.get("exclude_history", False)
@@ -91,6 +92,8 @@ def parse_request(body: bytes, by_values=("item_id", "raw_id", "title")) -> tupl
 def make_server(recommender, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> ThreadingHTTPServer:
     """A server (not yet serving) answering with ``recommender`` (a loaded Recommender); port 0
     picks a free one (``server.server_address``)."""
+    from dllm2rec.recommend import BY
+
     lock = threading.Lock()
     model = {k: recommender.meta.get(k) for k in ("n_items", "max_len", "backbone", "method", "seed")}
 
@@ -126,7 +129,7 @@ def make_server(recommender, host: str = "127.0.0.1", port: int = 8000, quiet: b
                 if int(length) > MAX_BODY:
                     self.close_connection = True  # the body is not read
                     raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes")
-                histories, kwargs, single = parse_request(self.rfile.read(int(length)))
+                histories, kwargs, single = parse_request(self.rfile.read(int(length)), BY)
                 with lock:
                     results = recommender.recommend(histories, **kwargs)
                 self._send(HTTPStatus.OK, {"items": results[0]} if single else {"results": results})
