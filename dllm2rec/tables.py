@@ -188,7 +188,7 @@ def table5_records(teacher, students, methods=None, ranks=None, popularity=None)
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     methods = _as_list(methods) or list(dict.fromkeys(m for _, _, m in runs))
     distilled = dllm2rec_rows(runs, methods)
-    baselines = [m for m in methods if m not in NOT_BASELINES and m not in distilled]
+    baselines = [m for m in methods if m not in NOT_BASELINES and m not in distilled and METHOD_NAMES.get(m)]
     nan = float("nan")
     out = []
 
