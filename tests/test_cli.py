@@ -56,13 +56,14 @@ def test_every_rules_invocation_parses():
     for rule_file, command, words in rule_invocations():
         parser, _ = cli.command_parser(command)
         multi = {a.option_strings[0] for a in parser._actions if a.option_strings and a.nargs == "+"}
-        argv, option = [], None
+        argv, option, prev = [], None, command
         for w in words:
+            after_value, prev = not prev.startswith("--"), w
             if w.startswith("--"):
                 option = w
                 argv.append(w)
-            elif w == "{params.teacher}":
-                argv += ["--teacher", "results/teacher/d/t"]
+            elif w.startswith("{params.") and after_value:
+                continue  # a param that holds a whole option or nothing ({params.teacher}: "--teacher DIR" or "")
             elif w.startswith(("{params.cfg", "{params.spec", "{params.dllm2rec")):
                 argv.append('{"a": 1}')
             elif w in ("{threads}", "{params.shard}", "{params.shards}", "{wildcards.seed}"):
