@@ -262,12 +262,17 @@ def recommender_run(tmp_path_factory):
 def test_a_recommender_teacher_runs_end_to_end(recommender_run):
     import pyarrow.parquet as pq
 
+    from dllm2rec.tables import read_records
+
     results = recommender_run / "results"
-    rows = read_csv(results / "table5.csv")
-    assert rows[1][:2] == ["Teacher", "SASRec (whole training split)"]
-    assert all(0.0 <= float(v) <= 1.0 for v in rows[1][2:])
-    assert [m for b, m, *_ in rows if b == "SASRec"] == ["+None", "+Hint", "+RD", "+DLLM2Rec", "Gain.S", "Gain.B"]
-    assert [r[1] for r in read_csv(results / "table1.csv")[1:]] == ["DROS", "SASRec (whole training split)", "Gain"]
+    records = read_records(str(results / "table5.csv"))
+    teacher = [r for r in records if r["method"] == "teacher"]
+    assert {r["model"] for r in teacher} == {"SASRec (whole training split)"}
+    assert all(0.0 <= r["mean"] <= 1.0 for r in teacher)
+    sasrec = [r for r in records if r["backbone"] == "sasrec" and r["metric"] == "HR@20"]
+    assert [r["model"] for r in sasrec] == ["+None", "+Hint", "+RD", "+DLLM2Rec"]
+    assert sasrec[-1]["gain_s"] == sasrec[-1]["gain_s"] and sasrec[-1]["baseline"] in ("hint", "rd")  # Gain.S, Gain.B
+    assert [r[1] for r in read_csv(results / "table1.csv")[1:]] == ["DROS", "SASRec (whole training split)"]
     # the teacher trained on every training sequence; its ranks cover the students' capped split
     tdir = results / "teacher" / "tiny" / "sasrec-whole"
     whole = pq.read_table(tdir / "train_data" / "sequences.parquet").to_pandas()
@@ -305,8 +310,13 @@ def test_files_written_by_export_teacher_run_as_a_files_teacher(recommender_run)
     write_config(recommender_run / "files.yaml", cfg)
     res = snakemake(recommender_run, "results/table5.csv", "--cores", "2", "--configfile", "files.yaml")
     assert res.returncode == 0, res.stdout[-5000:]
-    rows = read_csv(recommender_run / "results" / "table5.csv")
-    assert rows[1][:2] == ["Teacher", "SASRec (files)"]
+    from dllm2rec.tables import read_records
+
+    records = read_records(str(recommender_run / "results" / "table5.csv"))
+    teacher = [r for r in records if r["method"] == "teacher"]
+    assert [r["model"] for r in teacher] == ["SASRec (files)"] * 2
     rec = json.loads((recommender_run / tdir / "metrics.json").read_text())
-    assert [float(v) for v in rows[1][2:]] == pytest.approx([rec["test"]["HR@20"], rec["test"]["NDCG@20"]], abs=1e-4)
-    assert [m for b, m, *_ in rows if b == "SASRec"] == ["+None", "+DLLM2Rec", "Gain.S"]
+    assert [r["mean"] for r in teacher] == pytest.approx([rec["test"]["HR@20"], rec["test"]["NDCG@20"]], abs=1e-4)
+    sasrec = [r for r in records if r["backbone"] == "sasrec" and r["metric"] == "HR@20"]
+    assert [r["model"] for r in sasrec] == ["+None", "+DLLM2Rec"]
+    assert sasrec[-1]["gain_s"] == sasrec[-1]["gain_s"] and sasrec[-1]["baseline"] == ""  # Gain.S, no baseline
