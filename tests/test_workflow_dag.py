@@ -40,8 +40,8 @@ def test_default_dry_run_shows_the_whole_paper_dag(project):
     counts = job_counts(res.stdout)
     cfg = load_yaml(ROOT / "config.yaml")
     runs = sum(n_points(cfg["methods"][m]) for m in cfg["tables"]["methods"])
-    assert 1 < n_points(cfg["methods"]["dllm2rec"]) <= 2  # the default's budget: a tiny grid
-    assert all(n_points(cfg["methods"][m]) == 1 for m in cfg["tables"]["methods"] if m != "dllm2rec")
+    # the default's budget: a 2-point grid for every row (docs/protocol.md)
+    assert all(n_points(cfg["methods"][m]) == 2 for m in cfg["tables"]["methods"])
     assert runs > len(cfg["tables"]["methods"])
     shards = cfg["teacher_shards"]
     groups, counts = student_jobs(counts)
@@ -53,9 +53,9 @@ def test_default_dry_run_shows_the_whole_paper_dag(project):
     assert sorted(g.rsplit("_", 1)[0] for g in groups) == sorted(
         f"student_{b}_{m}" for b in cfg["tables"]["backbones"] for m in cfg["tables"]["methods"])
     assert set(groups.values()) == {1}
-    # a method without a grid keeps its run folder; a grid point has its own
-    assert "/dros/none/seed0/metrics.json" in res.stdout and "/dros/dllm2rec@lambda_d=" in res.stdout
-    assert "/dros/dllm2rec/seed0/" not in res.stdout
+    # a grid point has its own run folder
+    assert "/dros/none@weight_decay=0/seed0/metrics.json" in res.stdout and "/dros/dllm2rec@lambda_d=" in res.stdout
+    assert "/dros/dllm2rec/seed0/" not in res.stdout and "/dros/none/seed0/" not in res.stdout
 
 
 def raw_placeholders(project, cfg):
@@ -77,7 +77,7 @@ def test_paper_config_dry_runs_every_table(project):
     methods = merged(load_yaml(project / "config.yaml"), cfg)["methods"]
     # the paper's DLLM2Rec grid (§4.1.4): lambda_d in {0.1, ..., 1.0} x weight decay in {1e-4, ..., 1e-7, 0}
     assert n_points(methods["dllm2rec"]) == 50
-    assert all(n_points(methods[m]) > 1 for m in t["methods"] if m != "none")
+    assert all(n_points(methods[m]) > 1 for m in t["methods"])  # tests/test_protocol.py: the grids
     grid = len(t["datasets"]) * len(t["backbones"]) * len(t["seeds"])
     ablations = {m for k in ("table7", "table8") for m in t["ablation"][k]} - set(t["methods"])
     sweeps = sum(len(t["figure2"][p]) for p in ("lambda_d", "gamma_p", "gamma_c", "gamma_o"))
@@ -89,7 +89,7 @@ def test_paper_config_dry_runs_every_table(project):
     for b in t["backbones"]:
         for m in t["methods"]:
             assert any(g.startswith(f"student_{b}_{m}_") for g in groups), (b, m)
-    assert len(t["methods"]) == 11 and len(t["datasets"]) == 3
+    assert len(t["methods"]) == 12 and len(t["datasets"]) == 3  # both DLLM2Rec variants
     for rule in ("table4", "table5", "table6", "ablation_table", "figure2", "dataset", "sft", "table1", "table2",
                  "table3", "teacher_table", "valid_ndcg_figure", "sft_loss_figure", "table5_bars", "selection"):
         assert rule in counts

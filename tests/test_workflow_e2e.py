@@ -6,14 +6,21 @@ import random
 
 import pytest
 
-from dllm2rec.selection import read_choice
+from dllm2rec.distill.spec import option_types, options_class
+from dllm2rec.selection import grid_points, read_choice
 from tiny_llm import make_tiny_llama
-from workflow_utils import copy_project, load_yaml, snakemake, write_config
+from workflow_utils import ROOT, copy_project, load_yaml, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
 N_ITEMS = 40
 METHODS = ["none", "hint", "htd", "rd", "cd", "rrd", "dcd", "unkd", "kar", "llmcf", "dllm2rec"]
+
+
+def grid_runs(method):
+    """The run names of a method's grid points in config.yaml (every Table 5 row has a grid)."""
+    entry = load_yaml(ROOT / "config.yaml")["methods"][method]
+    return [p.name for p in grid_points(method, entry["search"], option_types(options_class(entry["type"])))]
 
 
 def write_tiny_dataset(raw):
@@ -183,7 +190,7 @@ def test_student_hyperparameter_change_reruns_only_its_jobs(tiny_run):
     rules = [r for r, _ in jobs]
     assert set(rules) == {"student", "selection", "table5"}
     students = [o for r, o in jobs if r == "student"]
-    assert len(students) == len(METHODS) + 1 and all("/dros/" in o for o in students)  # dllm2rec: 2 grid points
+    assert len(students) == 2 * len(METHODS) and all("/dros/" in o for o in students)  # every row: 2 grid points
 
     # an option outside the grid: every point of the method reruns, nothing else
     name = overlay(tiny_run, "ed.yaml", lambda c: c.setdefault("methods", {}).update(dllm2rec={"type": "dllm2rec", "ed_weight": 0.5}))
@@ -214,8 +221,7 @@ def test_teacher_change_reruns_teacher_and_downstream_never_data(tiny_run):
     assert "dataset" not in rules and "base_model" not in rules and "item_embeddings" not in rules
     students = [o for r, o in jobs if r == "student"]
     # `none` reads no teacher output; Hint and HTD only the item embeddings, made by the base model
-    on_sft = [m for m in METHODS if m not in ("none", "hint", "htd", "dllm2rec")]
-    on_sft += ["dllm2rec@lambda_d=0.3", "dllm2rec@lambda_d=0.7"]  # config.yaml's grid
+    on_sft = [p for m in METHODS if m not in ("none", "hint", "htd") for p in grid_runs(m)]
     assert sorted(students) == sorted(
         f"results/students/tiny/tiny-llama/{b}/{m}/seed0/metrics.json" for b in ("gru4rec", "sasrec", "dros") for m in on_sft)
 
@@ -228,7 +234,7 @@ def test_package_code_change_reruns_the_rules_that_run_it(tiny_run):
         _, jobs = dry_run_jobs(tiny_run, "tiny.yaml")
         rules = {r for r, _ in jobs}
         assert rules == {"student", "selection", "table5"}
-        assert len([1 for r, _ in jobs if r == "student"]) == 3 * (len(METHODS) + 1)
+        assert len([1 for r, _ in jobs if r == "student"]) == 3 * 2 * len(METHODS)
     finally:
         source.write_text(original)
 
