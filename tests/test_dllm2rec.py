@@ -126,9 +126,9 @@ def _paper_hand(gp=0.3, gc=0.5, go=0.1, lam=0.5):
     c = [E(-0.5), E(-1.5)]
     c = [x / (sum(c) / 2) / 2 for x in c]
     assert sum(2 * x for x in c) / 2 == pytest.approx(1.0)  # row sums 2·c_s average 1
-    # batch row 0 = train row 1 (cands 4, 0; overlap {4}): w^o = [1, 0];
-    # batch row 1 = train row 0 (cands 1, 2; overlap both): w^o = [1/2, 1/2]
-    w1 = [gp * wp[0] + gc * c[1] + go * 1, gp * wp[1] + gc * c[1] + go * 0]
+    # w^o = Eq. 8's indicator / K: batch row 0 = train row 1 (cands 4, 0; overlap {4}): [1/2, 0];
+    # batch row 1 = train row 0 (cands 1, 2; overlap both): [1/2, 1/2]
+    w1 = [gp * wp[0] + gc * c[1] + go * 0.5, gp * wp[1] + gc * c[1] + go * 0]
     w0 = [gp * wp[0] + gc * c[0] + go * 0.5, gp * wp[1] + gc * c[0] + go * 0.5]
     l1 = w1[0] * ls(3.0) + w1[1] * ls(0.5)
     l0 = w0[0] * ls(1.0) + w0[1] * ls(2.0)
@@ -181,6 +181,24 @@ def test_ranking_switch_and_eval_split_give_zero():
     assert _method(student).loss(b, SCORES, None, student, 0).item() == 0.0
 
 
+def test_consistency_weight_is_eq8_in_paper_and_the_released_indicator_in_official():
+    """paper: Eq. 8's 0/1 indicator times the constant 1/K (an overlapping candidate weighs 1/K
+    whether its row overlaps once or K times); official: indicator + 1e-8, renormalised with the
+    other terms (istarryn/DLLM2Rec main.py)."""
+    from dllm2rec.distill.dllm2rec import official_consistency, paper_consistency
+
+    o = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    assert paper_consistency(o, 4).tolist() == [[0.25, 0, 0, 0], [0.25, 0.25, 0.25, 0], [0, 0, 0, 0]]
+    assert torch.equal(official_consistency(o), o + 1e-8)
+    # in the combined weight: paper keeps the indicator's share, official renormalises the row
+    wp, wc = torch.full((1, 4), 0.25), torch.full((1, 4), 0.25)
+    paper = combine_weights(wp, wc, paper_consistency(o[:1], 4), 0.3, 0.5, 0.1, renormalise=False)
+    assert paper[0].tolist() == pytest.approx([0.3 * 0.25 + 0.5 * 0.25 + 0.1 * 0.25, 0.2, 0.2, 0.2])
+    official = combine_weights(wp, wc, official_consistency(o[:1]), 0.3, 0.5, 0.1, renormalise=True)
+    raw = [0.2 + 0.1 * (1 + 1e-8), 0.2 + 1e-9, 0.2 + 1e-9, 0.2 + 1e-9]
+    assert official[0].tolist() == pytest.approx([x / sum(raw) for x in raw])
+
+
 def test_consistency_is_not_differentiated():
     student = get_backbone("gru4rec")(N, hidden=D, max_len=3)
     m = _method(student, use_wp=False, use_wc=False)
@@ -188,7 +206,7 @@ def test_consistency_is_not_differentiated():
     m.loss(_batch(SCORES), s, None, student, 0).backward()
     # d/dŷ of -w log σ(ŷ) = -w σ(-ŷ): only candidate columns get gradient
     g = s.grad
-    assert g[0, 4].item() == pytest.approx(0.5 * -0.1 * (1 / (1 + E(3.0))) / 2, rel=1e-5)
+    assert g[0, 4].item() == pytest.approx(0.5 * -0.1 * 0.5 * (1 / (1 + E(3.0))) / 2, rel=1e-5)  # w^o = 1/K
     assert g[0, 0].item() == 0.0  # w = 0 there (not in the student top-2, other weights off)
     assert g[0, [1, 2, 3, 5]].abs().sum().item() == 0.0
 

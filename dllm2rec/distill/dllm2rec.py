@@ -5,7 +5,8 @@ and supplies the enriched input table e_i = b_i + ω g(z_i).
 Ranking term, with the teacher's top-K candidates c_1..c_K of each train sequence (rank r = 1..K).
 The teacher artifacts store *squared* L2 grounding distances (``target_dist``, ``topk_dist``;
 docs/teacher.md). Each weight is put on one scale in both variants: its row sum over the K
-candidates is 1 (on average over the train sequences for ``paper``'s w^c).
+candidates is at most 1 (w^p: 1; ``paper``'s w^c: 1 on average over the train sequences;
+``paper``'s w^o: 1 for a row whose K candidates all overlap).
 
 * position    w^p_r  = exp(-r/β) / Σ_r' exp(-r'/β)                                (both variants)
 * confidence  ``paper``:    w^c_sk = c_s / K,  c_s = exp(-(d_s/median_train(d))/β) scaled to mean 1
@@ -16,8 +17,15 @@ candidates is 1 (on average over the train sequences for ``paper``'s w^c).
                             ``torch.cdist(p=2)`` distances (istarryn/DLLM2Rec main.py,
                             ``confidence_train.txt``; SAI990323/BIGRec data/*/evaluate.py)
 * consistency o_sk = [c_k in the student's top-K of this same forward pass] (no gradient);
-              ``paper``:    w^o_sk = o_sk / Σ_k o_sk (0 for a row without overlap)
-              ``official``: w^o_sk = o_sk + 1e-8, as released
+              ``paper``:    w^o_sk = o_sk / K: Eq. 8's 0/1 indicator, on the scale of the other
+                            two terms (a row whose K candidates all overlap sums to 1, as w^p's
+                            rows and w^c's on average do); every overlapping candidate weighs
+                            the same whatever the row's overlap count
+              ``official``: w^o_sk = o_sk + 1e-8, as released (istarryn/DLLM2Rec main.py:
+                            ``common_tensor = common_mask.any(dim=2).int() + 1e-8``; the raw
+                            indicator enters ``weight_fin = gamma_position*weight_rank +
+                            gamma_confidence*weight_confidence + gamma_consistency*weight_com``,
+                            then ``weight = weight_fin / torch.sum(weight_fin, dim=1)``)
 * w = γ_p w^p + γ_c w^c + γ_o w^o;  ``official`` renormalises each row to sum 1 (as released).
   ``paper`` keeps Eq. 10 unnormalised, so removing one weight (Table 7) removes its share of the
   loss without rescaling the others, and the γ's weigh terms of equal size as in the released
@@ -80,9 +88,15 @@ def consistency_weight(candidates: torch.Tensor, scores: torch.Tensor, k: int) -
     return (candidates.unsqueeze(2) == top.unsqueeze(1)).any(2).to(scores.dtype)
 
 
-def row_normalise(w: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to sum 1; an all-zero row stays 0. [B, K]"""
-    return w / w.sum(1, keepdim=True).clamp_min(1e-30)
+def paper_consistency(o: torch.Tensor, k: int) -> torch.Tensor:
+    """w^o (paper, Eq. 8): the 0/1 overlap indicator ``o`` [B, K] divided by the constant K, so a
+    fully overlapping row sums to 1 like the other two terms; not normalised per row."""
+    return o / k
+
+
+def official_consistency(o: torch.Tensor) -> torch.Tensor:
+    """w^o (official): the raw indicator + 1e-8 (istarryn/DLLM2Rec main.py ``common_tensor``)."""
+    return o + 1e-8
 
 
 def combine_weights(wp, wc, wo, gamma_p: float, gamma_c: float, gamma_o: float, renormalise: bool) -> torch.Tensor:
@@ -187,9 +201,9 @@ class DLLM2Rec(DistillMethod):
         cand = self.cand[rows]
         o = consistency_weight(cand, scores, self.k)
         if self.variant == "paper":  # every term's row sum is 1 (w^c: on average), see the module docstring
-            return combine_weights(self.w_p.unsqueeze(0), self.w_c[rows].unsqueeze(1) / self.k, row_normalise(o),
+            return combine_weights(self.w_p.unsqueeze(0), self.w_c[rows].unsqueeze(1) / self.k, paper_consistency(o, self.k),
                                    self.gamma_p, self.gamma_c, self.gamma_o, renormalise=False)
-        return combine_weights(self.w_p.unsqueeze(0), self.w_c[rows], o + 1e-8,
+        return combine_weights(self.w_p.unsqueeze(0), self.w_c[rows], official_consistency(o),
                                self.gamma_p, self.gamma_c, self.gamma_o, renormalise=True)
 
     def loss(self, batch: Batch, scores: torch.Tensor, state: torch.Tensor, student, epoch: int) -> torch.Tensor:
