@@ -932,6 +932,33 @@ def test_llmcf_adjust_state_by_hand_and_gradient():
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("backbone", ["gru4rec", "sasrec"])
+def test_llmcf_demonstrations_go_through_the_backbones_encoder(backbone):
+    """As SASREC_aug / GRU4REC_aug (Jeryi-Sun/LLM-CF models/SASREC.py, GRU4REC.py) override
+    BaseModel.embed_input_fields: a demonstration's history enters its interaction token through
+    the recommender's own encoder (log2feats / his2feat), not as mean-pooled item-ID embeddings."""
+    from dllm2rec.distill.llmcf import history_text
+    from dllm2rec.student import get_backbone
+
+    torch.manual_seed(0)
+    ctx = llmcf_ctx()
+    student = get_backbone(backbone)(N_ITEMS, hidden=HIDDEN, max_len=3).eval()
+    method = get_method("llmcf")({"type": "llmcf", "n_neighbors": 2, "base_fraction": 1.0}, ctx, student)
+    batch = Batch("train", torch.tensor([0]), ctx.train_history[[0]], ctx.train_lengths[[0]], ctx.train_target[[0]])
+    state = student.encode(batch.history, batch.lengths)
+    with torch.no_grad():
+        seq, _valid = method.tokens(state, batch)
+        row = int(method.base[method.train_nbr[0, 0]])
+        hist, length, tgt = ctx.train_history[[row]], ctx.train_lengths[[row]], ctx.train_target[[row]]
+        fields = lambda enc: torch.cat([enc, method.w_c(history_text(hist, method.text)),  # noqa: E731
+                                        student.item_emb.weight[tgt], method.w_c(method.text[tgt])], 1)
+        encoded = method.w_h(fields(student.encode(hist, length)))[0]
+        pooled = method.w_h(fields(history_text(hist, torch.cat([student.item_emb.weight[:-1],
+                                                                  torch.zeros(1, HIDDEN)]))))[0]
+    assert seq[0, 0].tolist() == pytest.approx(encoded.tolist(), abs=1e-5)
+    assert (seq[0, 0] - pooled).abs().max() > 1e-3
+
+
 def test_llmcf_in_context_feature_is_learned():
     """With the student frozen, training only LLM-CF's own parameters lowers the student's loss:
     the in-context feature reaches the scores and carries a learnable signal."""

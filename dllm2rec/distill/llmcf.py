@@ -3,24 +3,33 @@
 LLM-CF keeps a base of LLM reasoning (chain-of-thought) for a sample of training examples; for
 every example it retrieves the most similar base examples as in-context demonstrations, and a
 small in-context transformer turns them into a feature that is added to the recommender's user
-representation. Transcribed from the retrieval (sequential) task of Jeryi-Sun/LLM-CF
-(docs/methods.md, "LLM-CF"):
+representation. It follows the retrieval (sequential) task of Jeryi-Sun/LLM-CF for the
+sequential models SASREC_aug / GRU4REC_aug (docs/methods.md, "LLM-CF"), with the adaptations
+named below:
 
 - base: a uniform ``base_fraction`` = 1/10 sample of the train sequences (``readme.md``); the
-  reasoning embedding of a base example is the teacher's generated-text embedding g (BIGRec
-  generates a title, not a chain of thought);
+  reasoning embedding of a base example is the teacher's generated-text embedding g (adaptation:
+  BIGRec generates a title, not a chain of thought);
 - retrieval (``LLaMA-Factory/generate/retrieval_ICL_retrieval.py``): score = dot product of the
   mean item-text vectors of the two histories, top ``n_neighbors`` = 4 (``main_aug.py``); a base
   example of the same user at a later position is skipped. Here: a train query never retrieves
   itself nor a base row whose history holds the bigram (query's last item, query's target),
   i.e. the same user's later window; valid/test queries retrieve from the whole base;
-- in-context tokens (``retrieval_task/src_code/models/base.py``): per demonstration r
-  [W_h [enc(history_r); W_c t(history_r); e(target_r); W_c t(target_r)], W_c normalise(g_r),
-  label], then the query W_h [h_s; W_c t(history_s); 0; W_c 0] (its target replaced by the
-  padding item), where enc is the student's own encoder, e the student's item embedding,
-  t the item-text vectors (mean over a history), W_c one linear map of every text vector
-  (``cot_mapping_mlp_hidden_size`` [768, 64]), W_h one linear map (``ICL_history_mlp`` [320, 64]),
-  and the label a learned vector (every base example here is a positive);
+- in-context tokens (``retrieval_task/src_code/models/base.py`` ``embed_orig_and_aug_data_fileds``):
+  per demonstration r [W_h [enc(history_r); W_c t(history_r); e(target_r); W_c t(target_r)],
+  W_c normalise(g_r), label], then the query W_h [h_s; W_c t(history_s); 0; W_c 0] (its target
+  replaced by the padding item), where enc is the recommender's own sequence encoder: the
+  sequential models override ``BaseModel.embed_input_fields`` (which mean-pools the history's
+  item-ID embeddings, for the non-sequential models) so that ``history_item_id`` goes through
+  ``log2feats`` (``models/SASREC.py`` ``SASREC_aug.embed_input_fields``) or ``his2feat``
+  (``models/GRU4REC.py`` ``GRU4REC_aug.embed_input_fields``), for the demonstrations and the
+  query alike; here the student's ``encode`` (DROS: its SASRec encoder), and the query's h_s is
+  the state of the same forward pass (LLM-CF recomputes it, with its own dropout draw).
+  e is the student's item embedding, t the item-text vectors (mean over a history), W_c one
+  linear map of every text vector (``cot_mapping_mlp_hidden_size`` [768, 64]), W_h one linear
+  map (``ICL_history_mlp`` [320, 64]: five 64-wide fields there; four here, adaptation: no
+  user-ID embedding, the students have none), and the label one learned vector (there
+  ``nn.Embedding(2, ·)``; every base example here is a positive);
 - in-context module (``models/transformer_decoder.py``): a LLaMA-style decoder (pre-RMSNorm,
   rotary positions, causal attention, SwiGLU) with ``n_layers`` = 2, ``n_heads`` = 2, width =
   the student's hidden size, and a final RMSNorm; its output at the query token is ICL_s;
