@@ -15,23 +15,57 @@ from dllm2rec.teacher.prompts import (
     normalize_title,
 )
 
-EXPECTED = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n"
-    "Given a list of games the user has played before, please recommend a new game that the user likes to the user.\n\n"
-    "### Input:\n"
-    'The user has played the following games before: "Zelda", "Halo 3"\n\n'
-    "### Response:\n"
-)
+# SAI990323/BIGRec's strings, as its code assembles them: data/game/process.ipynb and
+# data/movie/process.ipynb (csv_to_json: instruction, input = history + "\n "), train.py and
+# inference.py (generate_prompt). Copied from the source, not from prompts.py.
+BIGREC_INSTRUCTION = {
+    "game": "Given a list of video games the user has played before, please recommend a new video game that the user likes to the user.",
+    "movie": "Given a list of movies the user has watched before, please recommend a new movie that the user likes to the user.",
+}
+BIGREC_HISTORY = {"game": "The user has played the following video games before:",
+                  "movie": "The user has watched the following movies before:"}
+BIGREC_TRAIN = """Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request. 
+
+### Instruction:
+{instruction}
+
+### Input:
+{input}
+
+### Response:
+{output}"""
+BIGREC_INFERENCE = """Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.  
+
+### Instruction:
+{instruction}
+
+### Input:
+{input}
+
+### Response:
+"""
 
 
-def test_prompt_matches_spec():
-    assert format_prompt(["Zelda", "Halo 3"], "game") == EXPECTED
+def bigrec_input(noun, titles):
+    history = BIGREC_HISTORY[noun]
+    for i, t in enumerate(titles):  # csv_to_json's loop
+        history += "\"" + t + "\"" if i == 0 else ", \"" + t + "\""
+    return f"{history}\n "
+
+
+@pytest.mark.parametrize("noun", ["game", "movie"])
+def test_prompt_is_bigrecs_verbatim(noun):
+    titles = ["Zelda", "Halo 3", 'Melissa & Doug 18" Doll']
+    inp = bigrec_input(noun, titles)
+    assert format_prompt(titles, noun) == BIGREC_INFERENCE.format(instruction=BIGREC_INSTRUCTION[noun], input=inp)
+    sft = format_prompt(titles, noun, "train") + format_response("Doom")
+    assert sft == BIGREC_TRAIN.format(instruction=BIGREC_INSTRUCTION[noun], input=inp, output='"Doom"')
+
+
+def test_prompt_nouns_outside_bigrec():
     assert format_response("Doom") == '"Doom"'
-    assert "movies the user has watched" in format_prompt(["A"], "movie")
-    assert "toys the user has bought" in format_prompt(["A"], "toy")
-    assert "books the user has interacted with" in format_prompt(["A"], "book")
+    assert "toys the user has bought before, please recommend a new toy " in format_prompt(["A"], "toy")
+    assert "books the user has interacted with before, please recommend a new book " in format_prompt(["A"], "book")
 
 
 @pytest.fixture(scope="module")

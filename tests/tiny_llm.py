@@ -26,7 +26,7 @@ def corpus() -> list[str]:
     texts = list(titles)
     for noun in ("movie", "game", "toy"):
         for i in range(0, len(titles) - 10, 5):
-            texts.append(format_prompt(titles[i:i + 10], noun) + format_response(titles[i + 10]))
+            texts.append(format_prompt(titles[i:i + 10], noun, "train") + format_response(titles[i + 10]))
     return texts
 
 

@@ -1,15 +1,19 @@
 """BIGRec's Alpaca-style prompt (docs/method.md §2) and its truncation to ``cutoff_len`` tokens.
 
-The instruction names the dataset's item noun with a plural and a verb:
+Verbatim from SAI990323/BIGRec: the instruction and input of ``data/game/process.ipynb`` and
+``data/movie/process.ipynb`` (``csv_to_json``), wrapped by ``generate_prompt`` of ``train.py``
+(SFT examples) and of ``inference.py`` (generation), whose header lines differ by one trailing
+space (``"... the request. "`` in train.py, ``"... the request.  "`` in inference.py). The input
+has no space after ``before:`` and ends in ``"\n "``, as there. The item noun picks the words:
 
-=======  ========  ==========
-noun     plural    verb
-=======  ========  ==========
-game     games     played      (BIGRec's games prompt)
-movie    movies    watched     (BIGRec's movie prompt)
-toy      toys      bought      (Amazon purchase data)
-other    <noun>s   interacted with
-=======  ========  ==========
+=======  ===========  ==========  ===============
+noun     plural       singular    verb
+=======  ===========  ==========  ===============
+game     video games  video game  played          (BIGRec's games prompt)
+movie    movies       movie       watched         (BIGRec's movie prompt)
+toy      toys         toy         bought          (ours: BIGRec has no toys prompt)
+other    <noun>s      <noun>      interacted with (ours)
+=======  ===========  ==========  ===============
 
 Titles are quoted (``"T1", "T2"``) and listed oldest first. When the tokenised example is longer
 than ``cutoff_len`` tokens the **oldest** history titles are dropped until it fits (at least one
@@ -17,34 +21,37 @@ title is always kept); the caller counts those truncated examples.
 """
 from __future__ import annotations
 
-NOUNS = {
-    "game": ("games", "played"),
-    "movie": ("movies", "watched"),
-    "toy": ("toys", "bought"),
+NOUNS = {  # noun -> (plural, singular, verb)
+    "game": ("video games", "video game", "played"),
+    "movie": ("movies", "movie", "watched"),
+    "toy": ("toys", "toy", "bought"),
 }
 
 HEADER = (
     "Below is an instruction that describes a task, paired with an input that provides further "
     "context. Write a response that appropriately completes the request."
 )
+# the trailing spaces after HEADER: train.py's generate_prompt (SFT) and inference.py's (generation)
+HEADER_END = {"train": " ", "inference": "  "}
 
 
-def noun_forms(noun: str) -> tuple[str, str]:
-    """(plural, verb) for an item noun."""
-    return NOUNS.get(noun, (noun + "s", "interacted with"))
+def noun_forms(noun: str) -> tuple[str, str, str]:
+    """(plural, singular, verb) for an item noun."""
+    return NOUNS.get(noun, (noun + "s", noun, "interacted with"))
 
 
-def format_prompt(titles: list[str], noun: str) -> str:
-    """The prompt up to and including ``### Response:\\n`` (what generation starts from)."""
-    nouns, verb = noun_forms(noun)
+def format_prompt(titles: list[str], noun: str, stage: str = "inference") -> str:
+    """The prompt up to and including ``### Response:\n`` (what generation starts from);
+    ``stage`` "train" gives train.py's header (SFT examples), "inference" inference.py's."""
+    nouns, singular, verb = noun_forms(noun)
     history = ", ".join(f'"{t}"' for t in titles)
     return (
-        f"{HEADER}\n\n"
+        f"{HEADER}{HEADER_END[stage]}\n\n"
         f"### Instruction:\n"
-        f"Given a list of {nouns} the user has {verb} before, please recommend a new {noun} "
+        f"Given a list of {nouns} the user has {verb} before, please recommend a new {singular} "
         f"that the user likes to the user.\n\n"
         f"### Input:\n"
-        f"The user has {verb} the following {nouns} before: {history}\n\n"
+        f"The user has {verb} the following {nouns} before:{history}\n \n\n"
         f"### Response:\n"
     )
 
@@ -99,7 +106,8 @@ def encode_example(tokenizer, titles: list[str], noun: str, cutoff_len: int, tar
     titles = list(titles)
     dropped = 0
     while True:
-        text = format_prompt(titles, noun) + (format_response(target) if target is not None else "")
+        text = (format_prompt(titles, noun, "train") + format_response(target) if target is not None
+                else format_prompt(titles, noun))
         ids = tokenizer(text)["input_ids"]
         if target is not None and tokenizer.eos_token_id is not None:
             ids = ids + [tokenizer.eos_token_id]
