@@ -90,6 +90,23 @@ def test_finished_sft_leaves_nothing_to_resume(env, tmp_path):
     assert not (env["root"] / "work" / "checkpoint.pt").exists()
 
 
+def test_sft_never_keeps_the_untrained_adapter(env, tmp_path, monkeypatch):
+    """Even when every trained epoch's validation loss is above the untrained adapter's, the
+    adapter kept is a trained one (the best trained epoch), not epoch 0's."""
+    from safetensors.torch import load_file
+
+    from dllm2rec.teacher import sft
+
+    losses = iter([0.5, 3.0, 2.0, 2.5])  # epoch 0 (untrained) lowest; epoch 2 the best trained one
+    monkeypatch.setattr(sft, "evaluate", lambda *a, **k: next(losses))
+    train_adapter(env["base"], env["data"], PARAMS, "movie", str(tmp_path / "out"), str(tmp_path / "work"))
+    meta = json.loads((tmp_path / "out" / "teacher_sft.json").read_text())
+    assert meta["best_epoch"] == 2 and meta["best_eval_loss"] == 2.0 and meta["curve"][0]["eval_loss"] == 0.5
+    weights = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    lora_b = [w for k, w in weights.items() if "lora_B" in k]
+    assert lora_b and all(w.abs().sum() > 0 for w in lora_b)  # peft starts lora_B at zero: trained
+
+
 def _kill_in_epoch_2(monkeypatch):
     from dllm2rec.teacher import sft
 

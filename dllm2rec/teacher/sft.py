@@ -9,9 +9,11 @@ The same code runs on CPU (fp32), one GPU (bf16 weights, bf16 autocast) and seve
 - Optimisation: AdamW, linear warm-up for ``warmup_steps`` then linear decay over all
   ``epochs``; ``batch_size`` is the effective batch, reached by gradient accumulation of
   ``micro_batch_size`` examples per device.
-- Early stopping on the token-mean validation loss, evaluated before training (epoch 0, the
-  untrained adapter) and after every epoch; ``patience`` epochs without improvement stop it.
-  The best adapter is kept.
+- Early stopping on the token-mean validation loss, evaluated after every epoch; ``patience``
+  epochs without improvement stop it. The best *trained* adapter is kept (as BIGRec's Trainer
+  with ``load_best_model_at_end`` keeps the best of its per-epoch evaluations): the loss before
+  training (epoch 0, the untrained adapter) is recorded in the curve as a reference only, and is
+  never the adapter kept, even when every epoch's loss is higher.
 - ``work`` holds a checkpoint after every epoch (adapter, optimiser, scheduler, RNG, loss
   curve); a killed run resumes from the last finished epoch, but only if the checkpoint was made
   from the same params, base model pointer, dataset *content* and package code
@@ -191,13 +193,10 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
         return f"epoch {state['epoch'] + 1}/{epochs}, step {state['step']}/{total_steps}"
 
     with resume.report_kill(where, log):  # a cancelled job says where it was
-        if not state["curve"]:  # epoch 0: the untrained adapter is the baseline to beat
+        if not state["curve"]:  # epoch 0: the untrained adapter's loss, a reference (never kept)
             loss0 = evaluate(model, valid_loader, accelerator)
-            state.update(best_loss=loss0, best_epoch=0)
             state["curve"].append({"epoch": 0, "step": 0, "train_loss": None, "eval_loss": loss0, "lr": 0.0, "seconds": 0.0})
-            log(f"sft: epoch 0 eval loss {loss0:.4f}")
-            save_best()
-            checkpoint()
+            log(f"sft: epoch 0 (untrained) eval loss {loss0:.4f}")
 
         model.train()
         while state["epoch"] < epochs and state["bad_epochs"] < int(sft["patience"]):
@@ -224,7 +223,7 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
             state["epoch"] = epoch
             state["curve"].append({"epoch": epoch, "step": state["step"], "train_loss": train_loss, "eval_loss": eval_loss,
                                    "lr": scheduler.get_last_lr()[0], "seconds": time.time() - t0})
-            if eval_loss < state["best_loss"]:
+            if state["best_loss"] is None or eval_loss < state["best_loss"]:  # the first trained epoch is the first best
                 state.update(best_loss=eval_loss, best_epoch=epoch, bad_epochs=0)
                 save_best()
             else:
