@@ -34,6 +34,7 @@ wildcard_constraints:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/text_encoder.smk"
+include: "workflow/rules/knowledge.smk"
 include: "workflow/rules/student.smk"
 include: "workflow/rules/selection.smk"
 include: "workflow/rules/tables.smk"

@@ -51,6 +51,8 @@ COMMANDS = {
     "export-teacher": "dllm2rec.teacher.released:export_teacher",
     "import-teacher-ranks": "dllm2rec.teacher.released:import_ranks",
     "import-teacher-embeddings": "dllm2rec.teacher.released:import_item_embeddings",
+    "knowledge": "dllm2rec.teacher.knowledge:generate_knowledge",
+    "knowledge-embeddings": "dllm2rec.teacher.knowledge:embed_knowledge",
     # students (dllm2rec/student)
     "train-student": "dllm2rec.student.train:train_student",
     "train-group": "dllm2rec.student.fused:train_group",

@@ -42,13 +42,18 @@ TEACHER_FILES = {
     # the knowledge-text encoder's outputs (dllm2rec/teacher/text_encoder.py; KAR / LLM-CF `encoder: minilm`)
     "text_item_embeddings": "text_embeddings/item_embeddings.parquet",
     "text_generated_embeddings": "text_embeddings/generated_embeddings/{split}.parquet",
+    # KAR's knowledge, one text per user and per item (dllm2rec/teacher/knowledge.py)
+    "knowledge_users": "knowledge/users.parquet",
+    "knowledge_items": "knowledge/items.parquet",
+    "knowledge_item_embeddings": "knowledge/item_embeddings.parquet",
+    "knowledge_user_embeddings": "knowledge/user_embeddings/{split}.parquet",
 }
 # a recommender teacher (dllm2rec/teacher/recommender.py): its training run, and the dataset it
 # trains on when that is not the students' (`recommender.train_split: whole`), in the teacher folder
 RECOMMENDER_RUN = "recommender"
 TEACHER_TRAIN_DATA = "train_data"
 # teacher parts with one file per item table (the others have one file per split)
-PER_ITEM_TEACHER_PARTS = ("item_embeddings", "text_item_embeddings")
+PER_ITEM_TEACHER_PARTS = ("item_embeddings", "text_item_embeddings", "knowledge_item_embeddings")
 SFT_INFO = "teacher_sft.json"  # inside the adapter folder
 # one student run (dllm2rec/student_run.py)
 RUN_FILES = {"metrics": "metrics.json", "model": "model.pt", "log_csv": "train_log.csv", "ranks": "ranks.parquet"}

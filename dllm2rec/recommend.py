@@ -31,8 +31,8 @@ Rules:
 - **Nothing is excluded by default** (the paper's full ranking does not exclude history items
   either); ``exclude_history=True`` drops the history's own items from the list, all of them,
   also those before the model's window.
-- **Methods**: KAR and LLM-CF add teacher features to the sequence state at inference (KAR the
-  teacher's generation for the very history, LLM-CF retrieval over the teacher's train
+- **Methods**: KAR and LLM-CF add LLM features to the sequence state at inference (KAR the
+  knowledge vector of the sequence's user, LLM-CF retrieval over the teacher's train
   generations); model.pt does not hold those, so their students are refused. Every other
   method's student scores from model.pt alone.
 - **Items and titles** come from ``results/data/{dataset}/items.parquet``, found from the model's
@@ -91,7 +91,7 @@ def _check_servable(meta: dict, model: Path) -> None:
     if cls.adjust_state is not DistillMethod.adjust_state:
         raise UserError(
             f"{model}: method {meta['method']!r} adds teacher features to each sequence at inference "
-            "(KAR: the teacher's generation for the history; LLM-CF: retrieval over the teacher's train "
+            "(KAR: the knowledge vector of the sequence's user; LLM-CF: retrieval over the teacher's train "
             f"generations), which {MODEL} does not hold, so it cannot be served on its own. "
             "Serve a student of another method (e.g. dllm2rec or none).")
 

@@ -53,7 +53,9 @@ def path(teacher_dir, part: str, split: str | None = None) -> Path:
 
 # the workflow rule that writes each part (named in the messages about a bad file)
 RULES = {"item_embeddings": "item_embeddings", "ranks": "teacher_gather", "generated_embeddings": "teacher_gather",
-         "text_item_embeddings": "text_embeddings", "text_generated_embeddings": "text_embeddings"}
+         "text_item_embeddings": "text_embeddings", "text_generated_embeddings": "text_embeddings",
+         "knowledge_users": "knowledge", "knowledge_items": "knowledge",
+         "knowledge_item_embeddings": "knowledge_embeddings", "knowledge_user_embeddings": "knowledge_embeddings"}
 
 
 def rule_for(file) -> str | None:
@@ -101,6 +103,24 @@ def generated_embeddings_table(seq_ids, embeddings: np.ndarray, dtype=np.float16
 def item_embeddings_table(item_ids, embeddings: np.ndarray) -> pa.Table:
     return pa.table({"item_id": pa.array(np.asarray(item_ids).astype(np.int32)),
                      "embedding": fixed_list(embeddings, np.float32)})
+
+
+def knowledge_table(keys, key_type: str, prompts: list[str], texts: list[str]) -> pa.Table:
+    """KAR's knowledge texts (dllm2rec/teacher/knowledge.py): ``key_type`` "user" (user str) or
+    "item" (item_id int32), with the prompt and the LLM's text."""
+    key = pa.array(keys, pa.string()) if key_type == "user" else pa.array(np.asarray(keys, dtype=np.int32))
+    return pa.table({"user" if key_type == "user" else "item_id": key, "prompt": pa.array(prompts, pa.string()),
+                     "text": pa.array(texts, pa.string())})
+
+
+def read_knowledge(path, key_type: str) -> tuple[list, list[str]]:
+    """(keys, texts) of a :func:`knowledge_table` file."""
+    table = read_parquet(path, f"KAR {key_type} knowledge", rule_for(path))
+    key = "user" if key_type == "user" else "item_id"
+    missing = [c for c in (key, "text") if c not in table.column_names]
+    if missing:
+        raise UserError(f"{path}: no {missing} column; rerun the {rule_for(path)} rule.")
+    return table.column(key).to_pylist(), [t or "" for t in table.column("text").to_pylist()]
 
 
 def concat_by_seq_id(tables: list[pa.Table]) -> pa.Table:
@@ -159,7 +179,7 @@ def _check_width(width: int, path: Path, teacher_dir: Path) -> None:
     expected = []
     if meta.get("hidden_size") or meta.get("dim"):
         expected.append((int(meta.get("hidden_size") or meta["dim"]), "the width recorded in its metadata"))
-    is_text = rule_for(path) == "text_embeddings"
+    is_text = rule_for(path) in ("text_embeddings", "knowledge_embeddings")  # the text encoder's width
     if not is_text and (base := _base_hidden_size(teacher_dir, meta)):
         expected.append((base[0], f"the hidden size of the base model ({base[1]})"))
     for size, where in expected:

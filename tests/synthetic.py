@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dllm2rec.dataset import fingerprint as dataset_fingerprint
+from dllm2rec import teacher_artifacts as ta
+from dllm2rec.io import write_parquet
 
 
 def _write(table: pa.Table, path: Path, metadata: dict | None = None) -> None:
@@ -112,3 +114,27 @@ def write_synthetic_teacher(dir, data_dir, topn: int = 20, width: int = 16, qual
         "item_id": pa.array(order, pa.int32()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb[order].reshape(-1), pa.float32()), width),
     }), dir / "item_embeddings.parquet", identity)
+    write_synthetic_knowledge(dir, data_dir, width, seed)
+
+
+def write_synthetic_knowledge(dir, data_dir, width: int = 16, seed: int = 0) -> None:
+    """KAR's knowledge vectors (dllm2rec/teacher/knowledge.py): one random unit vector per item,
+    and per sequence the vector of its user (the same for every sequence of one user)."""
+    dir, rng = Path(dir), np.random.default_rng(seed + 11)
+    n_items = pq.read_table(data_dir / "items.parquet").num_rows
+    seqs = pq.read_table(data_dir / "sequences.parquet").to_pydict()
+    item_vec = rng.normal(size=(n_items, width)).astype(np.float32)
+    item_vec /= np.linalg.norm(item_vec, axis=1, keepdims=True)
+    meta = {"dim": width}
+    path = ta.path(dir, "knowledge_item_embeddings")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(ta.item_embeddings_table(np.arange(n_items), item_vec), path, metadata=meta)
+    users = sorted(set(seqs["user"]))
+    user_vec = dict(zip(users, rng.normal(size=(len(users), width)).astype(np.float32)))
+    for split in ("train", "valid", "test"):
+        rows = [r for r, s in enumerate(seqs["split"]) if s == split]
+        emb = np.stack([user_vec[seqs["user"][r]] for r in rows]) if rows else np.zeros((0, width), np.float32)
+        path = ta.path(dir, "knowledge_user_embeddings", split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet(ta.generated_embeddings_table([seqs["seq_id"][r] for r in rows], emb, np.float32), path,
+                      metadata=meta)

@@ -63,12 +63,19 @@ def make_split(s: int, gen: torch.Generator) -> TeacherSplit:
     return TeacherSplit(items, dist, 10 + torch.rand(s, generator=gen), torch.randn(s, D_T, generator=gen).half())
 
 
+D_K = 5  # width of KAR's knowledge vectors (the text encoder's)
+
+
 def make_ctx(seed: int = 0) -> DistillContext:
     gen = torch.Generator().manual_seed(1234)
     teacher = TeacherTensors(
         item_emb=torch.randn(N_ITEMS, D_T, generator=gen) * 3 + 1,
         splits={"train": make_split(len(TRAIN_HIST), gen), "valid": make_split(len(VALID_HIST), gen)},
     )
+    # KAR's knowledge: per item, and per sequence its user's (dllm2rec/teacher/knowledge.py)
+    teacher.knowledge_item_emb = torch.nn.functional.normalize(torch.randn(N_ITEMS, D_K, generator=gen), dim=1)
+    for sp in teacher.splits.values():
+        sp.knowledge_user_emb = torch.nn.functional.normalize(torch.randn(sp.topk_items.shape[0], D_K, generator=gen), dim=1)
     tgt = torch.tensor(TRAIN_TGT)
     return DistillContext(n_items=N_ITEMS, hidden=HIDDEN, teacher=teacher,
                           item_counts=torch.bincount(tgt, minlength=N_ITEMS) + torch.tensor([9, 7, 5, 3, 2, 1, 0, 0]),
@@ -146,7 +153,7 @@ NAMES = ["hint", "htd", "rd", "cd", "rrd", "dcd", "unkd", "kar", "llmcf"]
 def test_all_registered_with_needs():
     expect = {"hint": {"item_embeddings"}, "htd": {"item_embeddings"}, "rd": {"ranks"}, "cd": {"ranks"},
               "rrd": {"ranks"}, "dcd": {"ranks"}, "unkd": {"ranks"},
-              "kar": {"item_embeddings", "generated_embeddings"}, "llmcf": {"item_embeddings", "generated_embeddings"}}
+              "kar": {"knowledge_item_embeddings", "knowledge_user_embeddings"}, "llmcf": {"item_embeddings", "generated_embeddings"}}
     for name in NAMES:
         cls = get_method(name)
         assert cls.name == name and set(cls.needs) == expect[name]
@@ -658,14 +665,11 @@ def test_kar_features_and_scores_by_hand():
     ctx, student, method = build("kar", {"n_shared": 1, "n_specific": 2, "expert_hidden": 3})
     assert isinstance(method.adaptor.shared[0].net[-2], torch.nn.ReLU)
     ad = method.adaptor
-    z = zscore_lists(ctx.teacher.item_emb)
-    raw = ctx.teacher.item_emb
-    hea_items = [kar_hea_by_loops(ad, z[i], "item", D_T, 3, HIDDEN) for i in range(N_ITEMS)]
+    z = ctx.teacher.knowledge_item_emb.tolist()  # the text encoder's vectors, as given
+    hea_items = [kar_hea_by_loops(ad, z[i], "item", D_K, 3, HIDDEN) for i in range(N_ITEMS)]
 
     def user_vec(split, row):
-        g = ctx.teacher.splits[split].gen_emb[row].float()
-        gz = [(float(g[d]) - float(raw[:, d].mean())) / float(raw[:, d].std(unbiased=False)) for d in range(D_T)]
-        return kar_hea_by_loops(ad, gz, "user", D_T, 3, HIDDEN)
+        return kar_hea_by_loops(ad, ctx.teacher.splits[split].knowledge_user_emb[row].tolist(), "user", D_K, 3, HIDDEN)
 
     def out_layer(h):
         W, b = student.out.weight.detach(), student.out.bias.detach()
@@ -703,8 +707,8 @@ def test_kar_features_and_scores_by_hand():
 
 
 def kar_world(n_train_targets: int):
-    """Random histories; the teacher's generation names the target (its embedding is the target's
-    title embedding plus noise). Train targets use the first ``n_train_targets`` items only."""
+    """Random histories; the user's knowledge vector names the target (the target item's knowledge
+    vector plus noise). Train targets use the first ``n_train_targets`` items only."""
     gen = torch.Generator().manual_seed(7)
     n, S, V = 8, 96, 64
     item_emb = torch.randn(n, D_T, generator=gen)
@@ -712,13 +716,14 @@ def kar_world(n_train_targets: int):
     def split(s, lo, hi):
         tgt = torch.randint(lo, hi, (s,), generator=gen)
         hist = torch.randint(0, n, (s, L), generator=gen)
-        ge = (item_emb[tgt] + 0.05 * torch.randn(s, D_T, generator=gen)).half()
-        ts = TeacherSplit(torch.zeros(s, 0, dtype=torch.long), torch.zeros(s, 0), torch.zeros(s), ge)
+        ts = TeacherSplit(torch.zeros(s, 0, dtype=torch.long), torch.zeros(s, 0), torch.zeros(s))
+        ts.knowledge_user_emb = item_emb[tgt] + 0.05 * torch.randn(s, D_T, generator=gen)
         return hist, tgt, ts
 
     th, tt, tsp = split(S, 0, n_train_targets)
     vh, vt, vsp = split(V, 0, n)
-    ctx = DistillContext(n_items=n, hidden=HIDDEN, teacher=TeacherTensors(item_emb, {"train": tsp, "valid": vsp}),
+    ctx = DistillContext(n_items=n, hidden=HIDDEN, teacher=TeacherTensors(torch.zeros(0, 0), {"train": tsp, "valid": vsp},
+                                                                          knowledge_item_emb=item_emb),
                          item_counts=torch.bincount(tt, minlength=n), train_history=th,
                          train_lengths=torch.full((S,), L), train_target=tt, seed=0)
     return ctx, (th, tt), (vh, vt)
@@ -750,9 +755,9 @@ def kar_fit_and_hr(ctx, train, valid, name, opts=None, steps=150, n_seen=None):
     return (s.argmax(1) == vt).float().mean().item()
 
 
-def test_kar_student_learns_from_generated_knowledge():
-    """Targets are random given the history but the teacher's generation names the target: a
-    student with KAR's knowledge fits unseen sequences, the plain one cannot."""
+def test_kar_student_learns_from_user_knowledge():
+    """Targets are random given the history but the user's knowledge names the target: a student
+    with KAR's knowledge fits unseen sequences, the plain one cannot."""
     ctx, train, valid = kar_world(8)
     opts = {"n_shared": 1, "n_specific": 1, "expert_hidden": 16}
     assert kar_fit_and_hr(ctx, train, valid, "kar", opts) > 0.7
@@ -781,24 +786,46 @@ def test_kar_item_knowledge_reaches_the_score():
         assert float(diff[:, [i for i in range(N_ITEMS) if i != 6]].max()) == 0.0
 
 
-def test_kar_minilm_encoder_reads_the_text_parts():
+def test_kar_reads_the_knowledge_vectors_as_given():
     from dllm2rec.distill.spec import parse_options
 
-    assert parse_options({"type": "kar", "encoder": "minilm"}).teacher_parts() == {"text_item_embeddings", "text_generated_embeddings"}
+    assert parse_options({"type": "kar"}).teacher_parts() == {"knowledge_item_embeddings", "knowledge_user_embeddings"}
     ctx = make_ctx()
-    gen = torch.Generator().manual_seed(3)
-    ctx.teacher.text_item_emb = torch.nn.functional.normalize(torch.randn(N_ITEMS, 5, generator=gen), dim=1)
-    for sp in ctx.teacher.splits.values():
-        sp.text_gen_emb = torch.randn(sp.topk_items.shape[0], 5, generator=gen)
     student = TinyStudent(N_ITEMS, hidden=HIDDEN, dropout=0.0)
-    method = get_method("kar")({"type": "kar", "encoder": "minilm"}, ctx, student)
-    # the text encoder's vectors are used as given (no standardisation), 5 wide
-    assert torch.equal(method.k_items, ctx.teacher.text_item_emb)
+    method = get_method("kar")({"type": "kar"}, ctx, student)
+    assert torch.equal(method.k_items, ctx.teacher.knowledge_item_emb)  # no standardisation, D_K wide
     batch = train_batch()
-    assert torch.equal(method.user_knowledge(batch), ctx.teacher.splits["train"].text_gen_emb[batch.rows])
-    ctx.teacher.text_item_emb = None
-    with pytest.raises(UserError, match="minilm"):
-        get_method("kar")({"type": "kar", "encoder": "minilm"}, ctx, student)
+    assert torch.equal(method.user_knowledge(batch), ctx.teacher.splits["train"].knowledge_user_emb[batch.rows])
+    ctx.teacher.knowledge_item_emb = None
+    with pytest.raises(UserError, match="knowledge"):
+        get_method("kar")({"type": "kar"}, ctx, student)
+
+
+def test_kar_never_reads_the_teachers_prediction_for_a_test_sequence():
+    """KAR's scores for test sequences are the same whatever the teacher generated or ranked for
+    them (its knowledge is per user and per item), and change with the user's knowledge."""
+    ctx = make_ctx()
+    gen = torch.Generator().manual_seed(9)
+    test = make_split(len(VALID_HIST), gen)
+    test.knowledge_user_emb = torch.randn(len(VALID_HIST), D_K, generator=gen)
+    ctx.teacher.splits["test"] = test
+    torch.manual_seed(0)
+    student = TinyStudent(N_ITEMS, hidden=HIDDEN, dropout=0.0)
+    method = get_method("kar")({"type": "kar"}, ctx, student).eval()
+    batch = Batch("test", torch.tensor([0, 1]), torch.tensor(VALID_HIST), torch.tensor(VALID_LEN), torch.tensor(VALID_TGT))
+
+    def test_scores():
+        with torch.no_grad():
+            return forward(student, method, batch)[0].clone()
+
+    before = test_scores()
+    # the teacher's predictions for these test sequences: replaced by the targets themselves
+    test.gen_emb = ctx.teacher.item_emb[torch.tensor(VALID_TGT)].half()
+    test.topk_items = torch.tensor(VALID_TGT).view(-1, 1).repeat(1, TOPN)
+    test.target_dist = torch.zeros(len(VALID_TGT))
+    assert torch.equal(test_scores(), before)
+    test.knowledge_user_emb = test.knowledge_user_emb + 1.0
+    assert not torch.equal(test_scores(), before)
 
 
 # --- LLM-CF ---------------------------------------------------------------------------------

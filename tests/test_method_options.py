@@ -134,7 +134,9 @@ def test_teacher_needs_matches_the_method_classes(cfg):
 
 def test_teacher_needs_values():
     assert teacher_needs({"type": "none"}) == {}
-    assert teacher_needs({"type": "kar"}) == {p: ["train", "valid", "test"] for p in ("generated_embeddings", "item_embeddings")}
+    # KAR: per item and per sequence's user knowledge, never the teacher's ranks or generations
+    assert teacher_needs({"type": "kar"}) == {p: ["train", "valid", "test"]
+                                              for p in ("knowledge_item_embeddings", "knowledge_user_embeddings")}
     assert teacher_needs({"type": "dllm2rec", "embedding": False}) == {"ranks": ["train"]}
 
 

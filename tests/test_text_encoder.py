@@ -89,9 +89,10 @@ def test_missing_generated_column_is_a_user_error(encoder_cache, tmp_path):
         text_embeddings(str(data), str(ranks), str(tmp_path / "out"), cache=encoder_cache)
 
 
-def test_kar_and_llmcf_train_on_the_encoded_texts(encoder_cache, tmp_path):
-    """The synthetic teacher's titles and generations, encoded, then KAR and LLM-CF with
-    ``encoder: minilm`` through the real trainer (which loads only the text parts)."""
+def test_llmcf_trains_on_the_encoded_texts(encoder_cache, tmp_path):
+    """The synthetic teacher's titles and generations, encoded, then LLM-CF with ``encoder:
+    minilm`` through the real trainer (which loads only the text parts). KAR reads its own
+    knowledge texts' vectors (tests/test_kar_knowledge.py)."""
     import json
 
     from synthetic import write_synthetic_dataset, write_synthetic_teacher
@@ -105,7 +106,7 @@ def test_kar_and_llmcf_train_on_the_encoded_texts(encoder_cache, tmp_path):
                     str(tmp_path / "teacher" / "text_embeddings"), cache=encoder_cache, batch_size=64)
     student = {"hidden": 16, "dropout": 0.1, "lr": 0.005, "weight_decay": 0.0, "batch_size": 64, "epochs": 2,
                "patience": 5, "eval_batch_size": 256, "device": "cpu", "backbone": {}}
-    for method in ({"type": "kar", "encoder": "minilm"}, {"type": "llmcf", "encoder": "minilm", "base_fraction": 0.5}):
+    for method in ({"type": "llmcf", "encoder": "minilm", "base_fraction": 0.5},):
         assert parse_options(method).teacher_parts() == {"text_item_embeddings", "text_generated_embeddings"}
         out = tmp_path / method["type"]
         m = train_student(str(tmp_path / "data"), "gru4rec", method["type"], {"student": student, "method": method}, 0,

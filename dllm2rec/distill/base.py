@@ -54,6 +54,7 @@ class TeacherSplit:
     target_dist: torch.Tensor  # [S] float32, distance of the generated text to the ground-truth item (Eq. 7)
     gen_emb: torch.Tensor | None = None  # [S, d_t] float32, grounding embedding of the generated text
     text_gen_emb: torch.Tensor | None = None  # [S, d_e] float32, the text encoder's embedding of the generated text
+    knowledge_user_emb: torch.Tensor | None = None  # [S, d_e] float32, KAR: the row's user's knowledge (0: none)
     # teacher coverage: bool [S_split] over the student's rows of the split, None when the teacher covers
     # every row. When set, the tensors above hold only the covered rows (S = covered.sum()), and the trainer
     # gives a method only those rows (``DistillContext`` and ``Batch.rows`` renumbered; student/train.py).
@@ -65,6 +66,7 @@ class TeacherTensors:
     item_emb: torch.Tensor  # [n, d_t] float32, title embedding z_i of every item (Eq. 12)
     splits: dict[str, TeacherSplit] = field(default_factory=dict)  # "train", "valid", "test"
     text_item_emb: torch.Tensor | None = None  # [n, d_e] float32, the text encoder's embedding of every title
+    knowledge_item_emb: torch.Tensor | None = None  # [n, d_e] float32, KAR: each item's knowledge (0: none)
 
 
 @dataclass

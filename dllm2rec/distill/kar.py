@@ -9,10 +9,11 @@ feeds ``hist_aug_vec`` and the candidate's ``item_aug_vec`` through ``ConvertNet
 concatenates the result to the CTR model's input).
 
 Here (docs/methods.md, "KAR"):
-- user knowledge k_s: the teacher's (BIGRec's) generated text for the sequence, i.e. its
-  prediction of the next item; item knowledge k_i: the item's title (this pipeline asks the LLM
-  for no separate factual knowledge). Both embedded by the teacher (``encoder: teacher``) or by
-  the text encoder all-MiniLM-L6-v2 (``encoder: minilm``), see :mod:`dllm2rec.distill.knowledge`;
+- knowledge: one text per user and one per item, written once by the teacher's base LLM from the
+  user's **training** interactions and from the item's title (:mod:`dllm2rec.teacher.knowledge`,
+  KAR's prompts), embedded by the text encoder all-MiniLM-L6-v2 (KAR: BERT). k_s is the vector
+  of the sequence's user (zeros for a user without training interactions), k_i the item's (zeros
+  for an item outside the splits). Nothing KAR reads is a teacher prediction for a sequence;
 - HEA (``RS/layers.py`` ``HEA``): for domain d in {user, item},
   HEA_d(v) = Σ_{e ∈ shared ∪ specific_d} softmax(W_d v + b_d)_e · E_e(v), every expert E_e the
   KAR MLP ``[expert_hidden, hidden]``: Linear, ReLU, Dropout per layer (so it ends with ReLU);
@@ -22,8 +23,9 @@ Here (docs/methods.md, "KAR"):
   into an MLP, which a full-catalogue ranking cannot afford).
 
 No distillation loss; the adaptor trains with the student's own loss. During training only the
-scores the loss reads (each row's target and negative) get the item term. k_s is needed for every
-evaluated sequence, so the teacher runs at inference.
+scores the loss reads (each row's target and negative) get the item term. Every evaluated
+sequence reads its user's knowledge vector (``uses_teacher_at_inference``), a fixed per-user
+table as in KAR's deployment.
 """
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ from torch import nn
 
 from dllm2rec.distill.base import Batch, DistillContext, DistillMethod, register_method
 from dllm2rec.distill.common import distinct_items
-from dllm2rec.distill.knowledge import Knowledge
+from dllm2rec.distill.common import teacher_split
 from dllm2rec.distill.spec import KAROptions
+from dllm2rec.io import UserError
 
 
 class Expert(nn.Module):
@@ -75,9 +78,12 @@ class KAR(DistillMethod):
     def __init__(self, cfg: dict, ctx: DistillContext, student: nn.Module):
         super().__init__(cfg, ctx, student)
         o = self.opt
-        self.knowledge = Knowledge(ctx, o.encoder)
-        self.register_buffer("k_items", self.knowledge.items, persistent=False)
-        self.adaptor = HybridExpertAdaptor(self.knowledge.dim, (o.expert_hidden, ctx.hidden), ("user", "item"),
+        items = None if ctx.teacher is None else ctx.teacher.knowledge_item_emb
+        if items is None or items.shape[0] != ctx.n_items:
+            raise UserError(f"kar needs KAR's item knowledge vectors for the {ctx.n_items} items (made by the "
+                            "knowledge_embeddings rule): pass the teacher folder that holds them")
+        self.register_buffer("k_items", items.float(), persistent=False)
+        self.adaptor = HybridExpertAdaptor(items.shape[1], (o.expert_hidden, ctx.hidden), ("user", "item"),
                                            n_shared=o.n_shared, n_specific=o.n_specific, dropout=o.dropout)
         self._eval_items: torch.Tensor | None = None  # HEA_item of every item, cached in eval mode
 
@@ -86,7 +92,12 @@ class KAR(DistillMethod):
         return super().train(mode)
 
     def user_knowledge(self, batch: Batch) -> torch.Tensor:
-        return self.knowledge.generated(batch.split, batch.rows).to(self.k_items.device)
+        """k_s: the knowledge vector of each batch row's user [B, d_e] (never a teacher prediction)."""
+        k = teacher_split(self.ctx, batch.split).knowledge_user_emb
+        if k is None:
+            raise UserError(f"kar needs KAR's user knowledge vectors of split {batch.split!r} (made by the "
+                            "knowledge_embeddings rule)")
+        return k[batch.rows.to(k.device)].float().to(self.k_items.device)
 
     def adjust_state(self, state: torch.Tensor, batch: Batch) -> torch.Tensor:
         if not self.opt.augment_user:

@@ -1,4 +1,4 @@
-"""The embedded knowledge texts that KAR and LLM-CF read: the item titles and the teacher's
+"""The embedded knowledge texts that LLM-CF reads: the item titles and the teacher's
 generated text per sequence, embedded either by the teacher itself (``encoder: teacher``: BIGRec's
 grounding embeddings, the files the teacher writes) or by the separate text encoder
 (``encoder: minilm``: all-MiniLM-L6-v2, ``dllm2rec/teacher/text_encoder.py``), as KAR and LLM-CF

@@ -25,10 +25,10 @@ from dllm2rec.io import UserError
 
 SPLITS = ("train", "valid", "test")
 TEACHER_PARTS = ("ranks", "item_embeddings", "generated_embeddings", "text_item_embeddings",
-                 "text_generated_embeddings")
+                 "text_generated_embeddings", "knowledge_item_embeddings", "knowledge_user_embeddings")
 
 
-# the knowledge-text parts KAR / LLM-CF read per ``encoder`` (dllm2rec/distill/knowledge.py)
+# the knowledge-text parts LLM-CF reads per ``encoder`` (dllm2rec/distill/knowledge.py)
 _ENCODER_PARTS = {
     "teacher": frozenset({"item_embeddings", "generated_embeddings"}),
     "minilm": frozenset({"text_item_embeddings", "text_generated_embeddings"}),
@@ -296,20 +296,18 @@ class UnKDOptions(MethodOptions):
 @options("kar")
 @dataclass(frozen=True)
 class KAROptions(MethodOptions):
-    needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings", "generated_embeddings"})
+    # KAR's knowledge vectors (dllm2rec/teacher/knowledge.py): one per item, and per sequence the
+    # vector of its user's knowledge, made from the user's training interactions only
+    needs: ClassVar[frozenset[str]] = frozenset({"knowledge_item_embeddings", "knowledge_user_embeddings"})
+    # every evaluated sequence reads its user's knowledge vector (never a teacher prediction)
     uses_teacher_at_inference: ClassVar[bool] = True
-    partial_coverage: ClassVar[bool] = False  # every row's user knowledge enters its representation
 
-    encoder: Literal["teacher", "minilm"] = "teacher"
     n_shared: int = 2
     n_specific: int = 6
     expert_hidden: int = 128
     dropout: float = 0.0
     augment_items: bool = True
     augment_user: bool = True
-
-    def teacher_parts(self) -> frozenset[str]:
-        return _ENCODER_PARTS[self.encoder]
 
 
 @options("llmcf")

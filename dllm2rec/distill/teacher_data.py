@@ -48,7 +48,9 @@ def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: i
 
     ``parts`` ⊆ PARTS (default: the teacher's own three): only these files are read. The text
     encoder's parts (``text_item_embeddings``, ``text_generated_embeddings``, in the teacher's
-    ``text_embeddings/`` folder) fill ``TeacherTensors.text_item_emb`` and ``TeacherSplit.text_gen_emb``.
+    ``text_embeddings/`` folder) fill ``TeacherTensors.text_item_emb`` and ``TeacherSplit.text_gen_emb``;
+    KAR's knowledge parts (``knowledge/``) ``TeacherTensors.knowledge_item_emb`` and
+    ``TeacherSplit.knowledge_user_emb``.
     ``item_emb`` is an empty [0, 0] tensor when "item_embeddings" is not asked for; a split's
     ``topk_items``/``topk_dist``/``target_dist`` are empty [S, 0]/[S] tensors when "ranks" is not.
 
@@ -68,6 +70,8 @@ def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: i
             ta.check_dataset(ta.path(teacher_dir, part, split), dataset_fingerprint, teacher_dir)
     item_emb = _items(teacher_dir, "item_embeddings", n_items) if "item_embeddings" in parts else torch.zeros(0, 0)
     text_item_emb = _items(teacher_dir, "text_item_embeddings", n_items) if "text_item_embeddings" in parts else None
+    knowledge_item_emb = (_items(teacher_dir, "knowledge_item_embeddings", n_items)
+                          if "knowledge_item_embeddings" in parts else None)
     splits = {}
     for split, ids in sequences.items():
         ids = np.asarray(ids, dtype=np.int64)
@@ -83,7 +87,10 @@ def load_teacher(teacher_dir, sequences: Mapping[str, Iterable[int]], n_items: i
             ts.gen_emb = _generated(teacher_dir, "generated_embeddings", split, ids)
         if "text_generated_embeddings" in parts:
             ts.text_gen_emb = _generated(teacher_dir, "text_generated_embeddings", split, ids)
+        if "knowledge_user_embeddings" in parts:
+            ts.knowledge_user_emb = _generated(teacher_dir, "knowledge_user_embeddings", split, ids)
         if covered is not None:
             ts.covered = torch.from_numpy(covered)
         splits[split] = ts
-    return TeacherTensors(item_emb=item_emb, splits=splits, text_item_emb=text_item_emb)
+    return TeacherTensors(item_emb=item_emb, splits=splits, text_item_emb=text_item_emb,
+                          knowledge_item_emb=knowledge_item_emb)
