@@ -219,9 +219,11 @@ def test_teacher_change_reruns_teacher_and_downstream_never_data(tiny_run):
     rules = {r for r, _ in jobs}
     assert {"sft", "teacher_shard", "teacher_gather", "teacher_metrics", "student", "table5"} <= rules
     assert "dataset" not in rules and "base_model" not in rules and "item_embeddings" not in rules
+    assert "knowledge" not in rules and "knowledge_embeddings" not in rules
     students = [o for r, o in jobs if r == "student"]
     # `none` reads no teacher output; Hint and HTD only the item embeddings, made by the base model
-    on_sft = [p for m in METHODS if m not in ("none", "hint", "htd") for p in grid_runs(m)]
+    # (KAR's knowledge comes from the base model, not the fine-tuned one)
+    on_sft = [p for m in METHODS if m not in ("none", "hint", "htd", "kar") for p in grid_runs(m)]
     assert sorted(students) == sorted(
         f"results/students/tiny/tiny-llama/{b}/{m}/seed0/metrics.json" for b in ("gru4rec", "sasrec", "dros") for m in on_sft)
 

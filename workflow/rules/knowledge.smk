@@ -17,8 +17,8 @@ rule knowledge:
         base=L.base_model(),
         code=code("teacher", "dataset", "teacher_artifacts"),
     output:
-        users=L.teacher_file("knowledge_users"),
-        items=L.teacher_file("knowledge_items"),
+        user_texts=L.teacher_file("knowledge_users"),
+        item_texts=L.teacher_file("knowledge_items"),
     log:
         L.log("teacher", "{dataset}/{teacher}/knowledge"),
     benchmark:
@@ -43,8 +43,8 @@ rule knowledge_embeddings:
     """KAR's knowledge texts embedded by all-MiniLM-L6-v2: every item, and per sequence its user's."""
     input:
         **data_files(),
-        users=L.teacher_file("knowledge_users"),
-        items=L.teacher_file("knowledge_items"),
+        user_texts=L.teacher_file("knowledge_users"),
+        item_texts=L.teacher_file("knowledge_items"),
         code=code("teacher", "dataset", "teacher_artifacts"),
     output:
         item_emb=L.teacher_file("knowledge_item_embeddings"),
