@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 FAKE_SLURM = REPO / "tests" / "fake_slurm" / "fake_slurm.py"
 SLURM_COMMANDS = ("sbatch", "sacct", "squeue", "scontrol", "sinfo", "sacctmgr", "sshare", "scancel", "srun")
 WORKFLOW_FILES = ("Snakefile", "workflow", "config.yaml", "profiles", "envs")
-GPU_RULES = {"sft", "item_embeddings", "teacher_shard"}
+GPU_RULES = {"sft", "item_embeddings", "teacher_shard", "knowledge"}
 TIMEOUT = 45  # seconds per snakemake call; a run takes about 5
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -36,7 +36,9 @@ TEACHER = CONFIG["tables"]["teacher"]
 TEACHER_DIR = f"results/teacher/{DATASET}/{TEACHER}"
 DATA = [f"results/data/{DATASET}/{name}" for name in ("items.parquet", "sequences.parquet", "stats.json")]
 BASE = f"resources/models/{TEACHER}/base.json"
-STUDENT = f"results/students/{DATASET}/{TEACHER}/gru4rec/none/seed0/metrics.json"
+# the plain student's first grid point (every Table 5 row has a grid, docs/protocol.md)
+NONE_RUN = "none@" + ",".join(f"{k}={v[0]:g}" for k, v in CONFIG["methods"]["none"]["search"].items())
+STUDENT = f"results/students/{DATASET}/{TEACHER}/gru4rec/{NONE_RUN}/seed0/metrics.json"
 
 
 # --- running snakemake -----------------------------------------------------------------------------
@@ -196,14 +198,15 @@ def test_slurm_dry_run_resources(prepared):
             assert "gpu" not in res and "gpu_model" not in res, (rule, res)
         assert int(res["mem_mb"]) > 0 and int(res["runtime"]) > 0, (rule, res)
     shards = [rule for rule, _ in jobs if rule == "teacher_shard"]
-    assert len(shards) == 3 * PROFILE["set-scatter"]["teacher_gen"]  # the profile's set-scatter
+    # the profile's set-scatter, for the train split (the methods) and the test split (the teacher's metrics)
+    assert len(shards) == 2 * PROFILE["set-scatter"]["teacher_gen"]
 
 
 def test_local_dry_run(prepared):
     rc, out = snakemake(prepared[0], "--profile", "profiles/local", "-n")
     assert rc == 0, out[-6000:]
     jobs = dry_run_jobs(out)
-    assert len([r for r, _ in jobs if r == "teacher_shard"]) == 3 * CONFIG["teacher_shards"]
+    assert len([r for r, _ in jobs if r == "teacher_shard"]) == 2 * CONFIG["teacher_shards"]
     for rule, res in jobs:
         assert (res.get("gpu") == "1") == (rule in GPU_RULES), (rule, res)
 
@@ -274,7 +277,7 @@ def test_gpu_students_share_a_gpu_through_shards(workdir):
     text = (REPO / "profiles" / "slurm" / "config.yaml").read_text()
     assert 'gres: "shard:1"' in text  # the setting this test applies
     (workdir / "shard.yaml").write_text('student: {gres: "shard:1"}\n')
-    targets = [f"results/students/{DATASET}/{TEACHER}/{b}/none/seed0/metrics.json" for b in ("gru4rec", "sasrec")]
+    targets = [f"results/students/{DATASET}/{TEACHER}/{b}/{NONE_RUN}/seed0/metrics.json" for b in ("gru4rec", "sasrec")]
     jobs, out = slurm_run(workdir, targets, "--configfile", "shard.yaml")
     assert [rule for rule, _, _ in jobs] == ["student", "student"], out[-6000:]
     for _, _, argv in jobs:

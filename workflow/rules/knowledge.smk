@@ -2,13 +2,6 @@
 # per item from the teacher's base model, then embedded by the text encoder (all-MiniLM-L6-v2).
 
 
-def knowledge_params(wildcards):
-    """The base model's dtype, the generation engine settings, and `knowledge` (length, batch)."""
-    cfg = teacher_cfg(wildcards)
-    generation = {k: v for k, v in cfg["generation"].items() if k in ("engine", "batch_tokens")}
-    return jsonarg({"dtype": cfg["dtype"], "generation": generation, "knowledge": cfg["knowledge"]})
-
-
 rule knowledge:
     """KAR's knowledge texts: per user (from the user's training interactions only) and per item
     (from its title), written by the teacher's base model, greedy and short."""

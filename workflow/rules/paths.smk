@@ -242,6 +242,17 @@ def item_embedding_params(wildcards):
     return jsonarg({"dtype": cfg["dtype"], "grounding": grounding})
 
 
+def knowledge_params(wildcards):
+    """The base model's dtype, the generation engine settings, and `knowledge` (length, batch)."""
+    cfg = teacher_cfg(wildcards)
+    generation = {
+        k: v for k, v in cfg["generation"].items() if k in ("engine", "batch_tokens")
+    }
+    return jsonarg(
+        {"dtype": cfg["dtype"], "generation": generation, "knowledge": cfg["knowledge"]}
+    )
+
+
 def scatter_index(wildcards):
     """'2-of-4' -> (2, 4)."""
     shard, shards = wildcards.scatteritem.split("-of-")
