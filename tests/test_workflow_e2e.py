@@ -142,13 +142,28 @@ def test_teacher_artifacts_follow_the_contract(tiny_run):
 
     tdir = tiny_run / "results" / "teacher" / "tiny" / "tiny-llama"
     seqs = pq.read_table(tiny_run / "results" / "data" / "tiny" / "sequences.parquet").to_pandas()
-    for split in ("train", "valid", "test"):
+    # the train split (the methods) and the test split (the teacher's metrics); no method reads valid
+    assert not (tdir / "ranks" / "valid.parquet").exists()
+    for split in ("train", "test"):
         ranks = pq.read_table(tdir / "ranks" / f"{split}.parquet")
         assert ranks.column_names[:5] == ["seq_id", "generated", "topk_items", "topk_dist", "target_dist"]
         assert sorted(ranks["seq_id"].to_pylist()) == sorted(seqs[seqs.split == split].seq_id.tolist())
         assert len(ranks["topk_items"][0]) == 30
     teacher = json.loads((tdir / "metrics.json").read_text())
     assert 0 <= teacher["test"]["HR@20"] <= 1 and teacher["inference_seconds"] > 0
+    # KAR's knowledge: a user's prompt names none of their valid / test targets (their training
+    # interactions aside), and the vectors cover every item and every sequence
+    users = pq.read_table(tdir / "knowledge" / "users.parquet").to_pylist()
+    titles = pq.read_table(tiny_run / "results" / "data" / "tiny" / "items.parquet").column("title").to_pylist()
+    assert users and len(pq.read_table(tdir / "knowledge" / "item_embeddings.parquet")) == N_ITEMS
+    for u in users:
+        rows = seqs[seqs.user == u["user"]]
+        train = {i for h in rows[rows.split == "train"].history for i in h} | set(rows[rows.split == "train"].target)
+        for item in set(rows[rows.split != "train"].target) - train:
+            assert f'"{titles[item]}"' not in u["prompt"], (u["user"], titles[item])
+    for split in ("train", "valid", "test"):
+        emb = pq.read_table(tdir / "knowledge" / "user_embeddings" / f"{split}.parquet")
+        assert sorted(emb["seq_id"].to_pylist()) == sorted(seqs[seqs.split == split].seq_id.tolist())
 
 
 def dry_run_jobs(project, *extra):
