@@ -11,7 +11,7 @@
   format (:mod:`dllm2rec.teacher.released`). No texts.
 
 The workflow asks :func:`provides` at config time, so that a method that reads a part the kind
-has not (KAR and LLM-CF read the LLM's generated texts) is refused before any job runs, and
+has not (KAR reads the LLM's knowledge texts, LLM-CF its generated texts) is refused before any job runs, and
 :func:`label` names the kind in Table 5's teacher row. Standard library only (Snakemake imports
 it while it builds the DAG).
 """
@@ -23,7 +23,7 @@ SPLITS = ("train", "valid", "test")
 TRAIN_SPLITS = ("whole", "sampled")  # recommender.train_split
 BACKBONE_NAMES = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "dros": "DROS"}
 ALL_PARTS = frozenset({"ranks", "item_embeddings", "generated_embeddings", "text_item_embeddings",
-                       "text_generated_embeddings"})
+                       "text_generated_embeddings", "knowledge_item_embeddings", "knowledge_user_embeddings"})
 _NO_TEXT = frozenset({"ranks", "item_embeddings"})
 
 

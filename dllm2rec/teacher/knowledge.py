@@ -129,7 +129,8 @@ def generate_knowledge(base: str, data: str, params: dict, noun: str, teacher: s
            "batch_size": int(knowledge.get("batch_size", params.get("generation", {}).get("batch_size", 32)))}
     t0 = time.time()
     texts = [t.strip() for t in generate_texts(model, tokenizer, [_encode_prompt(tokenizer, p) for p in prompts], gen)]
-    meta = {"base": str(base), "noun": noun, "max_new_tokens": gen["max_new_tokens"], "seconds": time.time() - t0,
+    meta = {"base": str(base), "noun": noun, "dataset_fingerprint": dataset.fingerprint,
+            "max_new_tokens": gen["max_new_tokens"], "seconds": time.time() - t0,
             "source": "YunjiaXi/Open-World-Knowledge-Augmented-Recommendation preprocess/generate_data_and_prompt.py"}
     n = len(user_names)
     write_parquet(ta.knowledge_table(user_names, "user", prompts[:n], texts[:n]), ta.path(teacher, "knowledge_users"),
@@ -154,7 +155,8 @@ def embed_knowledge(data: str, teacher: str, encoder: str | None = None, cache: 
     item_ids, item_texts = ta.read_knowledge(ta.path(teacher, "knowledge_items"), "item")
     model = te.load_encoder(encoder or te.DEFAULT_ENCODER, cache, device)
     dim = te.embedding_dim(model)
-    meta = {"encoder": encoder or te.DEFAULT_ENCODER, "dim": dim, "text": "KAR knowledge"}
+    meta = {"encoder": encoder or te.DEFAULT_ENCODER, "dim": dim, "text": "KAR knowledge",
+            "dataset_fingerprint": dataset.fingerprint}  # the readers refuse a file of another dataset
     t0 = time.time()
     item_vec = np.zeros((dataset.n_items, dim), np.float32)
     if item_ids:

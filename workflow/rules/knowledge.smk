@@ -14,6 +14,8 @@ rule knowledge:
         item_texts=L.teacher_file("knowledge_items"),
     log:
         L.log("teacher", "{dataset}/{teacher}/knowledge"),
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     benchmark:
         L.benchmark("teacher", "{dataset}/{teacher}/knowledge")
     conda:
@@ -44,6 +46,8 @@ rule knowledge_embeddings:
         user_emb=[L.teacher_file("knowledge_user_embeddings", split=s) for s in SPLITS],
     log:
         L.log("teacher", "{dataset}/{teacher}/knowledge_embeddings"),
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     conda:
         "../../envs/text_encoder.yaml"
     threads: 2
