@@ -164,7 +164,7 @@ def test_a_files_teacher_dry_runs_its_imports(project, splits):
 @pytest.mark.parametrize("change, message", [
     ({"methods/dllm2rec/variant": "paper"}, "which the released-format files of teacher 'mine' do not carry: give "
                                            "teachers.mine.files.target_train"),
-    ({"tables/methods": ["none", "kar"]}, "method 'kar' reads the teacher's generated_embeddings"),
+    ({"tables/methods": ["none", "kar"]}, "method 'kar' reads the teacher's knowledge_item_embeddings"),
     ({"methods/dllm2rec/variant": "official", "rank_width": 5},
      "methods.dllm2rec.k = 10 is larger than the 5 items per row of teachers.mine.files.rank_train"),
     ({"teachers/mine/files/confidence_valid": "tocf/myrank_train.txt"}, "give rank_valid and confidence_valid together"),
@@ -267,7 +267,7 @@ def overlay(project, name, **changes):
         ({"methods/dllm2rec/search": {"lambda_d": []}}, "search"),
         # teacher kinds (dllm2rec/teacher/kinds.py): KAR and LLM-CF need an LLM's texts
         ({"teachers/rec": {"type": "recommender", "recommender": {}}, "tables/teacher": "rec"},
-         "method 'kar' reads the teacher's generated_embeddings, which teacher 'rec' (type recommender) does not have"),
+         "method 'kar' reads the teacher's knowledge_item_embeddings, knowledge_user_embeddings, which teacher 'rec' (type recommender) does not have"),
         ({"teachers/rec": {"type": "recommender", "recommender": {}, "base_model": "x"}}, "teachers"),
         ({"teachers/rec": {"type": "recommender"}}, "'recommender' is a required property"),
     ],

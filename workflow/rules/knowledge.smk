@@ -14,10 +14,10 @@ rule knowledge:
         item_texts=L.teacher_file("knowledge_items"),
     log:
         L.log("teacher", "{dataset}/{teacher}/knowledge"),
-    wildcard_constraints:
-        teacher=teachers_of("bigrec"),
     benchmark:
         L.benchmark("teacher", "{dataset}/{teacher}/knowledge")
+    wildcard_constraints:
+        teacher=teachers_of("bigrec"),
     conda:
         "../../envs/teacher.yaml"
     threads: 8
