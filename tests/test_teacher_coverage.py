@@ -200,24 +200,25 @@ def test_every_method_trains_on_the_covered_rows_or_refuses(synth, tmp_path, mty
         return train_student(str(synth / "data"), "gru4rec", mtype, {"student": student, "method": method}, 0,
                              str(tmp_path / name / "out"), str(tmp_path / name / "work"), teacher=str(teacher), threads=1)
 
-    if mtype in ("kar", "llmcf"):  # their model reads every training row's teacher output
+    if mtype == "llmcf":  # its model reads every training row's teacher output
         with pytest.raises(UserError, match="needs teacher output for every training sequence"):
             fit(tmp_path / "t", "part")
         return
     m = fit(tmp_path / "t", "part")
     assert np.isfinite(m["test"]["NDCG@20"])
-    if mtype in ("hint", "htd"):  # item-side only: the item embeddings cover every item, coverage changes nothing
+    # item-side only (Hint, HTD), or per-user and per-item knowledge (KAR): coverage changes nothing
+    if mtype in ("hint", "htd", "kar"):
         assert m["test"] == fit(synth / "teacher", "full")["test"]
 
 
-def test_partial_coverage_trains_and_refuses_kar(synth, tmp_path):
+def test_partial_coverage_trains_and_refuses_llmcf(synth, tmp_path):
     with_coverage(synth / "teacher", tmp_path / "t", 0.3)
     base = train(synth / "data", synth / "teacher", tmp_path / "plain")
     m = train(synth / "data", tmp_path / "t", tmp_path / "part")
     assert np.isfinite(m["test"]["NDCG@20"]) and m["test"] != base["test"]
-    kar = {"type": "kar", "encoder": "teacher", "n_shared": 1, "n_specific": 1, "expert_hidden": 8}
+    llmcf = {"type": "llmcf", "encoder": "teacher", "n_neighbors": 2, "n_layers": 1}
     with pytest.raises(UserError, match="needs teacher output for every training sequence"):
-        train(synth / "data", tmp_path / "t", tmp_path / "kar", kar)
+        train(synth / "data", tmp_path / "t", tmp_path / "llmcf", llmcf)
 
 
 # --- config time ------------------------------------------------------------------------------
@@ -226,10 +227,10 @@ def test_config_checks_coverage_and_passes_it_to_train_shards_only(tmp_path):
     cfg = load_yaml(project / "config.yaml")
     teacher = cfg["tables"]["teacher"]
     cfg["teachers"][teacher]["generation"]["train_coverage"] = 0.5
-    write_config(project / "kar.yaml", cfg)
-    res = snakemake(project, "-n", "--cores", "1", "--configfile", "kar.yaml")
+    write_config(project / "llmcf.yaml", cfg)
+    res = snakemake(project, "-n", "--cores", "1", "--configfile", "llmcf.yaml")
     assert res.returncode != 0
-    assert "method 'kar' needs teacher output for every training sequence" in res.stdout, res.stdout[-2000:]
+    assert "method 'llmcf' needs teacher output for every training sequence" in res.stdout, res.stdout[-2000:]
     cfg["tables"]["methods"] = ["none", "dllm2rec"]
     write_config(project / "half.yaml", cfg)
     res = snakemake(project, "results/table5.csv", "-n", "-p", "--cores", "1", "--configfile", "half.yaml")
