@@ -10,7 +10,7 @@ overflows float32 once ps·ŷ²/β passes ~88.
 Defaults (docs/students.md has the sources): α = 0.5, the authors' DLLM2Rec run command
 (istarryn/DLLM2Rec README.md, ``--alpha 0.5``; DROS's own scripts, YangZhengyi98/DROS
 ``A_SASRec_final_*.py``, default to α = 0, i.e. DRO off, and take α from the command line);
-β = 1.0 and ps_power = 0.05 as DLLM2Rec's ``main.py`` (DROS's scripts use ps_power 0.5).
+β = 1.0 and ps_power = 0.05 as DLLM2Rec's ``main.py`` and DROS's scripts (0.05 since 2023-04-24).
 """
 from __future__ import annotations
 
