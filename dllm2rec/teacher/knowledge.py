@@ -102,8 +102,10 @@ def split_items(sequences: pa.Table) -> list[int]:
 
 def _encode_prompt(tokenizer, text: str) -> list[int]:
     if getattr(tokenizer, "chat_template", None):
-        return list(tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                                  tokenize=True))
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                            tokenize=True)
+        # transformers 5 returns a BatchEncoding here (4.x a list of ids)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     return tokenizer(text)["input_ids"]
 
 
