@@ -119,3 +119,22 @@ def test_knowledge_vectors_per_item_and_per_sequences_user(tmp_path, encoder_cac
     tt = load_teacher(teacher, {"train": [0, 1, 2], "test": [5, 6]}, len(TITLES),
                       {"knowledge_item_embeddings", "knowledge_user_embeddings"})
     assert np.array_equal(tt.knowledge_item_emb.numpy(), items) and tt.splits["test"].knowledge_user_emb.shape == (2, 384)
+
+
+def test_a_chat_template_prompt_is_token_ids_whatever_transformers_returns():
+    """transformers 5's apply_chat_template(tokenize=True) returns a BatchEncoding, 4.x a list:
+    both give the prompt's ids (the default's SmolLM2 has a chat template)."""
+    from dllm2rec.teacher.knowledge import _encode_prompt
+
+    class Tok:
+        chat_template = "{{ messages }}"
+
+        def __init__(self, result):
+            self.result = result
+
+        def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+            assert tokenize and add_generation_prompt and messages[0]["content"] == "hi"
+            return self.result
+
+    assert _encode_prompt(Tok({"input_ids": [1, 2, 3], "attention_mask": [1, 1, 1]}), "hi") == [1, 2, 3]
+    assert _encode_prompt(Tok([4, 5]), "hi") == [4, 5]
