@@ -3,17 +3,10 @@ import math
 
 import pytest
 
-from workflow_utils import ROOT, load_yaml
+from workflow_utils import ROOT, load_yaml, merged
 
 PAPER_WEIGHT_DECAY = [1.0e-4, 1.0e-5, 1.0e-6, 1.0e-7, 0]  # §4.1.4
 
-
-def merged(base, over):
-    """A config file merged over another, as Snakemake's --configfile does."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def config(name):

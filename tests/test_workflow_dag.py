@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from workflow_utils import ROOT, copy_project, job_counts, load_yaml, snakemake, write_config
+from workflow_utils import ROOT, copy_project, job_counts, load_yaml, merged, snakemake, write_config
 
 
 @pytest.fixture
@@ -26,13 +26,6 @@ def student_jobs(counts):
     groups = {k: v for k, v in counts.items() if k.startswith("student_")}
     return groups, {k: v for k, v in counts.items() if k not in groups}
 
-
-def merged(base, over):
-    """A config file merged over another, as Snakemake's --configfile does."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def test_default_dry_run_shows_the_whole_paper_dag(project):

@@ -56,3 +56,11 @@ def job_counts(output: str) -> dict[str, int]:
             elif parts and not set(line.strip()) <= {"-", " "}:
                 break
     return counts
+
+
+def merged(base, over):
+    """A config file merged over another, as Snakemake's --configfile does."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
