@@ -12,7 +12,7 @@ from tiny_llm import WORDS, make_tiny_llama
 from dllm2rec.io import UserError, parquet_metadata
 from dllm2rec.teacher import generate as gen_mod
 from dllm2rec.teacher.generate import gather_shards, run_shard
-from dllm2rec.teacher.ground import embed_items, nearest_items
+from dllm2rec.teacher.ground import embed_items, embed_texts, nearest_items
 from dllm2rec.evaluate import metrics_from_ranks
 from dllm2rec.teacher.metrics import hit_ranks, teacher_metrics
 from dllm2rec.teacher.sft import train_adapter
@@ -155,6 +155,29 @@ def test_item_embeddings(env):
     assert t.schema.field("embedding").type == pa.list_(pa.float32(), 32)
     emb = np.array(t.column("embedding").to_pylist())
     np.testing.assert_allclose(emb[28], emb[29], rtol=1e-5)  # same title, same embedding
+
+
+def test_text_embeddings_are_the_last_norm_state_with_the_adapter_off(env):
+    """embed_texts runs the model's body without its LM head: the embedding equals the full
+    model's final hidden state at the text's last token, and through a PeftModel with its
+    adapter disabled it equals the base model's (the grounding path)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(env["base"])
+    base = AutoModelForCausalLM.from_pretrained(env["base"]).eval()
+    texts = ["alpha beta", "gamma", "delta epsilon zeta eta"]
+    got = embed_texts(base, tok, texts, batch_size=2)
+    for text, row in zip(texts, got):
+        ids = torch.tensor([tok(text)["input_ids"]])
+        with torch.inference_mode():
+            want = base(input_ids=ids, output_hidden_states=True).hidden_states[-1][0, -1].numpy()
+        np.testing.assert_allclose(row, want, rtol=1e-4, atol=1e-5)
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(env["base"]), env["adapter"]).eval()
+    with peft.disable_adapter():
+        np.testing.assert_array_equal(embed_texts(peft, tok, texts, batch_size=2), got)
+    assert not np.allclose(embed_texts(peft, tok, texts, batch_size=2), got)  # the trained adapter, when on
 
 
 def test_generation_deterministic_and_shards_equal_unsharded(env):

@@ -26,11 +26,22 @@ from dllm2rec.teacher.prompts import item_titles
 MAX_TEXT_TOKENS = 512
 
 
+def transformer_body(model):
+    """The transformer of a causal LM without its language-model head (``LlamaModel`` inside
+    ``LlamaForCausalLM``; through a PeftModel, whose LoRA layers stay in place): its
+    ``last_hidden_state`` is the final hidden state after the last norm, and no vocabulary-wide
+    logits are computed. (Through a PeftModel, ``logits_to_keep`` did not reach the model and the
+    logits of every position were computed: ten times the cost of the embedding itself.)"""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(inner, "base_model", inner)
+
+
 def embed_texts(model, tokenizer, texts: list[str], batch_size: int, desc: str | None = None) -> np.ndarray:
     """float32 [len(texts), hidden]: last-layer hidden state of each text's last token.
 
     Texts are batched by token length. An empty text (an empty generation) is embedded as the
-    single EOS token, so it still gets a (poor) grounding instead of failing.
+    single EOS token, so it still gets a (poor) grounding instead of failing. The model's body
+    runs without its LM head (:func:`transformer_body`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -45,6 +56,7 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int, desc: str |
     out = np.zeros((len(texts), hidden or 0), dtype=np.float32)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
+    body = transformer_body(model)
     bar = tqdm(total=len(texts), desc=desc, unit="text", disable=desc is None, mininterval=5, file=ProgressStream())
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
@@ -56,10 +68,9 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int, desc: str |
                 input_ids[row, width - len(ids[i]):] = torch.tensor(ids[i])
                 mask[row, width - len(ids[i]):] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            res = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                        position_ids=positions.to(device), output_hidden_states=True,
-                        logits_to_keep=1)
-            last = res.hidden_states[-1][:, -1, :].float().cpu().numpy()
+            res = body(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                       position_ids=positions.to(device))
+            last = res.last_hidden_state[:, -1, :].float().cpu().numpy()
             if out.shape[1] != last.shape[1]:
                 out = np.zeros((len(texts), last.shape[1]), dtype=np.float32)
             out[idx] = last
