@@ -30,8 +30,10 @@ def transformer_body(model):
     """The transformer of a causal LM without its language-model head (``LlamaModel`` inside
     ``LlamaForCausalLM``; through a PeftModel, whose LoRA layers stay in place): its
     ``last_hidden_state`` is the final hidden state after the last norm, and no vocabulary-wide
-    logits are computed. (Through a PeftModel, ``logits_to_keep`` did not reach the model and the
-    logits of every position were computed: ten times the cost of the embedding itself.)"""
+    logits are computed. (Through a PeftModel in bf16 on the CPU, the LM head of even one
+    position per text ran as a batched matmul over a copy of its weight expanded per text,
+    ``[64, 576, 49152]`` for the default's batch: ten times the cost of the embedding itself,
+    docs/benchmarks.md.)"""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return getattr(inner, "base_model", inner)
 
