@@ -22,18 +22,26 @@ from pathlib import Path
 
 from dllm2rec import render, student_run, teacher_artifacts
 from dllm2rec.dataset import read_stats
+from dllm2rec.distill.spec import OPTIONS
 from dllm2rec.io import UserError, atomic_path
 from dllm2rec.selection import table_method
+from dllm2rec.settings import REFERENCE_BACKBONE, backbone_name
 from dllm2rec.sweeps import FIGURE2_PARAMS, parse_sweep_method
 
 METRICS = ("HR@20", "NDCG@20")
-BACKBONE_NAMES = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "dros": "DROS"}
-METHOD_NAMES = {
-    "none": "+None", "hint": "+Hint", "htd": "+HTD", "rd": "+RD", "cd": "+CD", "rrd": "+RRD",
-    "dcd": "+DCD", "unkd": "+UnKD", "kar": "KAR", "llmcf": "LLM-CF", "dllm2rec": "+DLLM2Rec",
-    "dllm2rec-official": "+DLLM2Rec (released code)",
-}
+# the config entries (not method types) the paper's tables name; a type's name is its spec's display
+VARIANT_NAMES = {"dllm2rec-official": "+DLLM2Rec (released code)"}
 NOT_BASELINES = {"none", "dllm2rec"}
+
+
+def method_names() -> dict[str, str]:
+    """{method: its name in the tables}: every registered method type (dllm2rec/distill/spec.py,
+    its ``display``) in registry order, then :data:`VARIANT_NAMES`."""
+    return {**{m: cls.display for m, cls in OPTIONS.items()}, **VARIANT_NAMES}
+
+
+def method_name(method: str) -> str:
+    return method_names().get(method, method)
 
 
 def _as_list(x) -> list:
@@ -175,7 +183,7 @@ def dllm2rec_rows(runs: dict, methods: list) -> list[str]:
 
 def gain_label(kind: str, row: str, rows: list) -> str:
     """``Gain.S`` / ``Gain.B``, naming the DLLM2Rec row when Table 5 has more than one."""
-    return kind if len(rows) == 1 else f"{kind} {METHOD_NAMES.get(row, row)}"
+    return kind if len(rows) == 1 else f"{kind} {method_name(row)}"
 
 
 def table5_records(teacher, students, methods=None, ranks=None, popularity=None) -> list[dict]:
@@ -188,7 +196,7 @@ def table5_records(teacher, students, methods=None, ranks=None, popularity=None)
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     methods = _as_list(methods) or list(dict.fromkeys(m for _, _, m in runs))
     distilled = dllm2rec_rows(runs, methods)
-    baselines = [m for m in methods if m not in NOT_BASELINES and m not in distilled and METHOD_NAMES.get(m)]
+    baselines = [m for m in methods if m not in NOT_BASELINES and m not in distilled and m in method_names()]
     nan = float("nan")
     out = []
 
@@ -225,7 +233,7 @@ def table5_records(teacher, students, methods=None, ranks=None, popularity=None)
                 for m in methods:
                     seeds = runs.get((d, b, m), [])
                     se, n_seq = sequence_se(seq_ranks, (d, b, m), k) if seq_ranks else (nan, 0)
-                    rows[m] = record(d, b, m, METHOD_NAMES.get(m, m), k, [r[1][k] for r in seeds],
+                    rows[m] = record(d, b, m, method_name(m), k, [r[1][k] for r in seeds],
                                      n_seq or n, se, "sequences" if se == se else "")
                 # equal means share a rank (rounded: a mean over seeds of equal hit counts may differ in the last bit)
                 distinct = sorted({round(r["mean"], 12) for r in rows.values() if r["mean"] == r["mean"]}, reverse=True)
@@ -364,7 +372,7 @@ def table5_layout(records: list[dict]) -> tuple[list[str], list[list], dict]:
             note = f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]" if r["ci_low"] == r["ci_low"] else ""
             cells.append((render.num(r["mean"]), col_marks[b, d, k].get(m, ""), note))
         first = next(r for (bb, mm, _, _), r in by.items() if (bb, mm) == (b, m))
-        rows.append([BACKBONE_NAMES.get(b, b) if b else "Reference" if m != "teacher" else "Teacher", first["model"], *cells])
+        rows.append([backbone_name(b) if b else "Reference" if m != "teacher" else "Teacher", first["model"], *cells])
         if (b, m) in distilled:
             for kind, g, p in (("Gain.S", "gain_s", "p_s"), ("Gain.B", "gain_b", "p_b")):
                 cells = []
@@ -375,7 +383,7 @@ def table5_layout(records: list[dict]) -> tuple[list[str], list[list], dict]:
                         continue
                     cells.append((render.pct(r[g], sign=True), "", f"(p = {render.p_value(r[p])})" if r[p] == r[p] else ""))
                 classes[len(rows)] = "gain"
-                rows.append([BACKBONE_NAMES.get(b, b), gain_label(kind, m, ours), *cells])
+                rows.append([backbone_name(b), gain_label(kind, m, ours), *cells])
     return header, rows, classes
 
 
@@ -399,7 +407,7 @@ def table6(teacher, students, out: str, backbone: str | None = None, html: str |
     backbones = list(dict.fromkeys(b for _, b, _ in runs))
     if not backbones:
         raise UserError("table6 needs student runs of the method dllm2rec; none were given")
-    backbone = backbone or ("dros" if "dros" in backbones else backbones[-1])
+    backbone = backbone or (REFERENCE_BACKBONE if REFERENCE_BACKBONE in backbones else backbones[-1])
     header = ["dataset", "model", *METRICS, "inference_seconds"]
     rows = []
     for d, t in teachers.items():
@@ -407,7 +415,7 @@ def table6(teacher, students, out: str, backbone: str | None = None, html: str |
         if not seeds:
             raise UserError(f"table6 needs the dllm2rec runs of {backbone} on {d}; add dllm2rec to tables.methods")
         rows.append([d, teacher_artifacts.teacher_label(t), *teacher_values(t), teacher_seconds(t)])
-        rows.append([d, f"DLLM2Rec ({BACKBONE_NAMES.get(backbone, backbone)})",
+        rows.append([d, f"DLLM2Rec ({backbone_name(backbone)})",
                      *(mean([r[1][k] for r in seeds]) for k in METRICS), mean([r[2]["inference_seconds"] for r in seeds])])
     write_table(header, rows, out, html, "Table 6: the teacher against the distilled student",
                 {**{k: render.num for k in METRICS}, "inference_seconds": render.seconds}, extra_rows=_versus_rows(header, rows))
@@ -422,7 +430,7 @@ def ablation_table(students, out: str, html: str | None = None) -> None:
         keys = [k for k in runs if k[0] == d]
         keys.sort(key=lambda k: k[2] == "dllm2rec")
         for _, b, m in keys:
-            rows.append([d, BACKBONE_NAMES.get(b, b), "DLLM2Rec" if m == "dllm2rec" else m,
+            rows.append([d, backbone_name(b), "DLLM2Rec" if m == "dllm2rec" else m,
                          *(mean([r[1][k] for r in runs[d, b, m]]) for k in METRICS)])
     write_table(header, rows, out, html, f"{Path(out).stem.capitalize()}: DLLM2Rec's variants",
                 {k: render.num for k in METRICS})
@@ -580,7 +588,7 @@ def table1(teacher, students, out: str, html: str | None = None) -> None:
         if not found:
             raise UserError(f"table1 needs the plain student's runs (method none) on {d}; none were given")
         b, seeds = found[0]
-        rows.append([d, BACKBONE_NAMES.get(b, b), *(mean([r[1][k] for r in seeds]) for k in METRICS),
+        rows.append([d, backbone_name(b), *(mean([r[1][k] for r in seeds]) for k in METRICS),
                      mean([r[2]["inference_seconds"] for r in seeds])])
         rows.append([d, teacher_artifacts.teacher_label(t), *teacher_values(t), teacher_seconds(t)])
     write_table(header, rows, out, html, "Table 1: the teacher against the plain student",
@@ -618,7 +626,7 @@ def _analysis_cases(teacher, teacher_ranks, student_ranks, items) -> dict:
         t_lists = [teachers[d][s] for s in r.seq_id]
         t_rank = hit_ranks(t_lists, r.target, titles[d])
         backbone = r.identity["backbone"]
-        rows = out.setdefault(d, (BACKBONE_NAMES.get(backbone, backbone), []))[1]
+        rows = out.setdefault(d, (backbone_name(backbone), []))[1]
         for tr, sr, target, tl, sl in zip(t_rank, r.rank, r.target, t_lists, r.topk):
             rows.append((int(tr) if 0 <= tr < ANALYSIS_K else ANALYSIS_K, min(sr - 1, ANALYSIS_K), target,
                          tl[:ANALYSIS_K], sl[:ANALYSIS_K]))
@@ -703,11 +711,11 @@ def _save(fig, out: str) -> None:
 
 
 def method_colour(method: str):
-    """One colour per method in every figure: the methods of :data:`METHOD_NAMES` in their order
+    """One colour per method in every figure: the methods of :func:`method_names` in their order
     on matplotlib's tab20 palette, any other method (a variant, a sweep point) after them."""
     import matplotlib
 
-    known = list(METHOD_NAMES)
+    known = list(method_names())
     if method not in known and method not in _EXTRA_COLOURS:
         _EXTRA_COLOURS.append(method)
     i = known.index(method) if method in known else len(known) + _EXTRA_COLOURS.index(method)
@@ -734,15 +742,15 @@ def training_curves(students, out: str) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
     for ax, key in zip(axes[0], panels):
         labelled = set()
-        order = list(METHOD_NAMES)
+        order = list(method_names())
         for method, seed, x, y, best in sorted(curves[key], key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c[0], c[1])):
             colour = method_colour(method)
-            ax.plot(x, y, color=colour, lw=1, label=None if method in labelled else METHOD_NAMES.get(method, method))
+            ax.plot(x, y, color=colour, lw=1, label=None if method in labelled else method_name(method))
             labelled.add(method)
             if best in x:
                 ax.plot([best], [y[x.index(best)]], "o", color=colour, ms=5, mec="k", mew=0.5)
         ax.plot([], [], "o", color="w", mec="k", mew=0.5, label="epoch kept")
-        ax.set_title(f"{key[0]}: {BACKBONE_NAMES.get(key[1], key[1])}")
+        ax.set_title(f"{key[0]}: {backbone_name(key[1])}")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("validation NDCG@20")
@@ -788,7 +796,7 @@ def table5_bars(teacher, students, out: str, methods=None, popularity=None) -> N
                 vals = [[r[1][k] for r in runs.get((d, b, m), [])] for b in backbones]
                 errors = [statistics.stdev(v) if len(v) > 1 else float("nan") for v in vals]
                 ax.bar([x + (n - len(methods) / 2 + 0.5) * width for x in range(len(backbones))],
-                       [mean(v) for v in vals], width, label=METHOD_NAMES.get(m, m), color=method_colour(m),
+                       [mean(v) for v in vals], width, label=method_name(m), color=method_colour(m),
                        yerr=errors if any(e == e for e in errors) else None, capsize=2, error_kw={"lw": 0.8})
             if d in teachers and k in teachers[d]["test"]:
                 ax.axhline(teachers[d]["test"][k], color="k", ls="--", lw=1,
@@ -796,7 +804,7 @@ def table5_bars(teacher, students, out: str, methods=None, popularity=None) -> N
             if d in refs:
                 ax.axhline(refs[d]["popularity"]["test"][k], color="grey", ls=":", lw=1.2, label="most popular (train)")
                 ax.axhline(refs[d]["chance"][k], color="grey", ls="-.", lw=1, label="chance (K/n)")
-            ax.set_xticks(range(len(backbones)), [BACKBONE_NAMES.get(b, b) for b in backbones])
+            ax.set_xticks(range(len(backbones)), [backbone_name(b) for b in backbones])
             ax.set_xlabel("student backbone")
             ax.set_ylabel(f"test {k}")
             ax.set_title(f"{d}: test {k}")

@@ -113,8 +113,9 @@ def test_the_schema_lists_exactly_the_data_sources():
 def test_the_schema_sweeps_exactly_figure2s_parameters():
     from dllm2rec.sweeps import FIGURE2_PARAMS, parse_sweep_method, sweep_method
 
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    figure2 = schema["properties"]["tables"]["properties"]["figure2"]["properties"]
+    from dllm2rec.schema import config_schema
+
+    figure2 = config_schema()["properties"]["tables"]["properties"]["figure2"]["properties"]
     assert set(figure2) - {"backbone"} == set(FIGURE2_PARAMS)
     assert parse_sweep_method(sweep_method("gamma_c", 0.25)) == ("gamma_c", 0.25)
     assert parse_sweep_method("dllm2rec") is None and parse_sweep_method("dllm2rec-wo-wc") is None

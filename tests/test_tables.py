@@ -369,7 +369,7 @@ def test_t_quantile_inverts_the_tail():
 
 
 def test_each_method_has_one_colour_in_every_figure():
-    colours = [tables.method_colour(m) for m in tables.METHOD_NAMES]
+    colours = [tables.method_colour(m) for m in tables.method_names()]
     assert len(set(colours)) == len(colours)
-    assert tables.method_colour("dllm2rec") == colours[list(tables.METHOD_NAMES).index("dllm2rec")]
+    assert tables.method_colour("dllm2rec") == colours[list(tables.method_names()).index("dllm2rec")]
     assert tables.method_colour("variant-x") == tables.method_colour("variant-x") not in colours

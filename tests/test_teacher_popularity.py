@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from dllm2rec.io import UserError
 from dllm2rec.teacher.generate import popularity_gamma
@@ -54,6 +53,7 @@ def test_popularity_missing_is_a_clear_error():
 
 
 def test_schema_declares_the_option_off_by_default():
-    schema = yaml.safe_load(open("workflow/schemas/config.schema.yaml"))
-    prop = schema["$defs"]["teacher"]["properties"]["grounding"]["properties"]["popularity_gamma"]
+    from dllm2rec.schema import config_schema
+
+    prop = config_schema()["$defs"]["teacher"]["properties"]["grounding"]["properties"]["popularity_gamma"]
     assert prop["default"] == 0 and prop["minimum"] == 0

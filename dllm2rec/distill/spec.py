@@ -10,18 +10,23 @@ off) and whether evaluation needs teacher output for the evaluated sequences
 The method class (``dllm2rec/distill/<type>.py``) attaches its dataclass as ``Options`` and the
 base class parses the config entry into ``self.opt``. The workflow asks
 :func:`teacher_needs` which artifacts a run reads while it builds the DAG, so this module
-imports neither torch nor any method module. ``workflow/schemas/config.schema.yaml``,
-``config.yaml`` and ``docs/methods.md`` repeat the defaults; ``tests/test_method_options.py``
-checks that they agree with the dataclasses.
+imports neither torch nor any method module. The config schema's keys of each method type
+(:mod:`dllm2rec.schema`) and the method's name in the tables (``display``) come from here;
+``config.yaml`` and ``docs/methods.md`` repeat the defaults, and ``tests/test_method_options.py``
+checks that they agree with the dataclasses. The helpers (types with bounds, parsing) are those
+of :mod:`dllm2rec.settings`, which declares the other settings the same way.
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from dllm2rec.io import UserError
+from dllm2rec.settings import Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, Schema, field_defaults
+from dllm2rec.settings import parse
+from dllm2rec.settings import field_types as option_types
+
+Share = Annotated[float, Schema(exclusiveMinimum=0, maximum=1)]  # a fraction in (0, 1]
 
 SPLITS = ("train", "valid", "test")
 TEACHER_PARTS = ("ranks", "item_embeddings", "generated_embeddings", "text_item_embeddings",
@@ -40,11 +45,12 @@ RESERVED_KEYS = ("type", "extends", "search")  # config keys every entry may car
 OPTIONS: dict[str, type["MethodOptions"]] = {}
 
 
-def options(name: str):
-    """Class decorator: register a dataclass as the options of method ``name``."""
+def options(name: str, display: str):
+    """Class decorator: register a dataclass as the options of method ``name``, which the tables
+    call ``display``."""
 
     def deco(cls):
-        cls.method = name
+        cls.method, cls.display = name, display
         OPTIONS[name] = cls
         return cls
 
@@ -56,6 +62,7 @@ class MethodOptions:
     """Base of every method's options (a method without options uses it as is)."""
 
     method: ClassVar[str] = "base"
+    display: ClassVar[str] = "base"  # the method's name in the tables (Table 5's "+RD", ...)
     needs: ClassVar[frozenset[str]] = frozenset()  # subset of TEACHER_PARTS
     uses_teacher_at_inference: ClassVar[bool] = False
     # False: the method needs teacher output for every training sequence (its model reads it for
@@ -78,40 +85,8 @@ class MethodOptions:
         return self.fusable
 
 
-def option_types(cls: type[MethodOptions]) -> dict[str, object]:
-    """{field name: resolved annotation} of an options dataclass, in declaration order."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
 def option_defaults(cls: type[MethodOptions]) -> dict[str, object]:
-    return {f.name: f.default for f in dataclasses.fields(cls)}
-
-
-def _check_value(where: str, tp, value):
-    """``value`` converted to ``tp`` (int, float, bool, str or a Literal of strings), or UserError."""
-    if typing.get_origin(tp) is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices or not isinstance(value, str):
-            raise UserError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"{where} must be true or false; got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{where} must be an integer; got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where} must be a number; got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise UserError(f"{where} must be a string; got {value!r}")
-        return value
-    raise TypeError(f"{where}: unsupported option type {tp!r} (use int, float, bool, str or Literal)")
+    return field_defaults(cls)
 
 
 def options_class(method_type: str) -> type[MethodOptions]:
@@ -124,16 +99,7 @@ def read_options(cls: type[MethodOptions], cfg: dict, name: str) -> MethodOption
     """``cfg`` (a ``methods.<name>`` entry) as an instance of ``cls``; missing keys take their
     defaults, ``type``, ``extends`` and ``search`` are skipped. Unknown keys and values of the wrong type
     raise a UserError naming ``methods.<name>.<key>``."""
-    types = option_types(cls)
-    values = {}
-    for key, value in cfg.items():
-        if key in RESERVED_KEYS:
-            continue
-        if key not in types:
-            known = ", ".join(types) or "none"
-            raise UserError(f"methods.{name}.{key}: unknown option of method type {cls.method!r} (its options: {known})")
-        values[key] = _check_value(f"methods.{name}.{key}", types[key], value)
-    return cls(**values)
+    return parse(cls, cfg, f"methods.{name}", skip=RESERVED_KEYS, what=f"option of method type {cls.method!r}")
 
 
 def parse_options(cfg: dict, name: str | None = None) -> MethodOptions:
@@ -160,12 +126,12 @@ def needs_full_coverage(method_cfg: dict, name: str | None = None) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# One dataclass per method, in the order of docs/methods.md. Defaults and their sources are
-# documented there (and in the method's module docstring).
+# One dataclass per method, in the order of the tables (`none`, the baselines, DLLM2Rec last).
+# Defaults and their sources are documented in docs/methods.md (and the method's docstring).
 # --------------------------------------------------------------------------------------------
 
 
-@options("none")
+@options("none", "+None")
 @dataclass(frozen=True)
 class NoneOptions(MethodOptions):
     """The plain student: no options, no teacher."""
@@ -173,7 +139,131 @@ class NoneOptions(MethodOptions):
     fusable: ClassVar[bool] = True
 
 
-@options("dllm2rec")
+@options("hint", "+Hint")
+@dataclass(frozen=True)
+class HintOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings"})
+
+    lambda_kd: NonNegative = 0.1
+    projector: Literal["linear", "mlp"] = "linear"
+    normalize: bool = True
+    items: Literal["batch", "all"] = "batch"
+
+
+@options("htd", "+HTD")
+@dataclass(frozen=True)
+class HTDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings"})
+
+    lambda_kd: NonNegative = 0.001  # lmbda_TD (Topology_Distillation_KDD21 notebook)
+    alpha: Fraction = 0.5  # TD share of α·TD + (1-α)·GA (notebook)
+    n_groups: PositiveInt = 30  # K (notebook: HTD(..., K=30, choice='second'))
+    tau_start: Positive = 1.0  # Gumbel-softmax temperature, run.py run_HTD: current_T = 1
+    tau_end: Positive = 1e-10  # run.py: T_annealing(epoch, max_epoch, 1, 1e-10)
+    teacher_dim: NonNegativeInt = 200  # teacher space cut to its top principal components (the released teacher's width); 0: all
+
+
+@options("rd", "+RD")
+@dataclass(frozen=True)
+class RDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+    fusable: ClassVar[bool] = True
+    fused_scalars: ClassVar[tuple[str, ...]] = ("lambda_kd",)
+
+    lambda_kd: NonNegative = 1.0  # teach_alpha (rank_distill distill_caser.py)
+    k: PositiveInt = 10  # K
+    lam: Positive = 1.0  # lamda: position-weight sharpness
+    mu: NonNegative = 0.1  # mu: ranking-discrepancy sharpness
+    dynamic_start_epoch: NonNegativeInt = 10  # dynamic_start_epoch: hybrid weights from this 0-based epoch on
+
+
+@options("cd", "+CD")
+@dataclass(frozen=True)
+class CDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+    fusable: ClassVar[bool] = True
+    fused_scalars: ClassVar[tuple[str, ...]] = ("lambda_kd",)
+
+    lambda_kd: NonNegative = 1.0
+    n_samples: PositiveInt = 50
+    lam: NonNegative = 0.05
+    t1: Positive = 2.0
+    t2: float = 0.0
+    top_n: PositiveInt = 100
+
+
+@options("rrd", "+RRD")
+@dataclass(frozen=True)
+class RRDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+
+    lambda_kd: NonNegative = 0.001  # URRD_lmbda (DE-RRD_CIKM20 main_URRD.py)
+    k: PositiveInt = 40  # U_K: interesting items
+    l: PositiveInt = 40  # noqa: E741 (U_L: uninteresting items)
+    temp: Positive = 10.0  # U_T: rank temperature
+
+
+@options("dcd", "+DCD")
+@dataclass(frozen=True)
+class DCDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+
+    lambda_user: NonNegative = 0.001  # UCD_lmbda: not in the released code; RRD's λ (ours)
+    lambda_item: NonNegative = 0.001  # ICD_lmbda: likewise
+    n_samples: PositiveInt = 10  # p_n: under-/over-estimated samples per kind (ours)
+    eps: NonNegative = 0.1  # ep: rank-discrepancy slope (ours)
+    refresh_every: PositiveInt = 3  # run_dcd.py: discrepancies recomputed when epoch % 3 == 0
+    top_n: PositiveInt = 100  # teacher list length on both sides (released: 500; ours: the teacher's N)
+
+
+@options("unkd", "+UnKD")
+@dataclass(frozen=True)
+class UnKDOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
+
+    lambda_kd: NonNegative = 1.0  # kd_weight (UnKD README command)
+    n_groups: PositiveInt = 4  # split_group (README command)
+    n_samples: PositiveInt = 30  # sample_num: pairs per sequence over all groups (README command)
+    temp: Positive = 20.0  # rank weights exp(-(1+i)/20) (sample.py get_rank_negItems)
+
+
+@options("kar", "KAR")
+@dataclass(frozen=True)
+class KAROptions(MethodOptions):
+    # KAR's knowledge vectors (dllm2rec/teacher/knowledge.py): one per item, and per sequence the
+    # vector of its user's knowledge, made from the user's training interactions only
+    needs: ClassVar[frozenset[str]] = frozenset({"knowledge_item_embeddings", "knowledge_user_embeddings"})
+    # every evaluated sequence reads its user's knowledge vector (never a teacher prediction)
+    uses_teacher_at_inference: ClassVar[bool] = True
+
+    n_shared: NonNegativeInt = 2
+    n_specific: PositiveInt = 6
+    expert_hidden: PositiveInt = 128
+    dropout: Fraction = 0.0
+    augment_items: bool = True
+    augment_user: bool = True
+
+
+@options("llmcf", "LLM-CF")
+@dataclass(frozen=True)
+class LLMCFOptions(MethodOptions):
+    needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings", "generated_embeddings"})
+    uses_teacher_at_inference: ClassVar[bool] = False  # retrieval reads train generations only
+    partial_coverage: ClassVar[bool] = False  # each train row's demonstrations are fixed per row before training
+
+    encoder: Literal["teacher", "minilm"] = "teacher"
+    n_neighbors: PositiveInt = 4
+    base_fraction: Share = 0.1
+    icl_weight: NonNegative = 0.1
+    n_layers: PositiveInt = 2
+    n_heads: PositiveInt = 2
+    chunk: PositiveInt = 256
+
+    def teacher_parts(self) -> frozenset[str]:
+        return _ENCODER_PARTS[self.encoder]
+
+
+@options("dllm2rec", "+DLLM2Rec")
 @dataclass(frozen=True)
 class DLLM2RecOptions(MethodOptions):
     needs: ClassVar[frozenset[str]] = frozenset({"ranks", "item_embeddings"})
@@ -181,13 +271,13 @@ class DLLM2RecOptions(MethodOptions):
     fused_scalars: ClassVar[tuple[str, ...]] = ("lambda_d",)
 
     variant: Literal["paper", "official"] = "paper"
-    lambda_d: float = 0.7
-    k: int = 10
-    beta: float = 1.0
-    gamma_p: float = 0.3
-    gamma_c: float = 0.5
-    gamma_o: float = 0.1
-    ed_weight: float = 0.3
+    lambda_d: NonNegative = 0.7
+    k: PositiveInt = 10
+    beta: Positive = 1.0
+    gamma_p: NonNegative = 0.3
+    gamma_c: NonNegative = 0.5
+    gamma_o: NonNegative = 0.1
+    ed_weight: NonNegative = 0.3
     projector: Literal["linear", "mlp"] = "linear"
     ranking: bool = True
     use_wp: bool = True
@@ -203,127 +293,3 @@ class DLLM2RecOptions(MethodOptions):
     def can_fuse(self) -> bool:
         # Table 8's swaps run Hint's / HTD's embedding loss, which are not fusable
         return not self.embedding or self.embedding_method == "collaborative"
-
-
-@options("hint")
-@dataclass(frozen=True)
-class HintOptions(MethodOptions):
-    needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings"})
-
-    lambda_kd: float = 0.1
-    projector: Literal["linear", "mlp"] = "linear"
-    normalize: bool = True
-    items: Literal["batch", "all"] = "batch"
-
-
-@options("htd")
-@dataclass(frozen=True)
-class HTDOptions(MethodOptions):
-    needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings"})
-
-    lambda_kd: float = 0.001  # lmbda_TD (Topology_Distillation_KDD21 notebook)
-    alpha: float = 0.5  # TD share of α·TD + (1-α)·GA (notebook)
-    n_groups: int = 30  # K (notebook: HTD(..., K=30, choice='second'))
-    tau_start: float = 1.0  # Gumbel-softmax temperature, run.py run_HTD: current_T = 1
-    tau_end: float = 1e-10  # run.py: T_annealing(epoch, max_epoch, 1, 1e-10)
-    teacher_dim: int = 200  # teacher space cut to its top principal components (the released teacher's width); 0: all
-
-
-@options("rd")
-@dataclass(frozen=True)
-class RDOptions(MethodOptions):
-    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
-    fusable: ClassVar[bool] = True
-    fused_scalars: ClassVar[tuple[str, ...]] = ("lambda_kd",)
-
-    lambda_kd: float = 1.0  # teach_alpha (rank_distill distill_caser.py)
-    k: int = 10  # K
-    lam: float = 1.0  # lamda: position-weight sharpness
-    mu: float = 0.1  # mu: ranking-discrepancy sharpness
-    dynamic_start_epoch: int = 10  # dynamic_start_epoch: hybrid weights from this 0-based epoch on
-
-
-@options("cd")
-@dataclass(frozen=True)
-class CDOptions(MethodOptions):
-    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
-    fusable: ClassVar[bool] = True
-    fused_scalars: ClassVar[tuple[str, ...]] = ("lambda_kd",)
-
-    lambda_kd: float = 1.0
-    n_samples: int = 50
-    lam: float = 0.05
-    t1: float = 2.0
-    t2: float = 0.0
-    top_n: int = 100
-
-
-@options("rrd")
-@dataclass(frozen=True)
-class RRDOptions(MethodOptions):
-    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
-
-    lambda_kd: float = 0.001  # URRD_lmbda (DE-RRD_CIKM20 main_URRD.py)
-    k: int = 40  # U_K: interesting items
-    l: int = 40  # noqa: E741 (U_L: uninteresting items)
-    temp: float = 10.0  # U_T: rank temperature
-
-
-@options("dcd")
-@dataclass(frozen=True)
-class DCDOptions(MethodOptions):
-    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
-
-    lambda_user: float = 0.001  # UCD_lmbda: not in the released code; RRD's λ (ours)
-    lambda_item: float = 0.001  # ICD_lmbda: likewise
-    n_samples: int = 10  # p_n: under-/over-estimated samples per kind (ours)
-    eps: float = 0.1  # ep: rank-discrepancy slope (ours)
-    refresh_every: int = 3  # run_dcd.py: discrepancies recomputed when epoch % 3 == 0
-    top_n: int = 100  # teacher list length on both sides (released: 500; ours: the teacher's N)
-
-
-@options("unkd")
-@dataclass(frozen=True)
-class UnKDOptions(MethodOptions):
-    needs: ClassVar[frozenset[str]] = frozenset({"ranks"})
-
-    lambda_kd: float = 1.0  # kd_weight (UnKD README command)
-    n_groups: int = 4  # split_group (README command)
-    n_samples: int = 30  # sample_num: pairs per sequence over all groups (README command)
-    temp: float = 20.0  # rank weights exp(-(1+i)/20) (sample.py get_rank_negItems)
-
-
-@options("kar")
-@dataclass(frozen=True)
-class KAROptions(MethodOptions):
-    # KAR's knowledge vectors (dllm2rec/teacher/knowledge.py): one per item, and per sequence the
-    # vector of its user's knowledge, made from the user's training interactions only
-    needs: ClassVar[frozenset[str]] = frozenset({"knowledge_item_embeddings", "knowledge_user_embeddings"})
-    # every evaluated sequence reads its user's knowledge vector (never a teacher prediction)
-    uses_teacher_at_inference: ClassVar[bool] = True
-
-    n_shared: int = 2
-    n_specific: int = 6
-    expert_hidden: int = 128
-    dropout: float = 0.0
-    augment_items: bool = True
-    augment_user: bool = True
-
-
-@options("llmcf")
-@dataclass(frozen=True)
-class LLMCFOptions(MethodOptions):
-    needs: ClassVar[frozenset[str]] = frozenset({"item_embeddings", "generated_embeddings"})
-    uses_teacher_at_inference: ClassVar[bool] = False  # retrieval reads train generations only
-    partial_coverage: ClassVar[bool] = False  # each train row's demonstrations are fixed per row before training
-
-    encoder: Literal["teacher", "minilm"] = "teacher"
-    n_neighbors: int = 4
-    base_fraction: float = 0.1
-    icl_weight: float = 0.1
-    n_layers: int = 2
-    n_heads: int = 2
-    chunk: int = 256
-
-    def teacher_parts(self) -> frozenset[str]:
-        return _ENCODER_PARTS[self.encoder]

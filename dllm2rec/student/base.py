@@ -18,9 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import importlib
+
+from dllm2rec import settings
 from dllm2rec.io import UserError
 
-BACKBONES: dict[str, type["SequentialRecommender"]] = {}
+BACKBONES: dict[str, type["SequentialRecommender"]] = {}  # the implementations of settings.BACKBONES
 
 
 class NoiseSource:
@@ -61,6 +64,10 @@ class Dropout(nn.Dropout):
 
 
 def register_backbone(name: str):
+    """Class decorator: the implementation of backbone ``name`` (its options: ``settings.BACKBONES``)."""
+    if name not in settings.BACKBONES:
+        raise TypeError(f"backbone {name!r} has no options registered in dllm2rec/settings.py")
+
     def deco(cls):
         cls.name = name
         BACKBONES[name] = cls
@@ -70,11 +77,9 @@ def register_backbone(name: str):
 
 
 def get_backbone(name: str) -> type["SequentialRecommender"]:
-    # import the modules so they register themselves
-    from dllm2rec.student import dros, gru4rec, sasrec  # noqa: F401
-
-    if name not in BACKBONES:
-        raise UserError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
+    if name not in settings.BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; known: {', '.join(settings.BACKBONES)}")
+    importlib.import_module(f"dllm2rec.student.{name}")  # each registers itself: dllm2rec/student/<name>.py
     return BACKBONES[name]
 
 
@@ -82,9 +87,11 @@ class SequentialRecommender(nn.Module):
     name: str = "base"
     stacked: bool = False  # set by fused training (its parameters then carry a member axis under vmap)
 
-    def __init__(self, n_items: int, hidden: int = 64, dropout: float = 0.1, max_len: int = 10, **kwargs):
-        """``kwargs``: the backbone's own config (``student.backbones.<name>``) plus
-        ``item_counts`` ([n] long, train target counts, which DROS uses); unknown keys are ignored."""
+    def __init__(self, n_items: int, hidden: int = settings.StudentSettings.hidden,
+                 dropout: float = settings.StudentSettings.dropout, max_len: int = 10, **kwargs):
+        """``kwargs``: the backbone's own options (``student.backbones.<name>``, defaults in
+        dllm2rec/settings.py) plus ``item_counts`` ([n] long, train target counts, which DROS
+        uses); unknown keys are ignored. ``max_len``: the history length (the dataset's)."""
         super().__init__()
         self.n_items = n_items
         self.pad = n_items

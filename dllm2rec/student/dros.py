@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from dllm2rec.settings import DROSOptions
 from dllm2rec.student.base import register_backbone
 from dllm2rec.student.sasrec import SASRec
 
@@ -44,10 +45,9 @@ def dro_loss(scores: torch.Tensor, ps: torch.Tensor, target: torch.Tensor, beta:
 
 @register_backbone("dros")
 class DROS(SASRec):
-    def __init__(self, n_items: int, hidden: int = 64, dropout: float = 0.1, max_len: int = 10,
-                 num_heads: int = 1, num_blocks: int = 1, alpha: float = 0.5, beta: float = 1.0,
-                 ps_power: float = 0.05, item_counts: torch.Tensor | None = None, **kwargs):
-        super().__init__(n_items, hidden, dropout, max_len, num_heads=num_heads, num_blocks=num_blocks, **kwargs)
+    def __init__(self, n_items: int, alpha: float = DROSOptions.alpha, beta: float = DROSOptions.beta,
+                 ps_power: float = DROSOptions.ps_power, item_counts: torch.Tensor | None = None, **kwargs):
+        super().__init__(n_items, **kwargs)
         self.alpha = float(alpha)
         self.beta = float(beta)
         if item_counts is None:

@@ -228,8 +228,8 @@ class GroupTrainer:
         for p in self.pairs:
             p.train()
         self.group = StackedGroup(self.pairs)
-        lr = torch.tensor([float(r.cfg["lr"]) for r in runs], device=self.dev)
-        wd = torch.tensor([float(r.cfg["weight_decay"]) for r in runs], device=self.dev)
+        lr = torch.tensor([r.cfg.lr for r in runs], device=self.dev)
+        wd = torch.tensor([r.cfg.weight_decay for r in runs], device=self.dev)
         self.opt = StackedAdam(self.group.params, lr, wd)
         self.streams = Streams([m.seed for m in members], self.dev)
         self.active = list(range(len(runs)))  # member indices still training, in stack order
@@ -251,7 +251,7 @@ class GroupTrainer:
 
     def train_epoch(self) -> torch.Tensor:
         """One pass over the train rows for every active member; [A, 3] mean loss, rec, distill."""
-        tr, bs = self.splits["train"], int(self.cfg["batch_size"])
+        tr, bs = self.splits["train"], self.cfg.batch_size
         perm, neg = self._epoch_rows()
         n_rows = perm.shape[1]
         sums = torch.zeros(len(self.active), 3, dtype=torch.float64, device=self.dev)
@@ -281,7 +281,7 @@ class GroupTrainer:
         self.group.template.meth.batch_items = None
         try:
             # rows per batch so that the [A, rows, n] scores stay near 64M numbers
-            step = max(1, min(int(self.cfg["eval_batch_size"]), (64 << 20) // max(1, len(self.active) * self.n_items)))
+            step = max(1, min(self.cfg.eval_batch_size, (64 << 20) // max(1, len(self.active) * self.n_items)))
             ranks = []
             for start in range(0, len(d.target), step):
                 rows = torch.arange(start, min(start + step, len(d.target)), device=self.dev)
@@ -313,7 +313,7 @@ class GroupTrainer:
             else:
                 st["bad"] += 1
             st["epoch"] = self.epoch + 1
-            st["stopped"] = st["bad"] >= int(self.cfg["patience"]) or self.epoch + 1 >= int(self.cfg["epochs"])
+            st["stopped"] = st["bad"] >= self.cfg.patience or self.epoch + 1 >= self.cfg.epochs
             if st["stopped"]:
                 stopping.append(i)
         return stopping
@@ -349,7 +349,7 @@ class GroupTrainer:
     def progress(self, stopped_now: list[int]) -> str:
         best = max((r for r in self.runs if r.state["best"]), key=lambda r: r.state["best"]["valid"]["NDCG@20"])
         b = best.state["best"]
-        return (f"epoch {self.epoch}/{self.cfg['epochs']}: {len(self.active)} of {len(self.runs)} members training"
+        return (f"epoch {self.epoch}/{self.cfg.epochs}: {len(self.active)} of {len(self.runs)} members training"
                 + (f" ({len(stopped_now)} stopped now)" if stopped_now else "")
                 + f"; best valid NDCG@20 {b['valid']['NDCG@20']:.4f} ({best.method} seed {best.seed}, epoch {b['epoch']})")
 
@@ -411,7 +411,7 @@ def train_group(data: str, backbone: str, members, work: str, teacher: str | Non
     work = Path(work)
     first = members[0]
     stack = all(can_stack(m.params, m.method) for m in members)
-    dev = T._device(device, dict(first.params["student"]))
+    dev = T._device(device, T._student_params(first.params, first.backbone)[0])
     inputs = T.load_inputs(data, first.method, first.params["method"], teacher)
     if not stack or inputs.covered is not None:
         why = "partial teacher coverage" if stack else "its method cannot run stacked (docs/students.md)"
@@ -426,7 +426,7 @@ def train_group(data: str, backbone: str, members, work: str, teacher: str | Non
     trainer = GroupTrainer(runs, members)
     fp = resume.job_fingerprint([[m.method, m.params, m.seed] for m in members] + [backbone, inputs.n_items],
                                 [data, teacher])
-    with resume.report_kill(lambda: f"epoch {trainer.epoch + 1}/{trainer.cfg['epochs']}"):
+    with resume.report_kill(lambda: f"epoch {trainer.epoch + 1}/{trainer.cfg.epochs}"):
         _fit_stacked(trainer, work, fp)
     out = []
     for run, m in zip(runs, members):

@@ -15,9 +15,9 @@ from dllm2rec.student.base import SequentialRecommender, register_backbone
 
 @register_backbone("gru4rec")
 class GRU4Rec(SequentialRecommender):
-    def __init__(self, n_items: int, hidden: int = 64, dropout: float = 0.1, max_len: int = 10, **kwargs):
-        super().__init__(n_items, hidden, dropout, max_len, **kwargs)
-        self.gru = nn.GRU(hidden, hidden, num_layers=1, batch_first=True)
+    def __init__(self, n_items: int, **kwargs):
+        super().__init__(n_items, **kwargs)
+        self.gru = nn.GRU(self.hidden, self.hidden, num_layers=1, batch_first=True)
 
     def encode(self, history, lengths, table=None):
         x = self.embed(history, table)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dllm2rec.io import UserError
+from dllm2rec.settings import SASRecOptions
 from dllm2rec.student.base import Dropout, SequentialRecommender, register_backbone
 
 
@@ -62,11 +63,12 @@ class Block(nn.Module):
 
 @register_backbone("sasrec")
 class SASRec(SequentialRecommender):
-    def __init__(self, n_items: int, hidden: int = 64, dropout: float = 0.1, max_len: int = 10,
-                 num_heads: int = 1, num_blocks: int = 1, **kwargs):
-        super().__init__(n_items, hidden, dropout, max_len, **kwargs)
-        self.pos_emb = nn.Embedding(max_len, hidden)
-        self.blocks = nn.ModuleList(Block(hidden, int(num_heads), dropout) for _ in range(int(num_blocks)))
+    def __init__(self, n_items: int, num_heads: int = SASRecOptions.num_heads,
+                 num_blocks: int = SASRecOptions.num_blocks, **kwargs):
+        super().__init__(n_items, **kwargs)
+        hidden = self.hidden
+        self.pos_emb = nn.Embedding(self.max_len, hidden)
+        self.blocks = nn.ModuleList(Block(hidden, int(num_heads), self.dropout.p) for _ in range(int(num_blocks)))
         self.ln_out = nn.LayerNorm(hidden)
 
     def encode(self, history, lengths, table=None):

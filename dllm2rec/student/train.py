@@ -28,6 +28,7 @@ train_log.csv, ranks.parquet: per valid/test sequence the target's rank and the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -42,11 +43,9 @@ from dllm2rec.dataset import SPLITS, load_dataset
 from dllm2rec.distill.base import Batch, DistillContext, get_method
 from dllm2rec.evaluate import TOP_K, evaluate, rank_split
 from dllm2rec.io import UserError, progress
+from dllm2rec.settings import BackboneOptions, StudentSettings, backbone_options, parse
 from dllm2rec.student.base import get_backbone
 
-STUDENT_KEYS = {"hidden", "dropout", "lr", "batch_size", "weight_decay", "epochs", "patience",
-                "eval_batch_size", "device", "compile", "backbone", "backbones",
-                "fuse", "fuse_members", "gres"}  # the last three: the workflow's, not the trainer's
 LOG_FIELDS = run_files.LOG_FIELDS
 FORMAT = run_files.MODEL_FORMAT
 
@@ -91,24 +90,18 @@ def sample_negatives(history: torch.Tensor, target: torch.Tensor, n_items: int, 
 
 
 # --- params --------------------------------------------------------------------------------
-def _student_params(params: dict, backbone: str) -> tuple[dict, dict]:
+def _student_params(params: dict, backbone: str) -> tuple[StudentSettings, BackboneOptions]:
+    """The student settings and the backbone's options of a run's params (dllm2rec/settings.py)."""
     if not isinstance(params, dict) or "student" not in params or "method" not in params:
         raise UserError('params must be {"student": <student config>, "method": <method config incl. type>}')
-    s = dict(params["student"])
-    unknown = set(s) - STUDENT_KEYS
-    if unknown:
-        raise UserError(f"student: unknown key(s) {sorted(unknown)}; known: {sorted(STUDENT_KEYS)}")
-    bb = s.get("backbone")
-    if bb is None:
-        bb = (s.get("backbones") or {}).get(backbone, {})
-    defaults = {"hidden": 64, "dropout": 0.1, "lr": 1e-3, "batch_size": 256, "weight_decay": 0.0,
-                "epochs": 100, "patience": 10, "eval_batch_size": 1024, "compile": False}
-    cfg = {k: s.get(k, v) for k, v in defaults.items()}
-    return cfg, dict(bb or {})
+    s = params["student"]
+    cfg = parse(StudentSettings, s, "student", skip=("backbone", "backbones"))
+    bb = s["backbone"] if "backbone" in s else (s.get("backbones") or {}).get(backbone)
+    return cfg, backbone_options(backbone, bb)
 
 
-def _device(device: str, s: dict) -> torch.device:
-    want = device if device not in (None, "auto") else s.get("device", "auto")
+def _device(device: str, s: StudentSettings) -> torch.device:
+    want = device if device not in (None, "auto") else s.device
     if want in (None, "auto"):
         want = "cuda" if torch.cuda.is_available() else "cpu"
     if str(want).startswith("cuda") and not torch.cuda.is_available():
@@ -129,8 +122,8 @@ def _dedup_params(*modules):
 def build(backbone: str, method: str, params: dict, n_items: int, max_len: int, ctx: DistillContext):
     """Instantiate (student, method) from names and params (used by training and :func:`load_model`)."""
     cfg, bb = _student_params(params, backbone)
-    student = get_backbone(backbone)(n_items, hidden=int(cfg["hidden"]), dropout=float(cfg["dropout"]),
-                                     max_len=max_len, item_counts=ctx.item_counts, **bb)
+    student = get_backbone(backbone)(n_items, hidden=cfg.hidden, dropout=cfg.dropout, max_len=max_len,
+                                     item_counts=ctx.item_counts, **dataclasses.asdict(bb))
     mcfg = dict(params["method"])
     mtype = mcfg.get("type", method)
     meth = get_method(mtype)(mcfg, ctx, student)
@@ -140,7 +133,7 @@ def build(backbone: str, method: str, params: dict, n_items: int, max_len: int, 
 def backbone_options(params: dict, backbone: str) -> dict:
     """The backbone's constructor options besides n_items and max_len (recorded in model.pt)."""
     cfg, bb = _student_params(params, backbone)
-    return {"hidden": int(cfg["hidden"]), "dropout": float(cfg["dropout"]), **bb}
+    return {"hidden": cfg.hidden, "dropout": cfg.dropout, **dataclasses.asdict(bb)}
 
 
 def _on_checkpoint(epoch: int) -> None:
@@ -156,7 +149,7 @@ class Run:
     method: str
     params: dict
     seed: int
-    cfg: dict  # the student settings with defaults applied
+    cfg: StudentSettings
     device: torch.device
     n_items: int
     max_len: int
@@ -268,20 +261,20 @@ def build_run(inputs: Inputs, backbone, method, params, seed, dev: torch.device,
     cfg, _ = _student_params(params, backbone)
     seen = inputs.seen
     torch.manual_seed(seed)
-    ctx = DistillContext(n_items=inputs.n_items, hidden=int(cfg["hidden"]), teacher=inputs.teacher,
+    ctx = DistillContext(n_items=inputs.n_items, hidden=cfg.hidden, teacher=inputs.teacher,
                          item_counts=inputs.item_counts, train_history=seen.history, train_lengths=seen.lengths,
-                         train_target=seen.target, seed=seed, max_epochs=int(cfg["epochs"]))
+                         train_target=seen.target, seed=seed, max_epochs=cfg.epochs)
     student, meth = build(backbone, method, params, inputs.n_items, inputs.max_len, ctx)
     student.to(dev)
     meth.to(dev)
     # fused Adam (one kernel over all parameters; CPU and CUDA): same update rule, ~3x less overhead
-    opt = torch.optim.Adam(_dedup_params(student, meth), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
+    opt = torch.optim.Adam(_dedup_params(student, meth), lr=cfg.lr, weight_decay=cfg.weight_decay,
                            fused=True) if optimizer else None
     gen = torch.Generator().manual_seed(seed)
     splits = inputs.splits
     run = Run(backbone, method, params, seed, cfg, dev, inputs.n_items, inputs.max_len,
               {s: d.to(dev) for s, d in splits.items()}, splits["train"], inputs.dataset_name, student, meth, opt, gen)
-    run.forward = _training_forward(dev, bool(cfg["compile"]))
+    run.forward = _training_forward(dev, cfg.compile)
     run.dataset_fingerprint = inputs.dataset_fingerprint
     if inputs.covered is not None:
         run.covered = inputs.covered.to(dev)
@@ -291,7 +284,7 @@ def build_run(inputs: Inputs, backbone, method, params, seed, dev: torch.device,
 
 def _prepare(data, backbone, method, params, seed, teacher, device) -> Run:
     """Load the data and the teacher, build student, method, optimizer and sampling generator."""
-    dev = _device(device, dict(params["student"]))
+    dev = _device(device, _student_params(params, backbone)[0])
     return build_run(load_inputs(data, method, params["method"], teacher), backbone, method, params, seed, dev)
 
 
@@ -349,14 +342,14 @@ def _resume(run: Run, work: Path, fp: str) -> None:
 def _train_epoch(run: Run, epoch: int) -> list[float]:
     """One pass over the train rows (a fresh permutation and negatives); mean loss, rec, distill."""
     student, meth, dev = run.student, run.meth, run.device
-    tr, bs = run.splits["train"], int(run.cfg["batch_size"])
+    tr, bs = run.splits["train"], run.cfg.batch_size
     student.train()
     meth.train()
     perm = torch.randperm(len(tr.target), generator=run.gen)
     negs = sample_negatives(run.train_cpu.history[perm], run.train_cpu.target[perm], run.n_items, run.gen)
     perm_d, negs_d = perm.to(dev), negs.to(dev)
     sums = torch.zeros(3, dtype=torch.float64, device=dev)
-    compiled_graphs = bool(run.cfg["compile"]) and dev.type == "cuda"  # reduce-overhead: CUDA graphs
+    compiled_graphs = run.cfg.compile and dev.type == "cuda"  # reduce-overhead: CUDA graphs
     for start in range(0, len(perm), bs):
         rows = perm_d[start:start + bs]
         batch = Batch("train", rows, tr.history[rows], tr.lengths[rows], tr.target[rows], negs_d[start:start + bs])
@@ -380,13 +373,13 @@ def _train_epoch(run: Run, epoch: int) -> list[float]:
 
 def _evaluate(run: Run, split: str) -> dict:
     d = run.splits[split]
-    return evaluate(run.student, run.meth, split, d.history, d.lengths, d.target, int(run.cfg["eval_batch_size"]))
+    return evaluate(run.student, run.meth, split, d.history, d.lengths, d.target, run.cfg.eval_batch_size)
 
 
 def _rank(run: Run, split: str):
     """(0-based target ranks, top-20 item lists) of one split, for ranks.parquet."""
     d = run.splits[split]
-    return rank_split(run.student, run.meth, split, d.history, d.lengths, d.target, int(run.cfg["eval_batch_size"]),
+    return rank_split(run.student, run.meth, split, d.history, d.lengths, d.target, run.cfg.eval_batch_size,
                       top_k=TOP_K)
 
 
@@ -401,7 +394,7 @@ def _select(run: Run, epoch: int, valid: dict) -> None:
     else:
         state["bad"] += 1
     state["epoch"] = epoch + 1
-    state["stopped"] = state["bad"] >= int(run.cfg["patience"])
+    state["stopped"] = state["bad"] >= run.cfg.patience
 
 
 def _checkpoint(run: Run, work: Path, fp: str) -> None:
@@ -414,7 +407,7 @@ def _checkpoint(run: Run, work: Path, fp: str) -> None:
 def _fit(run: Run, work: Path, fp: str) -> None:
     """Epochs until ``epochs`` or early stopping, a checkpoint after each."""
     state = run.state
-    while state["epoch"] < int(run.cfg["epochs"]) and not state["stopped"]:
+    while state["epoch"] < run.cfg.epochs and not state["stopped"]:
         epoch = state["epoch"]
         t0 = time.perf_counter()
         sums = _train_epoch(run, epoch)
@@ -427,7 +420,7 @@ def _fit(run: Run, work: Path, fp: str) -> None:
                              "valid_seconds": valid_seconds})
         _select(run, epoch, valid)
         best = state["best"]
-        progress(f"epoch {epoch + 1}/{run.cfg['epochs']}: loss {sums[0]:.4f} (rec {sums[1]:.4f}, distill {sums[2]:.4f}) "
+        progress(f"epoch {epoch + 1}/{run.cfg.epochs}: loss {sums[0]:.4f} (rec {sums[1]:.4f}, distill {sums[2]:.4f}) "
               f"valid HR@20 {valid['HR@20']:.4f} NDCG@20 {valid['NDCG@20']:.4f} ({seconds:.1f}s); best NDCG@20 "
               f"{best['valid']['NDCG@20']:.4f} at epoch {best['epoch']}"
               + (f", stopping: {state['bad']} epochs without improvement" if state["stopped"] else ""), flush=True)
@@ -485,7 +478,7 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
     fp = resume.job_fingerprint([params, backbone, method, seed, run.n_items, run.max_len,
                                  len(run.splits["train"].target)], [data, teacher])
     _resume(run, work, fp)
-    with resume.report_kill(lambda: f"epoch {run.state['epoch'] + 1}/{run.cfg['epochs']}"):
+    with resume.report_kill(lambda: f"epoch {run.state['epoch'] + 1}/{run.cfg.epochs}"):
         _fit(run, work, fp)
     identity = {"dataset": dataset or run.dataset_name, "teacher": teacher_name, "backbone": backbone,
                 "method": method, "params": params, "seed": seed}

@@ -24,23 +24,24 @@ from dllm2rec import teacher_artifacts as ta
 from dllm2rec import dataset as ds
 from dllm2rec.io import ProgressStream, UserError, parquet_metadata, read_parquet, write_parquet
 from dllm2rec.io import progress as progress_line
+from dllm2rec.settings import GenerationSettings, GroundingSettings, SFTSettings, parse, teacher_dtype, teacher_section
 from dllm2rec.teacher import coverage
 from dllm2rec.teacher.ground import embed_texts, item_popularity, nearest_items
 from dllm2rec.teacher.prompts import clean_generation, encode_example, item_titles
 
 
 def generation_cutoff(params: dict) -> int:
-    """Prompt token budget: generation.cutoff_len, else sft.cutoff_len, else 512."""
-    return int(params.get("generation", {}).get("cutoff_len") or params.get("sft", {}).get("cutoff_len") or 512)
+    """Prompt token budget: generation.cutoff_len, else sft.cutoff_len (dllm2rec/settings.py)."""
+    return teacher_section(GenerationSettings, params, "generation").cutoff(teacher_section(SFTSettings, params, "sft"))
 
 
 def popularity_gamma(params: dict) -> float:
     """grounding.popularity_gamma (0, the default, = plain nearest-item grounding)."""
-    return float(params.get("grounding", {}).get("popularity_gamma") or 0.0)
+    return teacher_section(GroundingSettings, params, "grounding").popularity_gamma
 
 
-def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progress: bool = True, trie=None,
-                   beams: bool = False):
+def generate_texts(model, tokenizer, prompts: list[list[int]], gen: GenerationSettings | dict, progress: bool = True,
+                   trie=None, beams: bool = False):
     """Decoded top-beam responses (new tokens only, special tokens skipped) for tokenised prompts.
 
     Beam search (greedy for ``num_beams: 1``) is deterministic and stops a beam at EOS or once
@@ -53,13 +54,13 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], gen: dict, progre
     With ``trie`` (a :class:`~dllm2rec.teacher.constrained.TitleTrie`, ``generation.constrained``)
     every beam is restricted to catalogue titles. With ``beams`` the result is, per prompt, every
     finished beam's token ids (best first, up to and including EOS) instead of the top text.
+    ``gen``: the teacher's ``generation`` settings (a dict is read as :class:`GenerationSettings`).
     """
-    engine = gen.get("engine", "ours")
-    if engine == "ours":
+    if not isinstance(gen, GenerationSettings):
+        gen = parse(GenerationSettings, gen, "generation")
+    if gen.engine == "ours":
         return _generate_ours(model, tokenizer, prompts, gen, progress, trie, beams)
-    if engine == "hf":
-        return _generate_hf(model, tokenizer, prompts, gen, progress, trie, beams)
-    raise UserError(f"generation.engine must be 'ours' or 'hf', not {engine!r}")
+    return _generate_hf(model, tokenizer, prompts, gen, progress, trie, beams)
 
 
 def _generate_ours(model, tokenizer, prompts, gen, progress, trie=None, beams=False):
@@ -71,11 +72,9 @@ def _generate_ours(model, tokenizer, prompts, gen, progress, trie=None, beams=Fa
         arch = getattr(getattr(model, "config", None), "model_type", "?")
         raise UserError(f"generation engine 'ours' runs LLaMA-architecture models only, not {arch!r}: "
                         f"set teachers.<name>.generation.engine: hf in the config")
-    num_beams, max_new = int(gen["num_beams"]), int(gen["max_new_tokens"])
-    decoder = Decoder(model, tokenizer, num_beams, max_new, float(gen.get("length_penalty", 1.0)),
-                      gen.get("early_stopping", False), trie=trie)
-    batches = token_batches([len(p) for p in prompts], num_beams, max_new, int(gen.get("batch_tokens", 16384)),
-                            int(gen["batch_size"]))
+    num_beams, max_new = gen.num_beams, gen.max_new_tokens
+    decoder = Decoder(model, tokenizer, num_beams, max_new, gen.length_penalty, gen.early_stopping, trie=trie)
+    batches = token_batches([len(p) for p in prompts], num_beams, max_new, gen.batch_tokens, gen.batch_size)
     texts: list = [""] * len(prompts)
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, mininterval=5,
                file=ProgressStream())
@@ -107,12 +106,11 @@ def _generate_hf(model, tokenizer, prompts, gen, progress, trie=None, beams=Fals
     from dllm2rec.teacher.constrained import hf_processor
 
     config = GenerationConfig(
-        num_beams=int(gen["num_beams"]), max_new_tokens=int(gen["max_new_tokens"]), do_sample=False,
-        num_return_sequences=int(gen["num_beams"]) if beams else 1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id, length_penalty=float(gen.get("length_penalty", 1.0)),
-        early_stopping=gen.get("early_stopping", False),
+        num_beams=gen.num_beams, max_new_tokens=gen.max_new_tokens, do_sample=False,
+        num_return_sequences=gen.num_beams if beams else 1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, length_penalty=gen.length_penalty, early_stopping=gen.early_stopping,
     )
-    batch_size = int(gen["batch_size"])
+    batch_size = gen.batch_size
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     device = next(model.parameters()).device
     table = answer_table(tokenizer, model.get_output_embeddings().weight.shape[0]).to(device)
@@ -147,7 +145,7 @@ def _generate_hf(model, tokenizer, prompts, gen, progress, trie=None, beams=Fals
 
 def constrained(params: dict) -> bool:
     """generation.constrained (false, the default, = free beams grounded by nearest items)."""
-    return bool(params.get("generation", {}).get("constrained", False))
+    return teacher_section(GenerationSettings, params, "generation").constrained
 
 
 def generate_and_ground(model, tokenizer, histories: list[list[str]], targets, item_emb, params: dict,
@@ -224,12 +222,12 @@ def shard_rows(dataset: ds.Dataset, split: str, shard: int, shards: int, train_c
     return rows.take(np.arange(shard - 1, rows.num_rows, shards))
 
 
-def coverage_info(dataset: ds.Dataset, split: str, gen: dict) -> dict:
+def coverage_info(dataset: ds.Dataset, split: str, gen: GenerationSettings) -> dict:
     """What the split's teacher files cover, recorded in their metadata (the students read it
     through :func:`dllm2rec.teacher_artifacts.read_coverage`)."""
     n = dataset.split(split).num_rows
-    value = gen.get(coverage.KEY, coverage.ALL) if split == "train" else coverage.ALL
-    seed = int(gen.get(coverage.SEED_KEY, 0))
+    value = gen.train_coverage if split == "train" else coverage.ALL
+    seed = gen.train_coverage_seed
     return {coverage.KEY: coverage.parse_coverage(value), "seed": seed, "n_rows": n,
             "n_covered": coverage.covered_count(n, value)}
 
@@ -255,12 +253,12 @@ def run_shard(base: str, adapter: str, data: str, item_emb: str, split: str, sha
     dataset = ds.load_dataset(data)
     dataset.require_titles()  # a UserError for a source without titles
     titles = item_titles(dataset.items)  # normalised as the generations are (prompts.normalize_title)
-    gen = params.get("generation", {})
-    rows = shard_rows(dataset, split, shard, shards, gen.get(coverage.KEY, coverage.ALL), gen.get(coverage.SEED_KEY, 0))
+    gen = teacher_section(GenerationSettings, params, "generation")
+    rows = shard_rows(dataset, split, shard, shards, gen.train_coverage, gen.train_coverage_seed)
     popularity = None
     if popularity_gamma(params) > 0:  # BIGRec's popularity-adjusted grounding: train target counts
         popularity = item_popularity(ds.targets(dataset.split("train")), len(titles))
-    model, tokenizer = load_base(base, dtype=params.get("dtype"))
+    model, tokenizer = load_base(base, dtype=teacher_dtype(params))
     model = PeftModel.from_pretrained(model, adapter).eval()
     device = next(model.parameters()).device
     emb_items = torch.from_numpy(ta.read_item_embeddings(item_emb, len(titles))).to(device)

@@ -20,6 +20,7 @@ import numpy as np
 from dllm2rec import teacher_artifacts as ta
 from dllm2rec.dataset import load_dataset
 from dllm2rec.io import ProgressStream, UserError, write_parquet
+from dllm2rec.settings import teacher_dtype
 from dllm2rec.teacher.prompts import item_titles
 
 
@@ -145,7 +146,7 @@ def embed_items(base: str, data: str, params: dict, out: str) -> None:
     dataset = load_dataset(data)
     dataset.require_titles()  # a UserError for a source without titles
     titles = item_titles(dataset.items)  # normalised as the generations are (prompts.normalize_title)
-    model, tokenizer = load_base(base, dtype=params.get("dtype"))
+    model, tokenizer = load_base(base, dtype=teacher_dtype(params))
     t0 = time.time()
     emb = embed_texts(model, tokenizer, titles, int(params["grounding"]["batch_size"]), desc="item titles")
     table = ta.item_embeddings_table(np.arange(len(titles)), emb)

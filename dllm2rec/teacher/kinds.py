@@ -17,11 +17,10 @@ it while it builds the DAG).
 """
 from __future__ import annotations
 
-TYPES = ("bigrec", "recommender", "files")
-DEFAULT = "bigrec"
+from dllm2rec.settings import RecommenderSettings, TeacherSettings, backbone_name, parse
+
+DEFAULT = TeacherSettings.type
 SPLITS = ("train", "valid", "test")
-TRAIN_SPLITS = ("whole", "sampled")  # recommender.train_split
-BACKBONE_NAMES = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "dros": "DROS"}
 ALL_PARTS = frozenset({"ranks", "item_embeddings", "generated_embeddings", "text_item_embeddings",
                        "text_generated_embeddings", "knowledge_item_embeddings", "knowledge_user_embeddings"})
 _NO_TEXT = frozenset({"ranks", "item_embeddings"})
@@ -31,9 +30,9 @@ def kind(tcfg: dict) -> str:
     return tcfg.get("type") or DEFAULT
 
 
-def recommender_cfg(tcfg: dict) -> dict:
-    """``teachers.<name>.recommender`` with its defaults (the schema repeats them)."""
-    return {"backbone": "sasrec", "train_split": "whole", "seed": 0, "student": {}, **(tcfg.get("recommender") or {})}
+def recommender_cfg(tcfg: dict) -> RecommenderSettings:
+    """``teachers.<name>.recommender`` with its defaults (dllm2rec/settings.py)."""
+    return parse(RecommenderSettings, tcfg.get("recommender"), "teachers.<name>.recommender")
 
 
 def files_cfg(tcfg: dict) -> dict:
@@ -81,6 +80,6 @@ def label(tcfg: dict) -> str:
         return "BIGRec"
     if k == "recommender":
         r = recommender_cfg(tcfg)
-        where = "whole training split" if r["train_split"] == "whole" else "the students' training split"
-        return f"{BACKBONE_NAMES.get(r['backbone'], r['backbone'])} ({where})"
+        where = "whole training split" if r.train_split == "whole" else "the students' training split"
+        return f"{backbone_name(r.backbone)} ({where})"
     return files_cfg(tcfg).get("label") or "teacher files"

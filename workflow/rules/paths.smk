@@ -158,7 +158,7 @@ def recommender_train_files(wildcards):
     """The dataset a recommender teacher trains on: its own copy built without `sample`
     (train_split whole), or the students' dataset (sampled)."""
     rcfg = teacher_kinds.recommender_cfg(teacher_cfg(wildcards))
-    if rcfg["train_split"] == "sampled":
+    if rcfg.train_split == "sampled":
         return {
             f"train_{part}": L.data_file(part, wildcards.dataset)
             for part in L.DATASET_FILES
@@ -184,8 +184,8 @@ def recommender_params(wildcards):
     its backbone's options, and its own overrides."""
     rcfg = teacher_kinds.recommender_cfg(teacher_cfg(wildcards))
     # a plain run's student settings (run_params: what changes the results), then the overrides
-    student = run_params(rcfg["backbone"], "none")["student"]
-    student.update(rcfg["student"])
+    student = run_params(rcfg.backbone, "none")["student"]
+    student.update(rcfg.student)
     return jsonarg({"student": student})
 
 
@@ -286,14 +286,7 @@ def run_params(backbone, method):
     the results), the backbone's and the method's options, and for a grid point what it is a
     point of (its identity in the run folder)."""
     # eval_batch_size, device and the fusion settings change the speed, not the results
-    ignore = (
-        "backbones",
-        "device",
-        "eval_batch_size",
-        "fuse",
-        "fuse_members",
-        "gres",
-    )
+    ignore = ("backbones", *STUDENT_SPEED_KEYS)
     student = {k: v for k, v in config["student"].items() if k not in ignore}
     student["backbone"] = config["student"]["backbones"][backbone]
     params = {"student": student, "method": resolve_method(method)}
@@ -356,7 +349,7 @@ def student_runs():
     pairs = [(b, m) for b in TABLES["backbones"] for m in TABLES["methods"]]
     if ABLATION.get("table7") or ABLATION.get("table8"):
         pairs += [
-            (ABLATION.get("backbone", "dros"), m)
+            (ABLATION["backbone"], m)
             for m in [
                 "dllm2rec",
                 *ABLATION.get("table7", []),
@@ -365,11 +358,11 @@ def student_runs():
         ]
     if figure2_methods():
         pairs += [
-            (FIGURE2.get("backbone", "dros"), m)
+            (FIGURE2["backbone"], m)
             for m in ["dllm2rec", *figure2_methods()]
         ]
     if analysis_tables():
-        pairs.append(("dros", "none"))
+        pairs.append((REFERENCE_BACKBONE, "none"))
     runs = []
     for d in TABLES["datasets"]:
         for b, m in dict.fromkeys(pairs):
@@ -497,7 +490,7 @@ def ablation_inputs(table, searched=False):
         return student_metrics(
             TABLES["datasets"],
             TABLES["teacher"],
-            [ABLATION.get("backbone", "dros")],
+            [ABLATION["backbone"]],
             ["dllm2rec", *ABLATION.get(table, [])],
             TABLES["seeds"],
             searched,
@@ -511,7 +504,7 @@ def figure2_inputs(searched=False):
         return student_metrics(
             TABLES["datasets"],
             TABLES["teacher"],
-            [FIGURE2.get("backbone", "dros")],
+            [FIGURE2["backbone"]],
             ["dllm2rec", *figure2_methods()],
             TABLES["seeds"],
             searched,
@@ -531,9 +524,10 @@ def final_targets():
 
 
 # --- Tables 1-3 and the report's extra inputs (tables.smk) ------------------------------------
-# Tables 1-3 compare the teacher with the plain DROS student (method none) of Table 5's runs.
+# Tables 1-3 compare the teacher with the plain DROS student (REFERENCE_BACKBONE, method none)
+# of Table 5's runs.
 def analysis_tables():
-    ok = "dros" in TABLES["backbones"] and "none" in TABLES["methods"]
+    ok = REFERENCE_BACKBONE in TABLES["backbones"] and "none" in TABLES["methods"]
     ok = ok and teacher_kinds.has_test_ranks(config["teachers"][TABLES["teacher"]])
     return [L.table(t) for t in ("table1", "table2", "table3")] if ok else []
 
@@ -581,11 +575,11 @@ def searched_runs():
     DLLM2Rec reference, and Tables 1-3's plain DROS student."""
     pairs = {(b, m) for b in TABLES["backbones"] for m in TABLES["methods"]}
     if ABLATION.get("table7") or ABLATION.get("table8"):
-        pairs.add((ABLATION.get("backbone", "dros"), "dllm2rec"))
+        pairs.add((ABLATION["backbone"], "dllm2rec"))
     if figure2_methods():
-        pairs.add((FIGURE2.get("backbone", "dros"), "dllm2rec"))
+        pairs.add((FIGURE2["backbone"], "dllm2rec"))
     if analysis_tables():
-        pairs.add(("dros", "none"))
+        pairs.add((REFERENCE_BACKBONE, "none"))
     return sorted((b, m) for b, m in pairs if m in SEARCH)
 
 

@@ -135,8 +135,8 @@ rule table1:
     """Table 1: the teacher against the plain DROS student, accuracy and inference time."""
     input:
         teacher=teacher_metrics_files,
-        students=student_files("metrics", ["dros"], ["none"]),
-        chosen=student_files("metrics", ["dros"], ["none"], searched=True),
+        students=student_files("metrics", [REFERENCE_BACKBONE], ["none"]),
+        chosen=student_files("metrics", [REFERENCE_BACKBONE], ["none"], searched=True),
         code=TABLES_CODE,
     output:
         table=report(L.table("table1"), category="Data"),
@@ -159,8 +159,8 @@ rule table2:
             L.teacher_file("ranks", d, TABLES["teacher"], split="test")
             for d in TABLES["datasets"]
         ],
-        student_ranks=student_files("ranks", ["dros"], ["none"]),
-        chosen_ranks=student_files("ranks", ["dros"], ["none"], searched=True),
+        student_ranks=student_files("ranks", [REFERENCE_BACKBONE], ["none"]),
+        chosen_ranks=student_files("ranks", [REFERENCE_BACKBONE], ["none"], searched=True),
         items_parquet=[L.data_file("items", d) for d in TABLES["datasets"]],
         code=TABLES_CODE,
     output:
@@ -186,8 +186,8 @@ rule table3:
             L.teacher_file("ranks", d, TABLES["teacher"], split="test")
             for d in TABLES["datasets"]
         ],
-        student_ranks=student_files("ranks", ["dros"], ["none"]),
-        chosen_ranks=student_files("ranks", ["dros"], ["none"], searched=True),
+        student_ranks=student_files("ranks", [REFERENCE_BACKBONE], ["none"]),
+        chosen_ranks=student_files("ranks", [REFERENCE_BACKBONE], ["none"], searched=True),
         items_parquet=[L.data_file("items", d) for d in TABLES["datasets"]],
         code=TABLES_CODE,
     output:

@@ -221,10 +221,8 @@ rule recommender_teacher:
         cfg=recommender_params,
         backbone=lambda wildcards: teacher_kinds.recommender_cfg(
             teacher_cfg(wildcards)
-        )["backbone"],
-        seed=lambda wildcards: teacher_kinds.recommender_cfg(teacher_cfg(wildcards))[
-            "seed"
-        ],
+        ).backbone,
+        seed=lambda wildcards: teacher_kinds.recommender_cfg(teacher_cfg(wildcards)).seed,
         topn=lambda wildcards: teacher_cfg(wildcards)["grounding"]["topn"],
         label=teacher_kind_label,
         work=L.work("teacher", "{dataset}/{teacher}/recommender"),
