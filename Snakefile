@@ -13,11 +13,13 @@ configfile: "config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+include: "workflow/rules/config.smk"  # validates the config and writes its defaults
+
+
 scattergather:
-    teacher_gen=config.get("teacher_shards", 1),
+    teacher_gen=config["teacher_shards"],
 
 
-include: "workflow/rules/config.smk"
 include: "workflow/rules/paths.smk"
 
 

@@ -4,7 +4,8 @@ The YAML file holds the config's structure and every key's description. What the
 is filled in here, so that it has one home:
 
 - the keys, types, bounds, enums and defaults of the sections of :mod:`dllm2rec.settings`
-  (``student``, its ``backbones``, a teacher's settings and a recommender teacher's), merged
+  (a dataset's scalar settings, ``student``, its ``backbones``, a teacher's settings and a
+  recommender teacher's), merged
   into the YAML's properties of those sections (which may carry only a ``description``);
 - ``$defs/backbone`` (the registered backbones) and ``$defs/method_type`` (the registered
   methods), which the YAML refers to wherever a backbone or a method type is named;
@@ -29,6 +30,7 @@ SCHEMA_FILE = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "co
 
 # where each section's properties go: (path in the YAML schema, its dataclass)
 SECTIONS = (
+    (("$defs", "dataset"), S.DatasetSettings),
     (("properties", "student"), S.StudentSettings),
     (("$defs", "teacher"), S.TeacherSettings),
     (("$defs", "teacher", "properties", "recommender"), S.RecommenderSettings),

@@ -139,20 +139,36 @@ def parse(cls, cfg: dict | None, where: str, skip: tuple[str, ...] = (), what: s
     return cls(**values)
 
 
+# --- datasets ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetSettings(Settings):
+    """``datasets.<name>``'s scalar settings (``source``, ``paths``, ``fields`` and ``sample``
+    are the data stage's: dllm2rec/data/)."""
+
+    sample_rule: Literal["amazon", "movielens"] = "movielens"
+    noun: Annotated[str, Schema(minLength=1, pattern="^[A-Za-z][A-Za-z0-9 -]*$")] = "movie"
+    max_history: PositiveInt = 10
+    min_title_chars: NonNegativeInt = 1
+    drop_duplicates: Optional[bool] = None  # None: what BIGRec's preprocessing does for the rule
+
+
 # --- the student ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StudentSettings(Settings):
     """``student``: the trainer's settings (docs/students.md); ``backbones`` are read apart."""
 
+    # the paper (§4.1.4) and the released main.py (docs/students.md has the sources)
     hidden: PositiveInt = 64
     dropout: Fraction = 0.1
     lr: Positive = 1.0e-3
     batch_size: PositiveInt = 256
     weight_decay: NonNegative = 0.0
+    # early stopping on validation NDCG@20 (docs/protocol.md)
     epochs: PositiveInt = 100
     patience: PositiveInt = 10
+    # speed only
     eval_batch_size: PositiveInt = 1024
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Annotated[str, Schema(enum=["auto", "cpu", "cuda"])] = "auto"  # the trainer takes any torch device
     compile: bool = False
     # the workflow's, not the trainer's: fused groups and the jobs' Slurm resources
     fuse: bool = True
@@ -236,13 +252,18 @@ class LoraSettings(Settings):
 
 @dataclass(frozen=True)
 class SFTSettings(Settings):
+    """BIGRec's LoRA fine-tuning (docs/teacher.md; configs/paper.yaml has the paper's values)."""
+
+    # the examples: sequences sampled per split, prompts cut to cutoff_len tokens
     train_samples: PositiveInt = 1024
     valid_samples: PositiveInt = 256
     cutoff_len: PositiveInt = 512
+    # AdamW with linear warm-up and decay; batch_size = micro_batch_size x accumulation x GPUs
     lr: Positive = 1.0e-4
     batch_size: PositiveInt = 128
     micro_batch_size: PositiveInt = 4
     warmup_steps: NonNegativeInt = 20
+    # early stopping on the validation loss
     epochs: PositiveInt = 50
     patience: PositiveInt = 5
     seed: int = 42

@@ -12,6 +12,7 @@ from dllm2rec.dataset import load_dataset
 from dllm2rec.distill.base import Batch
 from dllm2rec.distill.teacher_data import load_teacher
 from dllm2rec.io import UserError, write_parquet
+from dllm2rec.settings import GenerationSettings
 from dllm2rec.student.train import load_sequences, train_student
 from dllm2rec.teacher import coverage
 from dllm2rec.teacher.generate import coverage_info, shard_rows
@@ -80,8 +81,8 @@ def test_shards_generate_only_the_covered_train_rows(synth):
     # valid and test are always complete
     valid = np.concatenate([shard_rows(ds, "valid", s, 2, 40, 1).column("seq_id").to_numpy() for s in (1, 2)])
     assert np.array_equal(np.sort(valid), np.sort(ds.split("valid").column("seq_id").to_numpy()))
-    assert coverage_info(ds, "train", {"train_coverage": 40, "train_coverage_seed": 1})["n_covered"] == 40
-    assert coverage_info(ds, "valid", {"train_coverage": 40})["train_coverage"] == "all"
+    assert coverage_info(ds, "train", GenerationSettings(train_coverage=40, train_coverage_seed=1))["n_covered"] == 40
+    assert coverage_info(ds, "valid", GenerationSettings(train_coverage=40))["train_coverage"] == "all"
     with pytest.raises(UserError, match="fewer than the 3 teacher shards"):
         shard_rows(ds, "train", 1, 3, 2)
 

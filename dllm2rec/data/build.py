@@ -9,6 +9,7 @@ from dllm2rec.data.raw import MAX_TITLE_CHARS, apply_title_rule
 from dllm2rec.data.sources import SOURCES as DATA_SOURCES
 from dllm2rec.dataset import write_dataset
 from dllm2rec.io import UserError
+from dllm2rec.settings import DatasetSettings
 
 SOURCES = {name: source.describe() for name, source in DATA_SOURCES.items()}
 
@@ -54,8 +55,8 @@ def build_dataset(name: str, params: dict, out: str, cache: str = "resources/dow
         raise UserError(f"datasets.{name}.source {source!r} is unknown; use one of: "
                         + "; ".join(f"{k} ({v})" for k, v in SOURCES.items()) + ". See docs/datasets.md.")
     L = S.max_history(params, name)
-    rule = params.get("sample_rule", "movielens")  # the schema default
-    min_chars = params.get("min_title_chars", 1)
+    rule = params.get("sample_rule", DatasetSettings.sample_rule)
+    min_chars = params.get("min_title_chars", DatasetSettings.min_title_chars)
     if not isinstance(min_chars, int) or isinstance(min_chars, bool) or min_chars < 0:
         raise UserError(f"datasets.{name}.min_title_chars must be a non-negative integer, got {min_chars!r}")
     if source == "official":

@@ -15,6 +15,7 @@ import pyarrow as pa
 from dllm2rec.data.lines import Report, numeric_aware_order
 from dllm2rec.data.raw import RawInteractions
 from dllm2rec.io import UserError
+from dllm2rec.settings import DatasetSettings
 
 SPLITS = ("train", "valid", "test")
 RULES = ("amazon", "movielens")
@@ -41,7 +42,7 @@ def index_ids(values: pl.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def max_history(params: dict, name: str) -> int:
-    value = params.get("max_history", 10)
+    value = params.get("max_history", DatasetSettings.max_history)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise UserError(f"datasets.{name}.max_history must be a positive integer, got {value!r}")
     return value

@@ -184,12 +184,12 @@ class CDOptions(MethodOptions):
     fusable: ClassVar[bool] = True
     fused_scalars: ClassVar[tuple[str, ...]] = ("lambda_kd",)
 
-    lambda_kd: NonNegative = 1.0
-    n_samples: PositiveInt = 50
-    lam: NonNegative = 0.05
+    lambda_kd: NonNegative = 1.0  # UnKD/parse.py --kd_weight
+    n_samples: PositiveInt = 50  # n_distill (UnKD/sample.py, as t1, t2, lamda)
+    lam: NonNegative = 0.05  # lamda = 1/20
     t1: Positive = 2.0
     t2: float = 0.0
-    top_n: PositiveInt = 100
+    top_n: PositiveInt = 100  # the teacher artifact's N (there 3000)
 
 
 @options("rrd", "+RRD")
@@ -252,12 +252,12 @@ class LLMCFOptions(MethodOptions):
     partial_coverage: ClassVar[bool] = False  # each train row's demonstrations are fixed per row before training
 
     encoder: Literal["teacher", "minilm"] = "teacher"
-    n_neighbors: PositiveInt = 4
-    base_fraction: Share = 0.1
-    icl_weight: NonNegative = 0.1
-    n_layers: PositiveInt = 2
-    n_heads: PositiveInt = 2
-    chunk: PositiveInt = 256
+    n_neighbors: PositiveInt = 4  # --num_aug 4 (retrieval_task/src_code/main_aug.py)
+    base_fraction: Share = 0.1  # readme.md: 1/10 of the train sequences
+    icl_weight: NonNegative = 0.1  # models/SASREC.py: user_emb + 0.1*aug_feat
+    n_layers: PositiveInt = 2  # ModelArgs.n_layers (models/transformer_decoder.py)
+    n_heads: PositiveInt = 2  # decoder_nhead (config/*/SASREC_aug.yaml)
+    chunk: PositiveInt = 256  # ours; speed only
 
     def teacher_parts(self) -> frozenset[str]:
         return _ENCODER_PARTS[self.encoder]

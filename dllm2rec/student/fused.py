@@ -411,7 +411,7 @@ def train_group(data: str, backbone: str, members, work: str, teacher: str | Non
     work = Path(work)
     first = members[0]
     stack = all(can_stack(m.params, m.method) for m in members)
-    dev = T._device(device, T._student_params(first.params, first.backbone)[0])
+    dev = T._device(device, T._student_params(first.params, backbone)[0])
     inputs = T.load_inputs(data, first.method, first.params["method"], teacher)
     if not stack or inputs.covered is not None:
         why = "partial teacher coverage" if stack else "its method cannot run stacked (docs/students.md)"

@@ -43,7 +43,8 @@ from dllm2rec.dataset import SPLITS, load_dataset
 from dllm2rec.distill.base import Batch, DistillContext, get_method
 from dllm2rec.evaluate import TOP_K, evaluate, rank_split
 from dllm2rec.io import UserError, progress
-from dllm2rec.settings import BackboneOptions, StudentSettings, backbone_options, parse
+from dllm2rec import settings
+from dllm2rec.settings import BackboneOptions, StudentSettings, parse
 from dllm2rec.student.base import get_backbone
 
 LOG_FIELDS = run_files.LOG_FIELDS
@@ -97,7 +98,7 @@ def _student_params(params: dict, backbone: str) -> tuple[StudentSettings, Backb
     s = params["student"]
     cfg = parse(StudentSettings, s, "student", skip=("backbone", "backbones"))
     bb = s["backbone"] if "backbone" in s else (s.get("backbones") or {}).get(backbone)
-    return cfg, backbone_options(backbone, bb)
+    return cfg, settings.backbone_options(backbone, bb)
 
 
 def _device(device: str, s: StudentSettings) -> torch.device:

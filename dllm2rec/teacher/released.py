@@ -79,16 +79,23 @@ def export_teacher(teacher: str, data: str, out: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ import
-def _matrix(path, what: str) -> np.ndarray:
+def _read(path, what: str, key: str, load, errors: tuple, refused):
+    """``load(path)`` of a teacher file, or a UserError: the file is missing (``key``: the
+    config key to point to it), or ``load`` raised one of ``errors`` (``refused(err)``: why, and
+    how to write the file)."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"teacher file not found: {path} ({what}). Point teachers.<name>.files to it.")
+        raise UserError(f"teacher file not found: {path} ({what}). Point {key} to it.")
     try:
-        m = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except ValueError as err:
-        raise UserError(f"{path}: not a whitespace-separated table of numbers ({what}): {err}. Write it with "
-                        "np.savetxt (python -m dllm2rec export-teacher does).") from None
-    return m
+        return load(path)
+    except errors as err:
+        raise UserError(f"{path}: {refused(err)}") from None
+
+
+def _matrix(path, what: str) -> np.ndarray:
+    return _read(path, what, "teachers.<name>.files", lambda p: np.loadtxt(p, dtype=np.float64, ndmin=2),
+                 (ValueError,), lambda err: f"not a whitespace-separated table of numbers ({what}): {err}. Write it "
+                                            "with np.savetxt (python -m dllm2rec export-teacher does).")
 
 
 def _check_rows(m: np.ndarray, path, split: str, n_rows: int) -> None:
@@ -161,15 +168,15 @@ def load_embeddings(path, n_items: int) -> np.ndarray:
 
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"teacher file not found: {path} (item embeddings). Point teachers.<name>.files.embeddings to it.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as err:
+    def refused(err) -> str:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: not a plain tensor file; torch.load(weights_only=True), which runs no pickled "
-                        f"code, refused it ({first}). Save the embeddings with torch.save(tensor, path).") from None
+        return (f"not a plain tensor file; torch.load(weights_only=True), which runs no pickled code, refused it "
+                f"({first}). Save the embeddings with torch.save(tensor, path).")
+
+    path = Path(path)
+    obj = _read(path, "item embeddings", "teachers.<name>.files.embeddings",
+                lambda p: torch.load(p, map_location="cpu", weights_only=True),
+                (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError), refused)
     if not isinstance(obj, torch.Tensor) or obj.dim() != 2:
         shape = tuple(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__
         raise UserError(f"{path}: holds {shape}, expected one 2-D tensor [n_items, d].")

@@ -12,10 +12,10 @@ SPLITS = ["train", "valid", "test"]
 # --- code each stage runs (Snakemake does not track imported modules by itself) -------------
 def code(*parts):
     """The package's Python files under the given subpackages/modules, as inputs of the rules that
-    run them (with the I/O helpers, the layout and the CLI every rule goes through). Found beside
-    the Snakefile, so `--directory` elsewhere still tracks them."""
+    run them (with the I/O helpers, the layout, the CLI and the settings every rule goes through).
+    Found beside the Snakefile, so `--directory` elsewhere still tracks them."""
     package = Path(workflow.basedir) / "dllm2rec"
-    files = [package / "io.py", package / "cli.py", package / "layout.py"]
+    files = [package / f for f in ("io.py", "cli.py", "layout.py", "settings.py")]
     for part in parts:
         path = package / part
         files += (

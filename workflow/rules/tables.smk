@@ -8,6 +8,7 @@ TABLES_CODE = code(
     "evaluate",
     "selection",
     "render",
+    "distill/spec",  # the methods' names in the tables
 )
 
 
