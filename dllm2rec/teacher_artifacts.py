@@ -37,6 +37,7 @@ import pyarrow as pa
 from dllm2rec import layout
 from dllm2rec.io import UserError, parquet_metadata, read_json, read_parquet, write_json
 from dllm2rec.layout import SFT_INFO, TEACHER_FILES
+from dllm2rec.teacher import coverage
 
 PARTS = frozenset({"ranks", "item_embeddings", "generated_embeddings"})
 
@@ -325,7 +326,7 @@ def covered_mask(path, seq_ids: np.ndarray, teacher_dir) -> np.ndarray | None:
     coverage may leave sequences out, but every seq_id it holds must belong to ``seq_ids``."""
     path = Path(path)
     info = read_coverage(path)
-    if info.get("train_coverage", "all") == "all":
+    if not coverage.is_partial(info.get(coverage.KEY)):
         return None
     held = read_parquet(path, "teacher file", rule_for(path)).column("seq_id").to_numpy().astype(np.int64)
     mask = np.isin(np.asarray(seq_ids, dtype=np.int64), held)

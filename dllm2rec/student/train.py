@@ -46,6 +46,7 @@ from dllm2rec.io import UserError, progress
 from dllm2rec import settings
 from dllm2rec.settings import BackboneOptions, StudentSettings, parse
 from dllm2rec.student.base import get_backbone
+from dllm2rec.teacher import coverage
 
 LOG_FIELDS = run_files.LOG_FIELDS
 FORMAT = run_files.MODEL_FORMAT
@@ -193,7 +194,7 @@ def _refuse_partial_coverage(teacher, method: str) -> None:
 
     ranks = ta.path(teacher, "ranks", "train")
     info = ta.read_coverage(ranks) if ranks.exists() else {}
-    if info.get("train_coverage", "all") != "all" and info.get("n_covered") != info.get("n_rows"):
+    if coverage.is_partial(info.get(coverage.KEY)) and info.get("n_covered") != info.get("n_rows"):
         raise UserError(f"method {method!r} needs teacher output for every training sequence, but the teacher at "
                         f"{teacher} covers {info.get('n_covered')} of {info.get('n_rows')} (generation.train_coverage "
                         f"{info.get('train_coverage')!r}): set it to `all`, or leave {method!r} out of this run.")

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dllm2rec.settings import GenerationSettings
+
 NOT_STARTED, QUOTED, OPEN, CLOSED = 0, 1, 2, 3
 SUPPORTED = ("llama",)
 
@@ -117,8 +119,10 @@ class Beams:
 class Decoder:
     """Beam / greedy search over a LLaMA-shaped model with a shared prompt cache."""
 
-    def __init__(self, model, tokenizer, num_beams: int, max_new_tokens: int, length_penalty: float = 1.0,
-                 early_stopping: bool | str = False, stop_at_answer: bool = True, cuda_graph: bool | None = None,
+    def __init__(self, model, tokenizer, num_beams: int, max_new_tokens: int,
+                 length_penalty: float = GenerationSettings.length_penalty,
+                 early_stopping: bool | str = GenerationSettings.early_stopping, stop_at_answer: bool = True,
+                 cuda_graph: bool | None = None,
                  trie=None):
         inner = _causal_lm(model)
         cfg = inner.config

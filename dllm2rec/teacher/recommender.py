@@ -33,12 +33,13 @@ from dllm2rec import dataset as ds
 from dllm2rec import layout
 from dllm2rec import teacher_artifacts as ta
 from dllm2rec.io import UserError, write_parquet
+from dllm2rec.settings import GroundingSettings, StudentSettings
 
 SPLITS = ("train", "valid", "test")
-TOPN = 100  # grounding.topn's default
+TOPN = GroundingSettings.topn
 
 
-def teacher_rows(model, data, topn: int = TOPN, batch_size: int = 1024) -> dict:
+def teacher_rows(model, data, topn: int = TOPN, batch_size: int = StudentSettings.eval_batch_size) -> dict:
     """{split: (ranks table, seconds)}: the trained run ``model`` (a model.pt) ranking every
     sequence of the dataset folder ``data``; and ``"item_table"``: its item table [n, hidden]."""
     from dllm2rec.student.train import load_model, load_sequences

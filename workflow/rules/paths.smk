@@ -33,6 +33,7 @@ STUDENT_CODE_PARTS = (
     "student_run",
     "student_groups",
     "resume",
+    "teacher/coverage",  # what a teacher file covers (teacher_artifacts.py reads it)
 )
 
 
@@ -227,9 +228,9 @@ def shard_params(wildcards):
     """
     cfg = teacher_cfg(wildcards)
     generation = {"cutoff_len": cfg["sft"]["cutoff_len"], **cfg["generation"]}
-    coverage = generation.pop("train_coverage", "all")
-    seed = generation.pop("train_coverage_seed", 0)
-    if wildcards.split == "train" and coverage != "all":
+    coverage = generation.pop("train_coverage", teacher_coverage.ALL)
+    seed = generation.pop("train_coverage_seed")
+    if wildcards.split == "train" and coverage != teacher_coverage.ALL:
         generation.update(train_coverage=coverage, train_coverage_seed=seed)
     return jsonarg(
         {"dtype": cfg["dtype"], "generation": generation, "grounding": cfg["grounding"]}

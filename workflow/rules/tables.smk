@@ -9,6 +9,7 @@ TABLES_CODE = code(
     "selection",
     "render",
     "distill/spec",  # the methods' names in the tables
+    "teacher/coverage",  # imported by teacher_artifacts
 )
 
 
