@@ -120,7 +120,7 @@ def check_raw_files(name, ds):
     source = SOURCES[ds["source"]]
     for key in (
         *source.paths,
-        *(k for k in source.optional if k in ds.get("paths", {})),
+        *(k for k in source.optional if k in ds["paths"]),
     ):
         path = ds["paths"][key]
         if not os.path.exists(path):
@@ -197,12 +197,12 @@ def check_coverage():
         key = f"teachers.{name}.generation.{teacher_coverage.KEY}"
         try:
             teacher_coverage.parse_coverage(
-                teacher.get("generation", {}).get(teacher_coverage.KEY), key
+                teacher["generation"].get(teacher_coverage.KEY), key
             )
         except UserError as e:
             fail(str(e))
     teacher = config["tables"]["teacher"]
-    gen = config["teachers"][teacher].get("generation", {})
+    gen = config["teachers"][teacher]["generation"]
     if not teacher_coverage.is_partial(gen.get(teacher_coverage.KEY)):
         return
     ablation = config["tables"].get("ablation", {})
