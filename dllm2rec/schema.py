@@ -68,12 +68,16 @@ def _default(value):
 
 def section_schema(cls, written: dict | None = None, where: str = "") -> dict:
     """The object schema of a settings dataclass, merged into ``written`` (the YAML's part: its
-    description, structure and the properties that are not fields). A field's YAML property may
+    description, structure and the properties in ``cls.other_keys``). A field's YAML property may
     carry only its description (and, for a nested section, its own properties)."""
     out = dict(written or {})
     out.update(type="object", additionalProperties=False)
     props = dict(out.get("properties") or {})
     hints = S.field_types(cls, extras=True)
+    stale = set(props) - set(hints) - set(cls.other_keys)
+    if stale:
+        raise ValueError(f"config schema {where}: {sorted(stale)} are not settings of {cls.__name__} "
+                         "(dllm2rec/settings.py): declare them there, or drop them here")
     for f in dataclasses.fields(cls):
         yaml_prop = dict(props.get(f.name) or {})
         tp = hints[f.name]
@@ -123,6 +127,9 @@ def config_schema(path: str | Path = SCHEMA_FILE) -> dict:
     backbones = _at(schema, ("properties", "student", "properties", "backbones"))
     backbones.update(type="object", additionalProperties=False, default={name: {} for name in S.BACKBONES})
     written = backbones.get("properties") or {}
+    if set(written) - set(S.BACKBONES):
+        raise ValueError(f"config schema student.backbones: {sorted(set(written) - set(S.BACKBONES))} are not "
+                         "registered backbones (dllm2rec/settings.py BACKBONES)")
     backbones["properties"] = {name: section_schema(cls, written.get(name), f"student.backbones.{name}")
                                for name, cls in S.BACKBONES.items()}
     schema["$defs"]["backbone"] = {"enum": list(S.BACKBONES)}

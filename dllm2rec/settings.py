@@ -1,8 +1,8 @@
 """Every setting's type, bounds and default, declared once, without torch.
 
-Each section of the config that the code reads (the student, each backbone, a teacher's scalar
-settings and its ``lora``, ``sft``, ``generation``, ``knowledge`` and ``grounding``, a recommender
-teacher's ``recommender``) is a frozen dataclass here: one typed field per key, its default the
+Each section of the config that the code reads (a dataset's scalar settings, the student, each
+backbone, a teacher's scalar settings and its ``lora``, ``sft``, ``generation``, ``knowledge`` and
+``grounding``, a recommender teacher's ``recommender``) is a frozen dataclass here: one typed field per key, its default the
 value used when the key is left out, its bounds in its type (:data:`PositiveInt`,
 :data:`Fraction`, ...). The distillation methods declare their options in the same style in
 :mod:`dllm2rec.distill.spec`, with the helpers of this module.
@@ -52,6 +52,9 @@ class Settings:
     # True: the schema writes this section's defaults into the config (the rules' params carry
     # them); False: the section's keys are optional overrides, their defaults applied by the code
     fills_defaults: ClassVar[bool] = True
+    # the section's keys that are not settings here: the schema file declares them (their readers
+    # check them)
+    other_keys: ClassVar[tuple[str, ...]] = ()
 
 
 def is_section(tp) -> bool:
@@ -81,7 +84,8 @@ def _optional(tp):
 
 def check_value(where: str, tp, value):
     """``value`` converted to ``tp`` (int, float, bool, str, a Literal, ``Optional[X]``,
-    ``tuple[str, ...]``, ``dict``, a section dataclass, or ``object``: any, checked by its reader), or UserError."""
+    ``tuple[str, ...]``, ``dict``, a section dataclass, or ``object``: any, checked by its
+    reader), or a UserError naming ``where``. Bounds are the schema's to check."""
     inner = _optional(tp)
     if inner is not None:
         return None if value is None else check_value(where, inner, value)
@@ -145,6 +149,8 @@ class DatasetSettings(Settings):
     """``datasets.<name>``'s scalar settings (``source``, ``paths``, ``fields`` and ``sample``
     are the data stage's: dllm2rec/data/)."""
 
+    other_keys: ClassVar[tuple[str, ...]] = ("source", "sample", "paths", "fields")
+
     sample_rule: Literal["amazon", "movielens"] = "movielens"
     noun: Annotated[str, Schema(minLength=1, pattern="^[A-Za-z][A-Za-z0-9 -]*$")] = "movie"
     max_history: PositiveInt = 10
@@ -156,6 +162,8 @@ class DatasetSettings(Settings):
 @dataclass(frozen=True)
 class StudentSettings(Settings):
     """``student``: the trainer's settings (docs/students.md); ``backbones`` are read apart."""
+
+    other_keys: ClassVar[tuple[str, ...]] = ("backbones",)
 
     # the paper (§4.1.4) and the released main.py (docs/students.md has the sources)
     hidden: PositiveInt = 64
@@ -330,6 +338,8 @@ TEACHER_TYPES = ("bigrec", "recommender", "files")  # docs/teacher.md, "Kinds of
 class TeacherSettings(Settings):
     """``teachers.<name>``: what the teacher's rules read (``files`` and ``recommender`` are
     read by :mod:`dllm2rec.teacher.kinds`)."""
+
+    other_keys: ClassVar[tuple[str, ...]] = ("recommender", "files")
 
     type: Literal["bigrec", "recommender", "files"] = "bigrec"
     base_model: Optional[str] = None
