@@ -8,7 +8,8 @@ is filled in here, so that it has one home:
   recommender teacher's), merged
   into the YAML's properties of those sections (which may carry only a ``description``);
 - ``$defs/backbone`` (the registered backbones) and ``$defs/method_type`` (the registered
-  methods), which the YAML refers to wherever a backbone or a method type is named;
+  methods), which the YAML refers to wherever a backbone or a method type is named, and the
+  default backbones (all of them for the tables, the reference one for Figure 2 and Tables 7-8);
 - each method type's keys (``methods.<name>`` with ``type: <t>``), from its options dataclass in
   :mod:`dllm2rec.distill.spec`.
 
@@ -133,7 +134,10 @@ def config_schema(path: str | Path = SCHEMA_FILE) -> dict:
     backbones["properties"] = {name: section_schema(cls, written.get(name), f"student.backbones.{name}")
                                for name, cls in S.BACKBONES.items()}
     schema["$defs"]["backbone"] = {"enum": list(S.BACKBONES)}
-    _at(schema, ("properties", "tables", "properties", "backbones"))["default"] = list(S.BACKBONES)
+    tables = _at(schema, ("properties", "tables", "properties"))
+    tables["backbones"]["default"] = list(S.BACKBONES)
+    for part in ("figure2", "ablation"):
+        tables[part]["properties"]["backbone"]["default"] = S.REFERENCE_BACKBONE
     schema["$defs"]["method_type"] = {"enum": list(spec.OPTIONS)}
     entry = _at(schema, ("properties", "methods", "additionalProperties"))
     entry["allOf"] = [method_branch(cls) for cls in spec.OPTIONS.values()]

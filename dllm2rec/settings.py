@@ -224,7 +224,7 @@ def backbone_name(name: str) -> str:
 
 
 # the backbone the paper singles out: Tables 1-3 compare the teacher with its plain student,
-# Table 6 times its DLLM2Rec student
+# Table 6 times its DLLM2Rec student, Figure 2 and Tables 7-8 run on it (by default)
 REFERENCE_BACKBONE = "dros"
 
 

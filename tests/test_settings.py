@@ -33,7 +33,10 @@ def minimal_config() -> dict:
 
 
 def test_the_schema_writes_the_declared_defaults():
-    cfg = schema.validate(minimal_config())
+    cfg = minimal_config()
+    cfg["tables"]["figure2"] = {"lambda_d": [0.9]}
+    cfg = schema.validate(cfg)
+    assert cfg["tables"]["figure2"]["backbone"] == settings.REFERENCE_BACKBONE == "dros"
     student = {k: v for k, v in cfg["student"].items() if k != "backbones"}
     assert student == dataclasses.asdict(StudentSettings())
     assert student["patience"] == 10 and student["hidden"] == 64  # one home: StudentSettings
