@@ -358,10 +358,7 @@ def student_runs():
             ]
         ]
     if figure2_methods():
-        pairs += [
-            (FIGURE2["backbone"], m)
-            for m in ["dllm2rec", *figure2_methods()]
-        ]
+        pairs += [(FIGURE2["backbone"], m) for m in ["dllm2rec", *figure2_methods()]]
     if analysis_tables():
         pairs.append((REFERENCE_BACKBONE, "none"))
     runs = []

@@ -162,7 +162,9 @@ rule table2:
             for d in TABLES["datasets"]
         ],
         student_ranks=student_files("ranks", [REFERENCE_BACKBONE], ["none"]),
-        chosen_ranks=student_files("ranks", [REFERENCE_BACKBONE], ["none"], searched=True),
+        chosen_ranks=student_files(
+            "ranks", [REFERENCE_BACKBONE], ["none"], searched=True
+        ),
         items_parquet=[L.data_file("items", d) for d in TABLES["datasets"]],
         code=TABLES_CODE,
     output:
@@ -189,7 +191,9 @@ rule table3:
             for d in TABLES["datasets"]
         ],
         student_ranks=student_files("ranks", [REFERENCE_BACKBONE], ["none"]),
-        chosen_ranks=student_files("ranks", [REFERENCE_BACKBONE], ["none"], searched=True),
+        chosen_ranks=student_files(
+            "ranks", [REFERENCE_BACKBONE], ["none"], searched=True
+        ),
         items_parquet=[L.data_file("items", d) for d in TABLES["datasets"]],
         code=TABLES_CODE,
     output:

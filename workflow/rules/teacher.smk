@@ -222,7 +222,9 @@ rule recommender_teacher:
         backbone=lambda wildcards: teacher_kinds.recommender_cfg(
             teacher_cfg(wildcards)
         ).backbone,
-        seed=lambda wildcards: teacher_kinds.recommender_cfg(teacher_cfg(wildcards)).seed,
+        seed=lambda wildcards: teacher_kinds.recommender_cfg(
+            teacher_cfg(wildcards)
+        ).seed,
         topn=lambda wildcards: teacher_cfg(wildcards)["grounding"]["topn"],
         label=teacher_kind_label,
         work=L.work("teacher", "{dataset}/{teacher}/recommender"),
