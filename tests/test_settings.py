@@ -180,3 +180,23 @@ def test_a_registered_method_is_known_to_the_schema_and_the_tables(toy_method):
     assert tables.method_colour("toy") not in [tables.method_colour(m) for m in names if m != "toy"]
     assert spec.parse_options({"type": "toy", "weight": 1}) == toy_method(weight=1.0)
     assert spec.teacher_needs({"type": "toy"}) == {"ranks": ["train"]}
+
+
+def test_docs_students_lists_the_declared_defaults():
+    """docs/students.md's table of defaults and their sources repeats the declarations."""
+    import re
+
+    text = (ROOT / "docs/students.md").read_text()
+    table = text[text.index("Backbone defaults"):].split("\n\n")[1]
+    checked = 0
+    for line in table.splitlines()[2:]:
+        key_cell, default_cell = [c.strip() for c in line.strip("|").split("|")[:2]]
+        keys = re.findall(r"`(\w+)`", key_cell)
+        owners = key_cell.split("`")[0].strip().split("/") if not key_cell.startswith("`") else []
+        values = [float(v) for v in default_cell.split(", ")]
+        assert len(values) == len(keys), line
+        for key, value in zip(keys, values):
+            for cls in [BACKBONES[o] for o in owners] or [StudentSettings]:
+                assert getattr(cls, key) == value, (line, cls.__name__, key)
+                checked += 1
+    assert checked >= 9
