@@ -5,7 +5,7 @@ Snakemake config error before any job runs (``CONFIG_CASES``, real dry runs).
 Add a row for every new bad-input check, so the count can only grow (docs/datasets.md states it).
 Inputs that must be read right rather than refused are rows of ``ANSWER_CASES``. Bad input that is dropped
 and counted rather than refused is tested in tests/test_data_bad_input.py; config-schema errors
-(wrong types, unknown keys) in tests/test_workflow_dag.py (test_config_errors_are_clear).
+(wrong types, unknown keys) in tests/test_workflow_dag.py (test_bad_config_fails_before_any_job_with_the_key).
 """
 from __future__ import annotations
 
