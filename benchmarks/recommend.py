@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import yaml  # noqa: E402
 
-from dllm2rec.recommend import Recommender, default_data_dir, export_student  # noqa: E402
+from dllm2rec.recommend import Recommender, export_student  # noqa: E402
 from dllm2rec.student.train import load_sequences, train_student  # noqa: E402
 from student_epoch import get_data  # noqa: E402
 
@@ -106,8 +106,7 @@ def main() -> None:
         t0 = time.perf_counter()
         rec = Recommender.load(model, data, args.device)
         load_seconds = time.perf_counter() - t0
-        data = data or default_data_dir(model)
-        _, _, splits = load_sequences(data)
+        _, _, splits = load_sequences(rec.data)
         te = splits["test"]
         histories = [row[:n].tolist() for row, n in zip(te.history, te.lengths)]
         result = {"what": what, "machine": machine, "k": args.k, "n_items": rec.n_items,

@@ -100,13 +100,13 @@ def run(model, data=None, clients=(1, 100), requests: int = 2000, seconds: float
     """Serve ``model`` on a free loopback port and load it at each client count; the figures."""
     import torch
 
-    from dllm2rec.recommend import Recommender, default_data_dir
+    from dllm2rec.recommend import Recommender
     from dllm2rec.serve import make_server
     from dllm2rec.student.train import load_sequences
 
     torch.set_num_threads(threads)
     rec = Recommender.load(model, data)
-    _, _, splits = load_sequences(data or default_data_dir(rec.meta.get("source", model)))
+    _, _, splits = load_sequences(rec.data)
     te = splits["test"]
     histories = [row[:n].tolist() for row, n in zip(te.history, te.lengths)]
     server = make_server(rec, "127.0.0.1", 0, quiet=True)

@@ -35,10 +35,12 @@ Rules:
   knowledge vector of the sequence's user, LLM-CF retrieval over the teacher's train
   generations); model.pt does not hold those, so their students are refused. Every other
   method's student scores from model.pt alone.
-- **Items and titles** come from ``results/data/{dataset}/items.parquet``, found from the model's
-  path (``results/students/{dataset}/...``), else from the dataset name recorded in the model
-  (under the working directory), or given with ``data``; a dataset whose content differs from the
-  one the student was trained on (the fingerprint recorded in the model) is refused.
+- **Items and titles** come from the dataset folder given with ``data``, else from
+  ``results/data/{dataset}/items.parquet`` with ``{dataset}`` the name recorded in the model
+  (never read from the model's path): under the nearest folder above the model that holds it (a
+  model inside ``results/students/...`` finds the ``results/data`` beside it), else under the
+  working directory. A dataset whose content differs from the one the student was trained on
+  (the fingerprint recorded in the model) is refused.
 - **Model files** are read by :mod:`dllm2rec.student_run` (safetensors, no pickle: loading one
   runs no code); a model of the old pickled format is refused with the command that re-saves it.
 
@@ -71,17 +73,15 @@ ITEMS = layout.DATASET_FILES["items"]
 
 
 # --- loading -------------------------------------------------------------------------------
-def default_data_dir(model) -> Path | None:
-    """The dataset folder (``layout.DATA_DIR``) of a model inside a student run folder
-    (``layout.STUDENT_RUN_DIR``), both under the same working directory; None elsewhere."""
-    template = Path(layout.STUDENT_RUN_DIR).parts  # results, students, {dataset}, ..., seed{seed}
-    run = Path(model).resolve().parent.parts
-    if len(run) <= len(template):
-        return None
-    root, tail = run[:-len(template)], run[-len(template):]
-    if any(t != p for t, p in zip(template, tail) if "{" not in t):
-        return None
-    return Path(*root) / layout.data_dir(tail[template.index("{dataset}")])
+def default_data_dir(model, dataset: str) -> Path | None:
+    """The folder of ``dataset`` (the name the model records; ``layout.data_dir``) under the
+    nearest folder above ``model`` that holds it, else under the working directory; None when
+    neither does."""
+    rel = Path(layout.data_dir(dataset))
+    for root in (*Path(model).resolve().parents, Path.cwd()):
+        if (root / rel).is_dir():
+            return root / rel
+    return None
 
 
 def _check_servable(meta: dict, model: Path) -> None:
@@ -134,10 +134,12 @@ def _load_scorer(model: Path, device: str) -> tuple[torch.nn.Module, dict]:
 
 
 class Recommender:
-    """A loaded student plus the dataset's items; :meth:`recommend` serves histories."""
+    """A loaded student plus the dataset's items (``data``: the dataset folder they came from);
+    :meth:`recommend` serves histories."""
 
-    def __init__(self, scorer, meta: dict, items, device: str = "cpu"):
+    def __init__(self, scorer, meta: dict, items, device: str = "cpu", data=None):
         self.scorer, self.meta, self.device = scorer, meta, torch.device(device)
+        self.data = None if data is None else Path(data)
         self.n_items, self.max_len = int(meta["n_items"]), int(meta["max_len"])
         ids = items.column("item_id").to_numpy()
         order = np.argsort(ids)
@@ -153,16 +155,17 @@ class Recommender:
     @classmethod
     def load(cls, model, data=None, device: str = "cpu") -> "Recommender":
         """Load ``model`` (a ``model.pt`` or an exported ``.pt2``) and the items of its dataset
-        (``data``: a dataset folder; default: found from the model's results/ path)."""
+        (``data``: a dataset folder; default: the folder of the dataset the model records, see the module doc)."""
         model = Path(model)
         scorer, meta = _load_scorer(model, str(device))
         if data is None:
-            data = default_data_dir(meta.get("source", model))
-            if data is None and meta.get("dataset") and Path(layout.data_dir(meta["dataset"])).is_dir():
-                data = Path(layout.data_dir(meta["dataset"]))  # the recorded dataset, under the working directory
+            if not meta.get("dataset"):
+                raise UserError(f"{model} does not record its dataset (exported by an older version): export it "
+                                "again with `python -m dllm2rec export-student`, or pass --data with its dataset's folder")
+            data = default_data_dir(meta.get("source", model), meta["dataset"])
             if data is None:
-                raise UserError(f"{model} is not under {layout.STUDENT_RUN_DIR}: pass --data "
-                                f"{layout.data_dir(meta.get('dataset') or '<dataset>')} (the dataset it was trained on)")
+                raise UserError(f"{model}: its dataset {meta['dataset']!r} is not at {layout.data_dir(meta['dataset'])} "
+                                "above the model nor under the working directory: pass --data with that dataset's folder")
         path = ds.paths(data)["items"]
         items = read_parquet(path, "items table")
         if items.num_rows != int(meta["n_items"]) or sorted(items.column("item_id").to_pylist()) != list(range(items.num_rows)):
@@ -173,7 +176,7 @@ class Recommender:
             raise UserError(f"{model} was trained on dataset {meta.get('dataset')!r} with fingerprint {recorded}, "
                             f"but {data} holds another one ({ds.fingerprint(data)}): pass --data with the dataset "
                             "the student was trained on, or retrain the student on this one")
-        return cls(scorer, meta, items, device)
+        return cls(scorer, meta, items, device, data)
 
     # --- histories -> tensors ----------------------------------------------------------------
     def item_index(self, entry, by: str = "item_id", where: str = "") -> int:
@@ -352,7 +355,7 @@ def recommend_command(model: str, history: list[str] | None = None, file: str | 
     """Print the top-k items of a student for each history, or write them to out (.json or .csv).
     history: the items of one history, oldest first (or one JSON list of histories); file: one
     history per line instead; by: item_id, raw_id or title; data: the dataset folder (default:
-    found from the model's results/ path)."""
+    the folder of the dataset the model records)."""
     if threads is not None:
         if int(threads) < 1:
             raise UserError(f"--threads must be at least 1, got {threads}")

@@ -16,7 +16,8 @@ order); test metrics are written beside it for reading only. The tables then rea
 point's runs as the searched method (:func:`table_method`). ``selection.csv`` columns:
 :data:`COLUMNS`.
 
-Standard library only: Snakemake imports it while it builds the DAG.
+Standard library only (and :mod:`dllm2rec.evaluate`'s metric names, which import no more):
+Snakemake imports it while it builds the DAG.
 """
 from __future__ import annotations
 
@@ -28,12 +29,14 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
+from dllm2rec.evaluate import SELECT_METRIC, TABLE_METRICS
+
 # student keys a grid may vary (config `student.<key>`; each changes training, not only speed)
 STUDENT_KEYS = ("lr", "weight_decay", "dropout", "hidden", "batch_size")
 STUDENT_PREFIX = "student."
-SELECT_ON = ("valid", "NDCG@20")  # the validation metric the choice maximises
-COLUMNS = ["dataset", "backbone", "method", "point", "values", "seeds",
-           "valid_HR@20", "valid_NDCG@20", "test_HR@20", "test_NDCG@20", "chosen"]
+SELECT_ON = ("valid", SELECT_METRIC)  # the validation metric the choice maximises
+MEAN_COLUMNS = [f"{split}_{k}" for split in ("valid", "test") for k in TABLE_METRICS]  # valid_HR@20, ...
+COLUMNS = ["dataset", "backbone", "method", "point", "values", "seeds", *MEAN_COLUMNS, "chosen"]
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.@=,+-]+$")
 
 
@@ -150,10 +153,10 @@ def select(students, out: str, html: str | None = None) -> None:
         best = max(points, key=lambda p: score[p])  # max keeps the first of equal scores
         for p, runs in points.items():
             mean = {f"{s}_{k}": statistics.fmean(m[s][k] for _, m in runs)
-                    for s in ("valid", "test") for k in ("HR@20", "NDCG@20")}
+                    for s in ("valid", "test") for k in TABLE_METRICS}
             values = runs[0][1]["params"]["search"]["values"]
             rows.append([d, b, method, p, ",".join(f"{k}={format_value(v)}" for k, v in values.items()),
-                         " ".join(map(str, seed_sets[p])), *(f"{mean[c]:.6f}" for c in COLUMNS[6:10]),
+                         " ".join(map(str, seed_sets[p])), *(f"{mean[c]:.6f}" for c in MEAN_COLUMNS),
                          int(p == best)])
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)

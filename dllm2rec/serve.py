@@ -159,8 +159,8 @@ def make_server(recommender, host: str = "127.0.0.1", port: int = 8000, quiet: b
 def serve(model: str, port: int = 8000, host: str = "127.0.0.1", data: str | None = None, device: str = "cpu",
           threads: int | None = None, quiet: bool = False) -> None:
     """Serve a student over HTTP: POST /recommend {"history": [...], "k": 10, "by": "item_id"}.
-    ``model``: a model.pt (or exported .pt2); ``data``: its dataset folder (default: found from
-    the model's results/ path); ``host``: 127.0.0.1 (this machine only) unless given; ``quiet``:
+    ``model``: a model.pt (or exported .pt2); ``data``: its dataset folder (default: the
+    folder of the dataset the model records); ``host``: 127.0.0.1 (this machine only) unless given; ``quiet``:
     no line per request. Stops with Ctrl-C."""
     import torch
 

@@ -17,10 +17,12 @@ A run folder (``results/students/{dataset}/{teacher}/{backbone}/{method}/seed{se
   A model of the old pickled format (``dllm2rec-student/1``) is refused; :func:`convert_legacy_model`
   (``python -m dllm2rec convert-model --trusted FILE``) re-saves one the user trusts;
 * ``train_log.csv``: one row per epoch, columns :data:`LOG_FIELDS`;
-* ``ranks.parquet``: per valid and test sequence the target's 1-based full-ranking rank (ties
-  pessimistic, so HR@K = mean(rank <= K)) and the student's top-20 items (:data:`RANKS_SCHEMA`),
-  with the run's identity in the file's metadata. Tables 2-3 and Table 5's significance test
-  read it.
+* ``ranks.parquet``: per valid and test sequence the target's full-ranking rank (ties
+  pessimistic), **1-based in the file** (so HR@K = mean(rank <= K)) and 0-based in memory as
+  everywhere else (:mod:`dllm2rec.evaluate`): :func:`ranks_table` adds the 1 and :func:`read_ranks`
+  takes it off, the only two places that convert; and the student's top-20 items
+  (:data:`RANKS_SCHEMA`), with the run's identity in the file's metadata. Tables 2-3 and Table 5's
+  significance test read it.
 """
 from __future__ import annotations
 
@@ -35,11 +37,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dllm2rec.evaluate import HR, NDCG
 from dllm2rec.io import UserError, atomic_path, parquet_metadata, read_json, read_parquet, write_json, write_parquet
-from dllm2rec.layout import RUN_FILES, STUDENT_RUN_DIR
+from dllm2rec.layout import RUN_FILES
 
 IDENTITY = ("dataset", "teacher", "backbone", "method", "params", "seed")
-LOG_FIELDS = ["epoch", "loss", "rec_loss", "distill_loss", "valid_HR@20", "valid_NDCG@20", "seconds", "valid_seconds"]
+LOG_FIELDS = ["epoch", "loss", "rec_loss", "distill_loss", f"valid_{HR}", f"valid_{NDCG}", "seconds", "valid_seconds"]
 MODEL_FORMAT = "dllm2rec-student/2"
 LEGACY_MODEL_FORMAT = "dllm2rec-student/1"  # a torch.save pickle: refused, see convert_legacy_model
 # the model's metadata (JSON, in the safetensors header): plain values only
@@ -74,7 +77,7 @@ class RunRanks:
     identity: dict
     seq_id: list[int]
     target: list[int]
-    rank: list[int]  # 1-based
+    rank: list[int]  # 0-based (the file's 1-based rank minus 1)
     topk: list[list[int]]
 
 
@@ -87,7 +90,7 @@ def read_ranks(path, split: str = "test") -> RunRanks:
                         "version, rerun the student rule for it.")
     t = table.filter(pc.equal(table.column("split"), split))
     return RunRanks(identity, t.column("seq_id").to_pylist(), t.column("target").to_pylist(),
-                    t.column("rank").to_pylist(), t.column("topk").to_pylist())
+                    [r - 1 for r in t.column("rank").to_pylist()], t.column("topk").to_pylist())
 
 
 def read_log(path) -> list[dict]:
@@ -162,7 +165,7 @@ def _legacy_refusal(path: Path) -> UserError:
     return UserError(
         f"{path}: a student model in the old pickled format ({LEGACY_MODEL_FORMAT}), which could run code when "
         f"loaded, so it is not read. Retrain it, or if you trust where the file comes from re-save it with "
-        f"`python -m dllm2rec convert-model --trusted {path}`.")
+        f"`python -m dllm2rec convert-model --trusted {path} --dataset NAME` (the dataset it was trained on).")
 
 
 def read_model_meta(path) -> dict:
@@ -191,9 +194,11 @@ def _open_model(path: Path):
         meta = json.loads(header) if header else {}
     except json.JSONDecodeError:
         meta = {}
-    if meta.get("format") != MODEL_FORMAT or set(MODEL_META) - set(meta):
-        raise UserError(f"{path}: not a dllm2rec student model (format {MODEL_FORMAT}, metadata "
-                        f"{', '.join(MODEL_META)}); rerun the student's training rule.")
+    missing = [k for k in MODEL_META if k not in meta]
+    if meta.get("format") != MODEL_FORMAT or missing:
+        raise UserError(f"{path}: not a dllm2rec student model of format {MODEL_FORMAT} (format "
+                        f"{meta.get('format')!r}{', without ' + ', '.join(missing) if missing else ''}); rerun the "
+                        "student's training rule.")
     return meta, handle
 
 
@@ -234,22 +239,13 @@ def load_student(path, device: str = "cpu"):
     return student.to(device).eval(), m.item_table.to(device), meta
 
 
-def _run_dataset(model: Path) -> str | None:
-    """The ``{dataset}`` of a model file inside a run folder (:data:`STUDENT_RUN_DIR`), else None."""
-    template, run = Path(STUDENT_RUN_DIR).parts, model.resolve().parent.parts
-    tail = run[-len(template):]
-    if len(run) < len(template) or any(t != p for t, p in zip(template, tail) if "{" not in t):
-        return None
-    return tail[template.index("{dataset}")]
-
-
 def convert_legacy_model(trusted, out=None, dataset=None) -> None:
-    """``python -m dllm2rec convert-model --trusted FILE [--out NEW] [--dataset NAME]``: re-save
+    """``python -m dllm2rec convert-model --trusted FILE --dataset NAME [--out NEW]``: re-save
     a student model of the old pickled format (:data:`LEGACY_MODEL_FORMAT`) in the current one,
     ``out`` defaulting to ``FILE`` itself. Only for a file you trust: it is unpickled (with
     ``torch.load(weights_only=True)``, which admits tensors and plain containers only, as a second
-    guard). ``dataset``: the dataset's name, when the file is not under
-    ``results/students/{dataset}/``; its fingerprint is not known and is recorded as null."""
+    guard). ``dataset``: the name of the dataset it was trained on (the old format does not record
+    it, and a name is never read from a path); its fingerprint is not known and is recorded as null."""
     import torch
 
     path = Path(trusted)
@@ -263,10 +259,8 @@ def convert_legacy_model(trusted, out=None, dataset=None) -> None:
                         f"and plain values ({err.__class__.__name__}); it is not converted.") from None
     if not isinstance(old, dict) or old.get("format") != LEGACY_MODEL_FORMAT:
         raise UserError(f"convert-model: {path} is not a student model of format {LEGACY_MODEL_FORMAT}")
-    if dataset is None:
-        dataset = _run_dataset(path)
-    if dataset is None:
-        raise UserError(f"convert-model: {path} is not under {STUDENT_RUN_DIR}: pass --dataset NAME")
+    if not dataset:
+        raise UserError(f"convert-model: {path} does not record the dataset it was trained on: pass --dataset NAME")
     from dllm2rec.student.train import backbone_options  # the old file's params, read as its trainer did
 
     meta = {"dataset": dataset, "dataset_fingerprint": None, "backbone": old["backbone"],

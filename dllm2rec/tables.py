@@ -21,14 +21,15 @@ from collections import defaultdict
 from pathlib import Path
 
 from dllm2rec import render, student_run, teacher_artifacts
+from dllm2rec.evaluate import NDCG, TABLE_K, TABLE_METRICS, parse_metric, per_sequence
 from dllm2rec.dataset import read_stats
 from dllm2rec.distill.spec import OPTIONS
 from dllm2rec.io import UserError, atomic_path
 from dllm2rec.selection import table_method
 from dllm2rec.settings import REFERENCE_BACKBONE, backbone_name
-from dllm2rec.sweeps import FIGURE2_PARAMS, parse_sweep_method
+from dllm2rec.sweeps import FIGURE2_PARAMS, sweep_point
 
-METRICS = ("HR@20", "NDCG@20")
+METRICS = TABLE_METRICS
 # the config entries (not method types) the paper's tables name; a type's name is its spec's display
 VARIANT_NAMES = {"dllm2rec-official": "+DLLM2Rec (released code)"}
 NOT_BASELINES = {"none", "dllm2rec"}
@@ -167,8 +168,7 @@ def sequence_se(ranks: dict, key: tuple, metric: str) -> tuple[float, int]:
         by_seq[seq].append(rank)
     if len(by_seq) < 2:
         return float("nan"), len(by_seq)
-    k = int(metric.split("@")[1])
-    values = [float(np.mean(per_sequence_metrics(r, k)[metric])) for r in by_seq.values()]
+    values = [float(np.mean(per_sequence(r, *parse_metric(metric)).numpy())) for r in by_seq.values()]
     return statistics.stdev(values) / math.sqrt(len(values)), len(values)
 
 
@@ -315,11 +315,10 @@ def table5(teacher, students, out: str, out_seeds: str, methods=None, ranks=None
             with atomic_path(out_md) as tmp:
                 tmp.write_text(render.markdown_table(header, rows) + "\n" + TABLE5_NOTE + "\n")
         if html:
-            _write_text(render.html_page("Table 5: test HR@20 and NDCG@20", header, rows, TABLE5_NOTE, classes), html)
+            _write_text(render.html_page(f"Table 5: test {' and '.join(METRICS)}", header, rows, TABLE5_NOTE, classes), html)
 
     runs = load_runs(students)
-    keys = sorted({k for seeds in runs.values() for _, test, _ in seeds for k in test},
-                  key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
+    keys = sorted({k for seeds in runs.values() for _, test, _ in seeds for k in test}, key=parse_metric)
     header = ["dataset", "backbone", "method", "seed", *keys, "best_epoch", "train_seconds", "inference_seconds"]
     seed_rows = [[d, b, m, seed, *(test[k] for k in keys), full.get("best_epoch"), full.get("train_seconds"),
                   full.get("inference_seconds")]
@@ -438,8 +437,8 @@ def ablation_table(students, out: str, html: str | None = None) -> None:
 
 def figure2(students, dllm2rec, out: str, out_table: str, html: str | None = None) -> None:
     """Figure 2: test HR@20 / NDCG@20 of DLLM2Rec with one of lambda_d, gamma_p, gamma_c,
-    gamma_o changed (runs named ``dllm2rec-<param>-<value>``); the plain ``dllm2rec`` run is the
-    point at the configured value (``dllm2rec``: its options, JSON)."""
+    gamma_o changed (the sweep points: runs whose ``params.sweep`` says which, :mod:`dllm2rec.sweeps`);
+    the plain ``dllm2rec`` run is the point at the configured value (``dllm2rec``: its options, JSON)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -448,19 +447,20 @@ def figure2(students, dllm2rec, out: str, out_table: str, html: str | None = Non
     runs = load_runs(students)
     base = dllm2rec if isinstance(dllm2rec, dict) else {}
     points = []  # (param, value, dataset, HR@20, NDCG@20)
+    swept = set()
     for (d, _, m), seeds in runs.items():
         values = [mean([r[1][k] for r in seeds]) for k in METRICS]
-        if m == "dllm2rec":  # at its run's values (a searched dllm2rec: the chosen point's)
-            opts = {**base, **seeds[0][2].get("params", {}).get("method", {})}
-            points += [(p, float(opts[p]), d, *values) for p in FIGURE2_PARAMS if p in opts]
-            continue
-        sweep = parse_sweep_method(m)
+        sweep = sweep_point(seeds[0][2].get("params"))
         if sweep:
             points.append((*sweep, d, *values))
-    swept = {sweep[0] for (_, _, m) in runs if (sweep := parse_sweep_method(m))}
+            swept.add(sweep[0])
+        elif m == "dllm2rec":  # at its run's values (a searched dllm2rec: the chosen point's)
+            opts = {**base, **seeds[0][2].get("params", {}).get("method", {})}
+            points += [(p, float(opts[p]), d, *values) for p in FIGURE2_PARAMS if p in opts]
     points = sorted({q for q in points if q[0] in swept})  # a parameter held at its value is not drawn
     if not points:
-        raise UserError("figure2: no DLLM2Rec sweep runs given (methods named dllm2rec-<param>-<value>)")
+        raise UserError("figure2: no DLLM2Rec sweep runs given (runs whose params record a `sweep`, "
+                        "made for tables.figure2)")
     write_table(["param", "value", "dataset", *METRICS], [[p, float(v), d, h, n] for p, v, d, h, n in points], out_table,
                 html, "Figure 2's points", {"value": lambda v: f"{v:g}", **{k: render.num for k in METRICS}})
 
@@ -539,17 +539,8 @@ def paired_t_test(a, b) -> tuple[float, int, float]:
     return t, n - 1, t_two_sided_p(t, n - 1)
 
 
-def per_sequence_metrics(rank, k: int = 20) -> dict:
-    """HR@k and NDCG@k of each sequence from 1-based ranks (numpy array)."""
-    import numpy as np
-
-    rank = np.asarray(rank, dtype=np.float64)
-    hit = rank <= k
-    return {f"HR@{k}": hit.astype(np.float64), f"NDCG@{k}": np.where(hit, 1.0 / np.log2(rank + 1.0), 0.0)}
-
-
 def load_test_ranks(paths) -> dict:
-    """(dataset, backbone, method) -> {(seed, seq_id): 1-based test rank} from students' ranks.parquet."""
+    """(dataset, backbone, method) -> {(seed, seq_id): 0-based test rank} from students' ranks.parquet."""
     out = defaultdict(dict)
     for path in _as_list(paths):
         r = student_run.read_ranks(path, "test")
@@ -564,15 +555,14 @@ def significance(ranks: dict, dataset: str, backbone: str, method: str, other: s
     (seed, test sequence) both runs share: (t, n pairs, two-sided p)."""
     a, b = ranks.get((dataset, backbone, method), {}), ranks.get((dataset, backbone, other), {})
     common = sorted(set(a) & set(b))
-    k = int(metric.split("@")[1])
-    va = per_sequence_metrics([a[c] for c in common], k)[metric]
-    vb = per_sequence_metrics([b[c] for c in common], k)[metric]
+    va = per_sequence([a[c] for c in common], *parse_metric(metric))
+    vb = per_sequence([b[c] for c in common], *parse_metric(metric))
     t, _, p = paired_t_test(va.tolist(), vb.tolist())
     return t, len(common), p
 
 
 # --- Tables 1-3: the teacher against the plain DROS student --------------------------------------
-ANALYSIS_K = 20
+ANALYSIS_K = TABLE_K
 
 
 def table1(teacher, students, out: str, html: str | None = None) -> None:
@@ -628,7 +618,7 @@ def _analysis_cases(teacher, teacher_ranks, student_ranks, items) -> dict:
         backbone = r.identity["backbone"]
         rows = out.setdefault(d, (backbone_name(backbone), []))[1]
         for tr, sr, target, tl, sl in zip(t_rank, r.rank, r.target, t_lists, r.topk):
-            rows.append((int(tr) if 0 <= tr < ANALYSIS_K else ANALYSIS_K, min(sr - 1, ANALYSIS_K), target,
+            rows.append((int(tr) if 0 <= tr < ANALYSIS_K else ANALYSIS_K, min(sr, ANALYSIS_K), target,
                          tl[:ANALYSIS_K], sl[:ANALYSIS_K]))
     return out
 
@@ -687,7 +677,7 @@ def teacher_table(teacher, out: str, html: str | None = None) -> None:
     header, rows = [], []
     for p in _as_list(teacher):
         t = teacher_artifacts.read_metrics(p)
-        keys = sorted(t["test"], key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
+        keys = sorted(t["test"], key=parse_metric)
         header = header or ["dataset", *keys, "n_test", "inference_seconds"]
         rows.append([t["dataset"], *(t["test"][k] for k in keys), t.get("n_test"), teacher_seconds(t)])
     write_table(header, rows, out, html, "The teacher's test metrics",
@@ -735,7 +725,7 @@ def training_curves(students, out: str) -> None:
         run = student_run.read_metrics(p)
         log = student_run.read_log(student_run.paths(Path(p).parent)["log_csv"])
         curves[run["dataset"], run["backbone"]].append(
-            (table_method(run), run["seed"], [r["epoch"] for r in log], [r["valid_NDCG@20"] for r in log], run.get("best_epoch")))
+            (table_method(run), run["seed"], [r["epoch"] for r in log], [r[f"valid_{NDCG}"] for r in log], run.get("best_epoch")))
     if not curves:
         raise UserError("training_curves: no student runs given")
     panels = list(curves)
@@ -753,7 +743,7 @@ def training_curves(students, out: str) -> None:
         ax.set_title(f"{key[0]}: {backbone_name(key[1])}")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel("validation NDCG@20")
+        ax.set_ylabel(f"validation {NDCG}")
     axes[0][-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, out)
 

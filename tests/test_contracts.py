@@ -111,14 +111,14 @@ def test_the_schema_lists_exactly_the_data_sources():
 
 
 def test_the_schema_sweeps_exactly_figure2s_parameters():
-    from dllm2rec.sweeps import FIGURE2_PARAMS, parse_sweep_method, sweep_method
+    from dllm2rec.sweeps import FIGURE2_PARAMS, sweep_params, sweep_point
 
     from dllm2rec.schema import config_schema
 
     figure2 = config_schema()["properties"]["tables"]["properties"]["figure2"]["properties"]
     assert set(figure2) - {"backbone"} == set(FIGURE2_PARAMS)
-    assert parse_sweep_method(sweep_method("gamma_c", 0.25)) == ("gamma_c", 0.25)
-    assert parse_sweep_method("dllm2rec") is None and parse_sweep_method("dllm2rec-wo-wc") is None
+    assert sweep_point({"student": {}, "method": {}, "sweep": sweep_params("gamma_c", 0.25)}) == ("gamma_c", 0.25)
+    assert sweep_point({"student": {}, "method": {"type": "dllm2rec"}}) is None and sweep_point(None) is None
 
 
 def test_load_dataset_reads_and_checks_the_dataset_contract(tmp_path):

@@ -14,7 +14,7 @@ from dllm2rec.dataset import fingerprint as dataset_fingerprint
 from dllm2rec.evaluate import metrics_from_ranks, target_rank
 from dllm2rec.io import UserError
 from dllm2rec.recommend import Recommender, default_data_dir, export_student, read_histories, recommend
-from dllm2rec.student.train import load_model, load_sequences, train_student
+from dllm2rec.student.train import load_sequences, train_student
 from synthetic import write_synthetic_dataset, write_synthetic_teacher
 
 N_ITEMS = 40
@@ -47,7 +47,7 @@ def model_path(results, backbone="sasrec", method="dllm2rec"):
 
 
 def own_scores(path, history, lengths):
-    student, table = load_model(path)
+    student, table, _ = student_run.load_student(path)
     with torch.no_grad():
         return student.scores(student.encode(history, lengths, table))
 
@@ -55,7 +55,7 @@ def own_scores(path, history, lengths):
 @pytest.mark.parametrize("backbone,method", [("sasrec", "dllm2rec"), ("gru4rec", "none")])
 def test_scores_are_the_models_own(results, backbone, method):
     path = model_path(results, backbone, method)
-    assert default_data_dir(path) == (results / "data" / "synth").resolve()
+    assert default_data_dir(path, "synth") == (results / "data" / "synth").resolve()
     rec = Recommender.load(path)
     _, max_len, splits = load_sequences(results / "data" / "synth")
     te = splits["test"]
@@ -81,7 +81,7 @@ def test_scores_are_the_models_own(results, backbone, method):
 def test_dllm2rec_serves_its_enriched_item_table(results):
     """DLLM2Rec's input table (b_i + w g(z_i)) is the one saved, not the bare ID embeddings."""
     path = model_path(results)
-    student, table = load_model(path)
+    student, table, _ = student_run.load_student(path)
     assert not torch.allclose(table, student.item_emb.weight)
     h, lengths = Recommender.load(path).encode_histories([[1, 2, 3]])
     with torch.no_grad():
@@ -149,9 +149,24 @@ def test_unreadable_models_are_refused(results, tmp_path):
     with pytest.raises(UserError, match="bad.pt2: cannot read it as an exported program"):
         Recommender.load(tmp_path / "bad.pt2")
     (tmp_path / "moved.pt").write_bytes(model_path(results).read_bytes())
-    with pytest.raises(UserError, match="not under results/students/.*pass --data"):
+    with pytest.raises(UserError, match="moved.pt: its dataset 'synth' is not at results/data/synth above the model "
+                                        "nor under the working directory: pass --data"):
         Recommender.load(tmp_path / "moved.pt")
     assert Recommender.load(tmp_path / "moved.pt", data=results / "data" / "synth").recommend([[1]], k=3)
+
+
+def test_the_dataset_is_the_one_the_model_records_not_its_paths(results, tmp_path):
+    """A model in a run folder that names another dataset serves the items of the one it records."""
+    import shutil
+
+    moved = tmp_path / "results" / "students" / "wrong" / "t" / "sasrec" / "dllm2rec" / "seed0" / "model.pt"
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes(model_path(results).read_bytes())
+    (tmp_path / "results" / "data" / "wrong").mkdir(parents=True)  # what the path names: not read
+    shutil.copytree(results / "data" / "synth", tmp_path / "results" / "data" / "synth")
+    rec = Recommender.load(moved)
+    assert rec.meta["dataset"] == "synth" and rec.titles[:2] == ["Item number 0", "Item number 1"]
+    assert default_data_dir(moved, "synth") == (tmp_path / "results" / "data" / "synth").resolve()
 
 
 def test_cli(results, tmp_path, capsys):
@@ -243,7 +258,7 @@ def test_pickled_models_never_run_code(results, tmp_path, capsys):
     evil = tmp_path / "students" / "synth" / "t" / "sasrec" / "none" / "seed0" / "model.pt"
     evil.parent.mkdir(parents=True)
     torch.save({**_legacy_dict(model_path(results)), "extra": _Payload(marker)}, evil)
-    for load in (lambda: Recommender.load(evil, data=results / "data" / "synth"), lambda: load_model(evil)):
+    for load in (lambda: Recommender.load(evil, data=results / "data" / "synth"), lambda: student_run.load_student(evil)):
         with pytest.raises(UserError, match="old pickled format .* convert-model --trusted .*model.pt"):
             load()
     assert cli_main(["recommend", "--model", str(evil), "--history", "3"]) == 1

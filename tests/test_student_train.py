@@ -8,7 +8,8 @@ import torch
 import dllm2rec.student.train as train_mod
 from dllm2rec.cli import main as cli_main
 from dllm2rec.evaluate import KS, popularity_metrics
-from dllm2rec.student.train import load_model, load_sequences, train_student
+from dllm2rec.student.train import load_sequences, train_student
+from dllm2rec.student_run import load_student
 from synthetic import write_synthetic_dataset, write_synthetic_teacher
 
 STUDENT = {"hidden": 32, "dropout": 0.1, "lr": 0.005, "batch_size": 64, "weight_decay": 1e-6, "epochs": 20,
@@ -76,7 +77,7 @@ def test_artifacts(synth, tmp_path):
     assert float(rows[0]["distill_loss"]) > 0
     assert not (work / "checkpoint.pt").exists()
     # model.pt is self-describing: it reproduces the test metrics without the teacher
-    student, table = load_model(out / "model.pt")
+    student, table, _ = load_student(out / "model.pt")
     _, _, splits = load_sequences(synth / "data")
     from dllm2rec.distill.base import DistillMethod
     from dllm2rec.evaluate import evaluate

@@ -6,16 +6,17 @@ import statistics
 import pytest
 
 from dllm2rec import tables
+from dllm2rec.sweeps import sweep_params
 from dllm2rec.io import UserError
 
 
-def write_metrics(root, dataset, backbone, method, seed, hr, ndcg, inference=0.5):
+def write_metrics(root, dataset, backbone, method, seed, hr, ndcg, inference=0.5, params=None):
     path = root / "students" / dataset / "tch" / backbone / method / f"seed{seed}" / "metrics.json"
     path.parent.mkdir(parents=True)
     test = {f"{m}@{k}": 0.0 for m in ("HR", "NDCG") for k in (1, 5, 10, 20)}
     test.update({"HR@20": hr, "NDCG@20": ndcg})
     path.write_text(json.dumps({"dataset": dataset, "teacher": "tch", "backbone": backbone, "method": method,
-                                "params": {}, "seed": seed, "valid": test, "test": test, "best_epoch": 3,
+                                "params": params or {}, "seed": seed, "valid": test, "test": test, "best_epoch": 3,
                                 "train_seconds": 1.0, "inference_seconds": inference}))
     return str(path)
 
@@ -168,9 +169,11 @@ def test_table4(tmp_path):
 def test_figure2_points_and_png(tmp_path):
     students = [
         write_metrics(tmp_path, "ds", "dros", "dllm2rec", 0, 0.30, 0.10),
-        write_metrics(tmp_path, "ds", "dros", "dllm2rec-lambda_d-0.1", 0, 0.20, 0.05),
-        write_metrics(tmp_path, "ds", "dros", "dllm2rec-lambda_d-1", 0, 0.25, 0.07),
-        write_metrics(tmp_path, "ds", "dros", "dllm2rec-gamma_o-0.5", 0, 0.10, 0.02),
+        # the points' values are read from their params (sweeps.sweep_params), not from their names
+        write_metrics(tmp_path, "ds", "dros", "low", 0, 0.20, 0.05, params={"sweep": sweep_params("lambda_d", 0.1)}),
+        write_metrics(tmp_path, "ds", "dros", "high", 0, 0.25, 0.07, params={"sweep": sweep_params("lambda_d", 1)}),
+        write_metrics(tmp_path, "ds", "dros", "dllm2rec-gamma_o-0.7", 0, 0.10, 0.02,
+                      params={"sweep": sweep_params("gamma_o", 0.5)}),
     ]
     png, table = tmp_path / "f2.png", tmp_path / "f2.csv"
     # gamma_p is not swept: neither drawn nor listed

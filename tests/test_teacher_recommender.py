@@ -11,7 +11,8 @@ import torch
 from dllm2rec import layout
 from dllm2rec.distill.teacher_data import load_teacher
 from dllm2rec.io import UserError
-from dllm2rec.student.train import load_model, load_sequences
+from dllm2rec.student.train import load_sequences
+from dllm2rec.student_run import load_student
 from dllm2rec.teacher.metrics import teacher_metrics
 from dllm2rec.teacher.recommender import recommender_teacher
 from synthetic import write_synthetic_dataset
@@ -28,7 +29,7 @@ def test_recommender_teacher_ranks_every_split_with_its_own_scores(tmp_path):
     run = out / layout.RECOMMENDER_RUN
     assert json.loads((run / "metrics.json").read_text())["method"] == "none"
     n, _, splits = load_sequences(tmp_path / "data")
-    student, table = load_model(run / "model.pt")
+    student, table, _ = load_student(run / "model.pt")
     for split in ("train", "valid", "test"):
         d = splits[split]
         tt = load_teacher(out, {split: d.seq_id}, n, ("ranks", "item_embeddings"))

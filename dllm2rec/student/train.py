@@ -122,7 +122,7 @@ def _dedup_params(*modules):
 
 
 def build(backbone: str, method: str, params: dict, n_items: int, max_len: int, ctx: DistillContext):
-    """Instantiate (student, method) from names and params (used by training and :func:`load_model`)."""
+    """Instantiate (student, method) from names and params."""
     cfg, bb = _student_params(params, backbone)
     student = get_backbone(backbone)(n_items, hidden=cfg.hidden, dropout=cfg.dropout, max_len=max_len,
                                      item_counts=ctx.item_counts, **dataclasses.asdict(bb))
@@ -491,11 +491,3 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
           f"{metrics['test']['NDCG@20']:.4f}, {metrics['train_seconds']:.0f}s training; outputs in {out}", flush=True)
     return metrics
 
-
-def load_model(path, device: str = "cpu"):
-    """``(student, item_table)`` from a model.pt, ready for inference without the teacher:
-    ``student.scores(student.encode(history, lengths, item_table))`` (methods that use the teacher
-    at inference, KAR / LLM-CF, also need their ``adjust_state`` and ``scores``). The file's format
-    is :mod:`dllm2rec.student_run`'s (:func:`~dllm2rec.student_run.load_student`)."""
-    student, table, _ = run_files.load_student(path, device)
-    return student, table

@@ -32,6 +32,7 @@ import torch
 from dllm2rec import dataset as ds
 from dllm2rec import layout
 from dllm2rec import teacher_artifacts as ta
+from dllm2rec.evaluate import HR
 from dllm2rec.io import UserError, write_parquet
 from dllm2rec.settings import GroundingSettings, StudentSettings
 
@@ -42,9 +43,10 @@ TOPN = GroundingSettings.topn
 def teacher_rows(model, data, topn: int = TOPN, batch_size: int = StudentSettings.eval_batch_size) -> dict:
     """{split: (ranks table, seconds)}: the trained run ``model`` (a model.pt) ranking every
     sequence of the dataset folder ``data``; and ``"item_table"``: its item table [n, hidden]."""
-    from dllm2rec.student.train import load_model, load_sequences
+    from dllm2rec.student.train import load_sequences
+    from dllm2rec.student_run import load_student
 
-    student, table = load_model(model)
+    student, table, _ = load_student(model)
     n, _, splits = load_sequences(data)
     if table.shape[0] < n:
         raise UserError(f"{model} was trained on {table.shape[0]} items, but {data} has {n}: train the recommender "
@@ -110,5 +112,5 @@ def recommender_teacher(data: str, train_data: str, backbone: str, params, seed,
                             str(run), str(work), threads=threads, device=device)
     write_teacher(run / layout.RUN_FILES["model"], data, out, int(topn), recommender=backbone,
                   train_data=str(train_data), label=label, seed=int(seed))
-    print(f"recommender teacher {label or backbone}: test HR@20 {metrics['test']['HR@20']:.4f} on its own "
+    print(f"recommender teacher {label or backbone}: test {HR} {metrics['test'][HR]:.4f} on its own "
           f"training data ({train_data}); teacher folder {out}", flush=True)

@@ -26,7 +26,7 @@ from dllm2rec.student_groups import Run as GroupRun
 from dllm2rec.student_groups import plan_groups
 from dllm2rec.teacher import coverage as teacher_coverage
 from dllm2rec.teacher import kinds as teacher_kinds
-from dllm2rec.sweeps import FIGURE2_PARAMS, sweep_method
+from dllm2rec.sweeps import FIGURE2_PARAMS, SWEEP_KEY, sweep_method, sweep_params
 
 try:  # the schema completed from the declarations (dllm2rec/schema.py); defaults written in
     validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -62,17 +62,24 @@ def resolve_method(name, seen=()):
     return merged
 
 
-def figure2_methods():
-    """Figure 2's sweep points: {method name: its config entry}, each extending `dllm2rec`."""
+def sweep_points():
+    """Figure 2's sweep points: {method name: (param, value)} (dllm2rec/sweeps.py)."""
     sweep = config["tables"].get("figure2", {})
     return {
-        sweep_method(param, value): {
-            "type": "dllm2rec",
-            "extends": "dllm2rec",
-            param: value,
-        }
+        sweep_method(param, value): (param, value)
         for param in FIGURE2_PARAMS
         for value in sweep.get(param, [])
+    }
+
+
+SWEEP_POINTS = sweep_points()
+
+
+def figure2_methods():
+    """Figure 2's sweep points: {method name: its config entry}, each extending `dllm2rec`."""
+    return {
+        name: {"type": "dllm2rec", "extends": "dllm2rec", param: value}
+        for name, (param, value) in SWEEP_POINTS.items()
     }
 
 

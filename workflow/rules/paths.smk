@@ -284,8 +284,9 @@ def student_inputs(wildcards):
 
 def run_params(backbone, method):
     """The params of one run as the trainer takes them: the student settings (those that change
-    the results), the backbone's and the method's options, and for a grid point what it is a
-    point of (its identity in the run folder)."""
+    the results), the backbone's and the method's options, and for a grid point or a sweep point
+    what it is a point of (its identity in the run folder; dllm2rec/selection.py, dllm2rec/sweeps.py).
+    """
     # eval_batch_size, device and the fusion settings change the speed, not the results
     ignore = ("backbones", *STUDENT_SPEED_KEYS)
     student = {k: v for k, v in config["student"].items() if k not in ignore}
@@ -295,6 +296,8 @@ def run_params(backbone, method):
     if point:
         student.update(point.student)
         params["search"] = {"method": point.method, "values": point.values}
+    if method in SWEEP_POINTS:
+        params[SWEEP_KEY] = sweep_params(*SWEEP_POINTS[method])
     return params
 
 
