@@ -20,8 +20,9 @@ How a stacked group trains (methods whose options say ``can_fuse``):
 * :class:`StackedAdam` is Adam (coupled L2 weight decay, as ``torch.optim.Adam``) with a
   learning rate and a weight decay per member;
 * after every epoch every member is validated (full ranking, vmapped too), keeps its best epoch
-  and counts its own patience; a member that stops is taken out of the stack (frozen, its best
-  epoch kept), the others go on;
+  and counts its own patience (:func:`dllm2rec.epochs.keep_best`, the loop's state of its
+  separate run); a member that stops is taken out of the stack (frozen, its best epoch kept),
+  the others go on;
 * the group's state is checkpointed after every epoch (``work/checkpoint.pt``) and a killed
   group job resumes from it.
 
@@ -45,10 +46,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from dllm2rec import resume
+from dllm2rec import epochs, resume
 from dllm2rec.distill.base import Batch
 from dllm2rec.distill.common import distinct_items
-from dllm2rec.evaluate import metrics_from_ranks, target_rank
+from dllm2rec.evaluate import SELECT_METRIC, metrics_from_ranks, target_rank
 from dllm2rec.io import UserError
 from dllm2rec.io import progress as progress_line  # the log, and the terminal inside a rule
 from dllm2rec.student import train as T
@@ -297,24 +298,18 @@ class GroupTrainer:
         """Log the epoch and keep each member's best; returns the members that stop now."""
         stopping = []
         share = len(self.active)
+        epoch = self.epoch + 1
         for j, i in enumerate(self.active):
             run, v, st = self.runs[i], valid[j], self.runs[i].state
             loss = sums[j].tolist()
-            st["log"].append({"epoch": self.epoch + 1, "loss": loss[0], "rec_loss": loss[1], "distill_loss": loss[2],
-                              "valid_HR@20": v["HR@20"], "valid_NDCG@20": v["NDCG@20"], "seconds": seconds / share,
-                              "valid_seconds": valid_seconds / share})
+            st["log"].append(T.log_row(epoch, loss, v, seconds / share, valid_seconds / share))
             st["train_seconds"] += (seconds + valid_seconds) / share
             if not all(np.isfinite(loss)):
                 raise UserError(f"{self.members[i].method} seed {run.seed}: training diverged at epoch "
-                                f"{self.epoch + 1} (loss {loss[0]}); lower the learning rate or lambda_d")
-            if st["best"] is None or v["NDCG@20"] > st["best"]["valid"]["NDCG@20"]:
-                st["best"] = {"epoch": self.epoch + 1, "valid": v, "tensors": self.group.member_state(j)}
-                st["bad"] = 0
-            else:
-                st["bad"] += 1
-            st["epoch"] = self.epoch + 1
-            st["stopped"] = st["bad"] >= self.cfg.patience or self.epoch + 1 >= self.cfg.epochs
-            if st["stopped"]:
+                                f"{epoch} (loss {loss[0]}); lower the learning rate or lambda_d")
+            if epochs.keep_best(st, epoch, v[SELECT_METRIC], self.cfg.patience):
+                st["best_valid"], st["best_weights"] = v, self.group.member_state(j)
+            if st["stopped"] or epoch >= self.cfg.epochs:
                 stopping.append(i)
         return stopping
 
@@ -347,11 +342,12 @@ class GroupTrainer:
             r.state = st
 
     def progress(self, stopped_now: list[int]) -> str:
-        best = max((r for r in self.runs if r.state["best"]), key=lambda r: r.state["best"]["valid"]["NDCG@20"])
-        b = best.state["best"]
+        best = max((r for r in self.runs if r.state["best_valid"]), key=lambda r: r.state["best_score"])
+        b = best.state
         return (f"epoch {self.epoch}/{self.cfg.epochs}: {len(self.active)} of {len(self.runs)} members training"
                 + (f" ({len(stopped_now)} stopped now)" if stopped_now else "")
-                + f"; best valid NDCG@20 {b['valid']['NDCG@20']:.4f} ({best.method} seed {best.seed}, epoch {b['epoch']})")
+                + f"; best valid {SELECT_METRIC} {b['best_score']:.4f} ({best.method} seed {best.seed}, epoch "
+                  f"{b['best_epoch']})")
 
 
 def _fit_stacked(trainer: GroupTrainer, work: Path, fp: str) -> None:
@@ -378,17 +374,15 @@ def _fit_stacked(trainer: GroupTrainer, work: Path, fp: str) -> None:
 
 def _write_member(run: T.Run, member: Member, identity: dict) -> dict:
     """Load the member's best tensors into its own modules and write its run folder."""
-    best = run.state["best"]
-    tensors = best["tensors"]
+    tensors = run.state["best_weights"]  # the Pair's tensors
     pair = Pair(run.student, run.meth)
     pair.load_state_dict({k: v.to(run.device) for k, v in tensors.items()}, strict=False)
     for name, buf in pair.named_buffers():  # non-persistent buffers (e.g. lambda_d) are not in the state dict
         if name in tensors:
             buf.copy_(tensors[name])
     run.meth.batch_items, run.student.stacked = None, False
-    run.state["best"] = {"epoch": best["epoch"], "valid": best["valid"],
-                         "student": {k: v for k, v in run.student.state_dict().items()},
-                         "method": {k: v for k, v in run.meth.state_dict().items()}}
+    run.state["best_weights"] = {"student": {k: v for k, v in run.student.state_dict().items()},
+                                 "method": {k: v for k, v in run.meth.state_dict().items()}}
     return T._test_and_write(run, member.out, identity)
 
 
@@ -433,9 +427,7 @@ def train_group(data: str, backbone: str, members, work: str, teacher: str | Non
         identity = {"dataset": dataset or run.dataset_name, "teacher": teacher_name, "backbone": backbone,
                     "method": m.method, "params": m.params, "seed": m.seed}
         metrics = _write_member(run, m, identity)
-        progress_line(f"done: {m.method} seed {m.seed}: best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
-              f"valid NDCG@20 {metrics['valid']['NDCG@20']:.4f}, test HR@20 {metrics['test']['HR@20']:.4f} "
-              f"NDCG@20 {metrics['test']['NDCG@20']:.4f}", flush=True)
+        progress_line(f"done: {m.method} seed {m.seed}: {T.describe_result(metrics)}", flush=True)
         out.append(metrics)
     resume.remove_checkpoint(work)
     return out

@@ -15,14 +15,15 @@ The trainer (docs/method.md §3, §6): every split's sequences are loaded once a
 right-padded with ``n_items``); each epoch draws a permutation of the train rows and one negative
 per row (uniform over items not in the history and != target); Adam; validation full ranking
 after every epoch; the epoch with the best validation NDCG@20 is kept and training stops after
-``patience`` epochs without improvement; test is evaluated once, on that checkpoint. A checkpoint
-is written to ``work/checkpoint.pt`` after every epoch (model, method, optimizer, RNG states,
-best state, log) and a rerun continues from it; it is deleted once ``out/`` is complete.
+``patience`` epochs without improvement (the loop of :mod:`dllm2rec.epochs`, shared with the
+SFT); test is evaluated once, on that checkpoint. A checkpoint is written to
+``work/checkpoint.pt`` after every epoch (model, method, optimizer, RNG states, the loop's
+state: best weights, log) and a rerun continues from it; it is deleted once ``out/`` is complete.
 
 Outputs: the run folder of :mod:`dllm2rec.student_run` (model.pt, metrics.json with the run's identity,
 train_log.csv, ranks.parquet: per valid/test sequence the target's rank and the top-20 items).
 :func:`train_student` reads as its steps: :func:`_prepare` (data, teacher, model, optimizer),
-:func:`_resume`, :func:`_fit` (:func:`_train_epoch`, validation, :func:`_select`, :func:`_checkpoint`),
+:func:`_resume`, :func:`_fit` (:func:`_train_epoch`, validation, :func:`_keep`, :func:`_checkpoint`),
 :func:`_test_and_write`.
 """
 from __future__ import annotations
@@ -37,11 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dllm2rec import resume
+from dllm2rec import epochs, resume
 from dllm2rec import student_run as run_files
 from dllm2rec.dataset import SPLITS, load_dataset
 from dllm2rec.distill.base import Batch, DistillContext, get_method
-from dllm2rec.evaluate import TOP_K, evaluate, rank_split
+from dllm2rec.evaluate import HR, NDCG, SELECT_METRIC, TOP_K, evaluate, rank_split
 from dllm2rec.io import UserError, progress
 from dllm2rec import settings
 from dllm2rec.settings import BackboneOptions, StudentSettings, parse
@@ -162,8 +163,8 @@ class Run:
     meth: torch.nn.Module = None
     opt: torch.optim.Optimizer = None
     gen: torch.Generator = None
-    state: dict = field(default_factory=lambda: {"epoch": 0, "best": None, "bad": 0, "log": [], "train_seconds": 0.0,
-                                                 "stopped": False})
+    # the epoch loop's state (dllm2rec.epochs) plus the best epoch's validation metrics and weights
+    state: dict = field(default_factory=lambda: epochs.new_state(best_valid=None, best_weights=None, train_seconds=0.0))
     covered: torch.Tensor | None = None  # bool [S_train]: rows with teacher output; None = all (teacher coverage)
     covered_row: torch.Tensor | None = None  # [S_train] long: a covered row's index among the covered rows
     forward: object = None  # :func:`step_forward`, compiled with ``student.compile`` (:func:`_training_forward`)
@@ -324,21 +325,24 @@ def _training_forward(device: torch.device, compile_step: bool):
     return Guarded("the compiled student step (student.compile)", compiled, step_forward)
 
 
-def _resume(run: Run, work: Path, fp: str) -> None:
+def epoch_loop(run: Run, work: Path, fp: str) -> epochs.EpochLoop:
+    """The run's epochs: selected on validation NDCG@20, ``epochs`` and ``patience`` from its settings."""
+    return epochs.EpochLoop(work, fp, run.cfg.epochs, run.cfg.patience, SELECT_METRIC)
+
+
+def _resume(run: Run, loop: epochs.EpochLoop) -> None:
     """Continue from the work folder's checkpoint when it was made by this same run."""
-    ck = resume.load_checkpoint(work, fp)
-    if ck is None:
-        return
-    run.student.load_state_dict(ck["student"])
-    run.meth.load_state_dict(ck["method"])
-    run.opt.load_state_dict(ck["optimizer"])
-    run.gen.set_state(ck["gen"])
-    run.meth.set_rng_state(ck.get("method_rng"))
-    torch.set_rng_state(ck["torch_rng"])
-    if run.device.type == "cuda" and ck.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state_all(ck["cuda_rng"])
-    run.state = ck["state"]
-    progress(f"resuming from {resume.checkpoint_path(work)} after epoch {run.state['epoch']}", flush=True)
+    def restore(ck: dict) -> None:
+        run.student.load_state_dict(ck["student"])
+        run.meth.load_state_dict(ck["method"])
+        run.opt.load_state_dict(ck["optimizer"])
+        run.gen.set_state(ck["gen"])
+        run.meth.set_rng_state(ck.get("method_rng"))
+        torch.set_rng_state(ck["torch_rng"])
+        if run.device.type == "cuda" and ck.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+
+    run.state = loop.resume(restore) or run.state
 
 
 def _train_epoch(run: Run, epoch: int) -> list[float]:
@@ -385,62 +389,61 @@ def _rank(run: Run, split: str):
                       top_k=TOP_K)
 
 
-def _select(run: Run, epoch: int, valid: dict) -> None:
-    """Keep the epoch with the best validation NDCG@20; count epochs without improvement."""
-    state, best = run.state, run.state["best"]
-    if best is None or valid["NDCG@20"] > best["valid"]["NDCG@20"]:
-        state["best"] = {"epoch": epoch + 1, "valid": valid,
-                         "student": copy.deepcopy({k: v.cpu() for k, v in run.student.state_dict().items()}),
-                         "method": copy.deepcopy({k: v.cpu() for k, v in run.meth.state_dict().items()})}
-        state["bad"] = 0
-    else:
-        state["bad"] += 1
-    state["epoch"] = epoch + 1
-    state["stopped"] = state["bad"] >= run.cfg.patience
+def log_row(epoch: int, sums, valid: dict, seconds: float, valid_seconds: float) -> dict:
+    """One row of train_log.csv (:data:`LOG_FIELDS`): the epoch's mean losses and validation metrics."""
+    return {"epoch": epoch, "loss": sums[0], "rec_loss": sums[1], "distill_loss": sums[2],
+            f"valid_{HR}": valid[HR], f"valid_{NDCG}": valid[NDCG], "seconds": seconds, "valid_seconds": valid_seconds}
 
 
-def _checkpoint(run: Run, work: Path, fp: str) -> None:
-    resume.save_checkpoint(work, fp, {
+def describe_epoch(row: dict, epochs_total) -> str:
+    """The progress line of a finished epoch (before the loop's best-epoch tail)."""
+    return (f"epoch {row['epoch']}/{epochs_total}: loss {row['loss']:.4f} (rec {row['rec_loss']:.4f}, distill "
+            f"{row['distill_loss']:.4f}) valid {HR} {row[f'valid_{HR}']:.4f} {NDCG} {row[f'valid_{NDCG}']:.4f} "
+            f"({row['seconds']:.1f}s)")
+
+
+def _keep(run: Run, valid: dict) -> None:
+    """The new best epoch: its validation metrics and (copies of) its weights."""
+    run.state["best_valid"] = valid
+    run.state["best_weights"] = {
+        "student": copy.deepcopy({k: v.cpu() for k, v in run.student.state_dict().items()}),
+        "method": copy.deepcopy({k: v.cpu() for k, v in run.meth.state_dict().items()})}
+
+
+def _checkpoint(run: Run, loop: epochs.EpochLoop) -> None:
+    loop.checkpoint(run.state, {
         "student": run.student.state_dict(), "method": run.meth.state_dict(), "optimizer": run.opt.state_dict(),
         "gen": run.gen.get_state(), "torch_rng": torch.get_rng_state(), "method_rng": run.meth.rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else None, "state": run.state})
+        "cuda_rng": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else None})
+    _on_checkpoint(run.state["epoch"])
 
 
-def _fit(run: Run, work: Path, fp: str) -> None:
-    """Epochs until ``epochs`` or early stopping, a checkpoint after each."""
-    state = run.state
-    while state["epoch"] < run.cfg.epochs and not state["stopped"]:
-        epoch = state["epoch"]
+def _fit(run: Run, loop: epochs.EpochLoop) -> None:
+    """Epochs until ``epochs`` or early stopping (:meth:`dllm2rec.epochs.EpochLoop.run`), a checkpoint after each."""
+    def train_epoch(epoch: int):
         t0 = time.perf_counter()
-        sums = _train_epoch(run, epoch)
+        sums = _train_epoch(run, epoch - 1)  # the methods count epochs from 0
         seconds = time.perf_counter() - t0
         valid = _evaluate(run, "valid")
         valid_seconds = time.perf_counter() - t0 - seconds
-        state["train_seconds"] += seconds + valid_seconds
-        state["log"].append({"epoch": epoch + 1, "loss": sums[0], "rec_loss": sums[1], "distill_loss": sums[2],
-                             "valid_HR@20": valid["HR@20"], "valid_NDCG@20": valid["NDCG@20"], "seconds": seconds,
-                             "valid_seconds": valid_seconds})
-        _select(run, epoch, valid)
-        best = state["best"]
-        progress(f"epoch {epoch + 1}/{run.cfg.epochs}: loss {sums[0]:.4f} (rec {sums[1]:.4f}, distill {sums[2]:.4f}) "
-              f"valid HR@20 {valid['HR@20']:.4f} NDCG@20 {valid['NDCG@20']:.4f} ({seconds:.1f}s); best NDCG@20 "
-              f"{best['valid']['NDCG@20']:.4f} at epoch {best['epoch']}"
-              + (f", stopping: {state['bad']} epochs without improvement" if state["stopped"] else ""), flush=True)
-        _checkpoint(run, work, fp)
-        _on_checkpoint(epoch + 1)
+        run.state["train_seconds"] += seconds + valid_seconds
+        return log_row(epoch, sums, valid, seconds, valid_seconds), valid[SELECT_METRIC], valid
+
+    loop.run(run.state, train_epoch, keep=lambda epoch, valid: _keep(run, valid),
+             describe=lambda epoch, row: describe_epoch(row, run.cfg.epochs), checkpoint=lambda: _checkpoint(run, loop))
 
 
 def _test_and_write(run: Run, out: Path, identity: dict) -> dict:
     """Load the selected epoch, test it once, write the run's outputs; returns the metrics."""
-    best, state = run.state["best"], run.state
+    state = run.state
     student, meth = run.student, run.meth
-    student.load_state_dict(best["student"])
-    meth.load_state_dict(best["method"])
+    student.load_state_dict(state["best_weights"]["student"])
+    meth.load_state_dict(state["best_weights"]["method"])
     t0 = time.perf_counter()
     test = _evaluate(run, "test")
     inference_seconds = time.perf_counter() - t0
     ranks = {split: _rank(run, split) for split in ("valid", "test")}  # ranks.parquet (Tables 2-3, p-values)
-    metrics = {**identity, "valid": best["valid"], "test": test, "best_epoch": best["epoch"],
+    metrics = {**identity, "valid": state["best_valid"], "test": test, "best_epoch": state["best_epoch"],
                "epochs_run": state["epoch"], "train_seconds": state["train_seconds"],
                "inference_seconds": inference_seconds,
                "n_params": sum(p.numel() for p in _dedup_params(student, meth))}
@@ -452,7 +455,7 @@ def _test_and_write(run: Run, out: Path, identity: dict) -> dict:
     meta = {"dataset": identity["dataset"], "dataset_fingerprint": run.dataset_fingerprint,
             "backbone": run.backbone, "backbone_options": backbone_options(run.params, run.backbone),
             "method": run.method, "method_type": mcfg.get("type", run.method), "n_items": run.n_items,
-            "max_len": run.max_len, "params": run.params, "seed": run.seed, "best_epoch": best["epoch"],
+            "max_len": run.max_len, "params": run.params, "seed": run.seed, "best_epoch": state["best_epoch"],
             "uses_teacher_at_inference": bool(meth.uses_teacher_at_inference)}
     model = {"meta": meta, "student_state": student.state_dict(), "method_state": meth.state_dict(),
              "item_table": table}
@@ -460,6 +463,12 @@ def _test_and_write(run: Run, out: Path, identity: dict) -> dict:
                                                  r.numpy(), top.tolist()) for split, (r, top) in ranks.items()})
     run_files.write_run(out, metrics, model, state["log"], ranks=ranks_table)
     return metrics
+
+
+def describe_result(metrics: dict) -> str:
+    """A finished run in a line: its best epoch, validation and test metrics."""
+    return (f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']} run, valid {NDCG} "
+            f"{metrics['valid'][NDCG]:.4f}, test {HR} {metrics['test'][HR]:.4f} {NDCG} {metrics['test'][NDCG]:.4f}")
 
 
 def train_student(data: str, backbone: str, method: str, params: dict, seed: int, out: str, work: str,
@@ -479,15 +488,14 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
     run = _prepare(data, backbone, method, params, seed, teacher, device)
     fp = resume.job_fingerprint([params, backbone, method, seed, run.n_items, run.max_len,
                                  len(run.splits["train"].target)], [data, teacher])
-    _resume(run, work, fp)
+    loop = epoch_loop(run, work, fp)
+    _resume(run, loop)
     with resume.report_kill(lambda: f"epoch {run.state['epoch'] + 1}/{run.cfg.epochs}"):
-        _fit(run, work, fp)
+        _fit(run, loop)
     identity = {"dataset": dataset or run.dataset_name, "teacher": teacher_name, "backbone": backbone,
                 "method": method, "params": params, "seed": seed}
     metrics = _test_and_write(run, out, identity)
     resume.remove_checkpoint(work)
-    progress(f"done: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} run, valid NDCG@20 "
-          f"{metrics['valid']['NDCG@20']:.4f}, test HR@20 {metrics['test']['HR@20']:.4f} NDCG@20 "
-          f"{metrics['test']['NDCG@20']:.4f}, {metrics['train_seconds']:.0f}s training; outputs in {out}", flush=True)
+    progress(f"done: {describe_result(metrics)}, {metrics['train_seconds']:.0f}s training; outputs in {out}", flush=True)
     return metrics
 
