@@ -10,7 +10,8 @@ The same code runs on CPU (fp32), one GPU (bf16 weights, bf16 autocast) and seve
   ``epochs``; ``batch_size`` is the effective batch, reached by gradient accumulation of
   ``micro_batch_size`` examples per device.
 - Early stopping on the token-mean validation loss, evaluated after every epoch; ``patience``
-  epochs without improvement stop it. The best *trained* adapter is kept (as BIGRec's Trainer
+  epochs without improvement stop it (the epoch loop of :mod:`dllm2rec.epochs`, the students'
+  too; the curve is the loop's ``log``). The best *trained* adapter is kept (as BIGRec's Trainer
   with ``load_best_model_at_end`` keeps the best of its per-epoch evaluations): the loss before
   training (epoch 0, the untrained adapter) is recorded in the curve as a reference only, and is
   never the adapter kept, even when every epoch's loss is higher.
@@ -29,11 +30,12 @@ import json
 import math
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dllm2rec import resume
+from dllm2rec import epochs, resume
 from dllm2rec import dataset as ds
 from dllm2rec.io import atomic_path, progress, read_json
 from dllm2rec.layout import SFT_BEST, SFT_INFO
@@ -103,18 +105,42 @@ def sft_fingerprint(params: dict, base, noun: str, data) -> str:
                                   [*data_files, base if Path(base).is_file() else None, resolve_base(base)])
 
 
-def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work: str) -> None:
-    """LoRA SFT of ``base`` on ``data``; the best adapter and its config/curve go to ``out``."""
+@dataclass
+class SFTRun:
+    """Everything one SFT works with, built by :func:`_prepare`."""
+
+    accelerator: object
+    model: object  # the peft model, prepared by accelerate
+    unwrapped: object  # the same, unwrapped (what is saved)
+    optimizer: object
+    scheduler: object
+    train_loader: object
+    valid_loader: object
+    gen: object  # the train loader's shuffling generator
+    seed: int
+    epochs: int
+    ga: int  # gradient accumulation steps
+    total_steps: int
+    sizes: dict  # n_train, n_valid, n_truncated
+    best_dir: Path  # the best adapter so far (work/SFT_BEST)
+    # the epoch loop's state (dllm2rec.epochs; its log is the curve) plus the optimiser step
+    state: dict = field(default_factory=lambda: epochs.new_state(step=0))
+    t_start: float = field(default_factory=time.time)
+    run_steps: int = 0  # optimiser steps taken by this process (for the ETA)
+
+    def log(self, msg: str) -> None:
+        if self.accelerator.is_main_process:
+            progress(msg)  # the log, and the terminal inside the rule
+
+
+def _prepare(base: str, data: str, params: dict, noun: str, work: Path) -> SFTRun:
+    """The accelerator, the examples, the base model with a fresh LoRA adapter, the loaders,
+    optimiser and scheduler."""
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
-    from peft import (
-        LoraConfig,
-        get_peft_model,
-        get_peft_model_state_dict,
-        set_peft_model_state_dict,
-    )
+    from peft import LoraConfig, get_peft_model
     from torch.utils.data import DataLoader
     from transformers import get_linear_schedule_with_warmup
 
@@ -128,12 +154,7 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     accelerator = Accelerator(mixed_precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no"))
     ga = max(1, int(sft["batch_size"]) // (micro * accelerator.num_processes))
     accelerator.gradient_accumulation_steps = ga
-    work, out = Path(work), Path(out)
     work.mkdir(parents=True, exist_ok=True)
-
-    def log(msg: str) -> None:
-        if accelerator.is_main_process:
-            progress(msg)  # the log, and the terminal inside the rule
 
     dataset = ds.load_dataset(data)
     dataset.require_titles()  # a UserError for a source without titles
@@ -148,8 +169,10 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     model = get_peft_model(model, LoraConfig(
         r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
         target_modules=list(lora["target_modules"]), bias="none", task_type="CAUSAL_LM"))
-    log(f"sft: {len(train_ids)} train / {len(valid_ids)} valid examples ({train_trunc} + {valid_trunc} truncated), "
-        f"micro batch {micro} x {ga} accumulation x {accelerator.num_processes} processes, device {accelerator.device}")
+    if accelerator.is_main_process:
+        progress(f"sft: {len(train_ids)} train / {len(valid_ids)} valid examples ({train_trunc} + {valid_trunc} "
+                 f"truncated), micro batch {micro} x {ga} accumulation x {accelerator.num_processes} processes, "
+                 f"device {accelerator.device}")
 
     pad = tokenizer.pad_token_id
     gen = torch.Generator().manual_seed(seed)
@@ -158,94 +181,128 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(sft["lr"]), weight_decay=0.0)
     model, optimizer, train_loader, valid_loader = accelerator.prepare(model, optimizer, train_loader, valid_loader)
     steps_per_epoch = math.ceil(len(train_loader) / ga)
-    epochs = int(sft["epochs"])
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(sft["warmup_steps"]), max(1, steps_per_epoch * epochs))
+    n_epochs = int(sft["epochs"])
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(sft["warmup_steps"]), max(1, steps_per_epoch * n_epochs))
+    return SFTRun(accelerator, model, accelerator.unwrap_model(model), optimizer, scheduler, train_loader, valid_loader,
+                  gen, seed, n_epochs, ga, steps_per_epoch * n_epochs,
+                  {"n_train": len(train_ids), "n_valid": len(valid_ids), "n_truncated": train_trunc + valid_trunc},
+                  work / SFT_BEST)
 
-    fingerprint = sft_fingerprint(params, base, noun, data)
-    best_dir = work / SFT_BEST
-    state = {"epoch": 0, "step": 0, "best_loss": None, "best_epoch": 0, "bad_epochs": 0, "curve": []}
-    unwrapped = accelerator.unwrap_model(model)
-    ckpt = resume.load_checkpoint(work, fingerprint, log=lambda msg: log(f"sft: {msg}")) if best_dir.exists() else None
-    if ckpt is not None:
-        set_peft_model_state_dict(unwrapped, ckpt["adapter"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"])
-        state = ckpt["state"]
-        log(f"sft: resumed from {resume.checkpoint_path(work)} after epoch {state['epoch']}")
 
-    def save_best():
-        if accelerator.is_main_process:
-            with atomic_path(best_dir, is_dir=True) as tmp:
-                unwrapped.save_pretrained(tmp)
+def _resume(run: SFTRun, loop: epochs.EpochLoop) -> None:
+    """Continue from the work folder's checkpoint (and best adapter) when this same SFT made them."""
+    import torch
+    from peft import set_peft_model_state_dict
 
-    def checkpoint():
-        if accelerator.is_main_process:
-            resume.save_checkpoint(work, fingerprint, {
-                "adapter": get_peft_model_state_dict(unwrapped), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "state": state})
-        accelerator.wait_for_everyone()
+    def restore(ck: dict) -> None:
+        set_peft_model_state_dict(run.unwrapped, ck["adapter"])
+        run.optimizer.load_state_dict(ck["optimizer"])
+        run.scheduler.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["rng"])
 
-    t_start = time.time()
-    total_steps = steps_per_epoch * epochs
-    run_steps = {"done": 0}  # optimiser steps taken by this process (for the ETA)
+    if run.best_dir.exists():
+        run.state = loop.resume(restore) or run.state
 
-    def where() -> str:
-        return f"epoch {state['epoch'] + 1}/{epochs}, step {state['step']}/{total_steps}"
 
-    with resume.report_kill(where, log):  # a cancelled job says where it was
-        if not state["curve"]:  # epoch 0: the untrained adapter's loss, a reference (never kept)
-            loss0 = evaluate(model, valid_loader, accelerator)
-            state["curve"].append({"epoch": 0, "step": 0, "train_loss": None, "eval_loss": loss0, "lr": 0.0, "seconds": 0.0})
-            log(f"sft: epoch 0 (untrained) eval loss {loss0:.4f}")
+def _train_epoch(run: SFTRun, epoch: int) -> float:
+    """One pass over the train examples (the epoch's own shuffle), one log line per optimiser step;
+    the mean micro-batch loss."""
+    accelerator, model, state = run.accelerator, run.model, run.state
+    run.gen.manual_seed(run.seed + epoch)  # the epoch's shuffle does not depend on where a run resumed
+    losses = []
+    for batch in run.train_loader:
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            losses.append(loss.item())
+            if accelerator.sync_gradients:
+                run.optimizer.step()
+                run.scheduler.step()
+                run.optimizer.zero_grad()
+                state["step"] += 1
+                run.run_steps += 1
+                per_step = (time.time() - run.t_start) / run.run_steps
+                eta = per_step * (run.total_steps - state["step"])
+                run.log(f"sft: epoch {epoch}/{run.epochs} step {state['step']}/{run.total_steps} loss {losses[-1]:.4f} "
+                        f"lr {run.scheduler.get_last_lr()[0]:.2e} {per_step:.1f}s/step, ETA {_duration(eta)}")
+    return float(np.mean(losses)) if losses else float("nan")
 
-        model.train()
-        while state["epoch"] < epochs and state["bad_epochs"] < int(sft["patience"]):
-            epoch = state["epoch"] + 1
-            gen.manual_seed(seed + epoch)  # the epoch's shuffle does not depend on where a run resumed
-            t0, losses = time.time(), []
-            for batch in train_loader:
-                with accelerator.accumulate(model):
-                    loss = model(**batch).loss
-                    accelerator.backward(loss)
-                    losses.append(loss.item())
-                    if accelerator.sync_gradients:
-                        optimizer.step()
-                        scheduler.step()
-                        optimizer.zero_grad()
-                        state["step"] += 1
-                        run_steps["done"] += 1
-                        per_step = (time.time() - t_start) / run_steps["done"]
-                        eta = per_step * (total_steps - state["step"])
-                        log(f"sft: epoch {epoch}/{epochs} step {state['step']}/{total_steps} loss {losses[-1]:.4f} "
-                            f"lr {scheduler.get_last_lr()[0]:.2e} {per_step:.1f}s/step, ETA {_duration(eta)}")
-            eval_loss = evaluate(model, valid_loader, accelerator)
-            train_loss = float(np.mean(losses)) if losses else float("nan")
-            state["epoch"] = epoch
-            state["curve"].append({"epoch": epoch, "step": state["step"], "train_loss": train_loss, "eval_loss": eval_loss,
-                                   "lr": scheduler.get_last_lr()[0], "seconds": time.time() - t0})
-            if state["best_loss"] is None or eval_loss < state["best_loss"]:  # the first trained epoch is the first best
-                state.update(best_loss=eval_loss, best_epoch=epoch, bad_epochs=0)
-                save_best()
-            else:
-                state["bad_epochs"] += 1
-            log(f"sft: epoch {epoch}/{epochs} train loss {train_loss:.4f} eval loss {eval_loss:.4f} "
-                f"(best {state['best_loss']:.4f} @ {state['best_epoch']}) {time.time() - t0:.1f}s")
-            checkpoint()
 
-    if accelerator.is_main_process:
+def _fit(run: SFTRun, loop: epochs.EpochLoop) -> None:
+    """The untrained adapter's validation loss (epoch 0, a reference never kept), then the epochs
+    (:meth:`dllm2rec.epochs.EpochLoop.run`), the best adapter saved as it improves."""
+    import torch
+    from peft import get_peft_model_state_dict
+
+    state = run.state
+    if not state["log"]:  # epoch 0: the untrained adapter's loss, a reference (never kept)
+        loss0 = evaluate(run.model, run.valid_loader, run.accelerator)
+        state["log"].append({"epoch": 0, "step": 0, "train_loss": None, "eval_loss": loss0, "lr": 0.0, "seconds": 0.0})
+        run.log(f"sft: epoch 0 (untrained) eval loss {loss0:.4f}")
+    run.model.train()
+
+    def train_epoch(epoch: int):
+        t0 = time.time()
+        train_loss = _train_epoch(run, epoch)
+        eval_loss = evaluate(run.model, run.valid_loader, run.accelerator)
+        row = {"epoch": epoch, "step": state["step"], "train_loss": train_loss, "eval_loss": eval_loss,
+               "lr": run.scheduler.get_last_lr()[0], "seconds": time.time() - t0}
+        return row, eval_loss, None  # the first trained epoch is the first best
+
+    def keep(epoch: int, _) -> None:
+        if run.accelerator.is_main_process:
+            with atomic_path(run.best_dir, is_dir=True) as tmp:
+                run.unwrapped.save_pretrained(tmp)
+
+    def describe(epoch: int, row: dict) -> str:
+        return (f"epoch {epoch}/{run.epochs} train loss {row['train_loss']:.4f} eval loss {row['eval_loss']:.4f} "
+                f"({row['seconds']:.1f}s)")  # the loop's log adds "sft: "
+
+    def checkpoint() -> None:
+        if run.accelerator.is_main_process:
+            loop.checkpoint(state, {"adapter": get_peft_model_state_dict(run.unwrapped),
+                                    "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                                    "rng": torch.get_rng_state()})
+        run.accelerator.wait_for_everyone()
+
+    loop.run(state, train_epoch, keep, describe, checkpoint)
+
+
+def _write_adapter(run: SFTRun, out: Path, base: str, data: str, params: dict, noun: str, work: Path) -> None:
+    """The best adapter and teacher_sft.json (the config that made it, the curve) to ``out``,
+    atomically; then the work folder's checkpoint and best adapter are deleted."""
+    state = run.state
+    if run.accelerator.is_main_process:
         with atomic_path(out, is_dir=True) as tmp:
-            shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
+            shutil.copytree(run.best_dir, tmp, dirs_exist_ok=True)
             (tmp / SFT_INFO).write_text(json.dumps({
                 "base": str(base), "base_info": read_json(base) if str(base).endswith(".json") else None,
-                "data": str(data), "noun": noun, "params": params, "n_train": len(train_ids), "n_valid": len(valid_ids),
-                "n_truncated": train_trunc + valid_trunc, "processes": accelerator.num_processes,
-                "gradient_accumulation": ga, "best_epoch": state["best_epoch"], "best_eval_loss": state["best_loss"],
-                "stopped_early": state["epoch"] < epochs, "curve": state["curve"],
-                "seconds_this_run": time.time() - t_start,
+                "data": str(data), "noun": noun, "params": params, **run.sizes,
+                "processes": run.accelerator.num_processes, "gradient_accumulation": run.ga,
+                "best_epoch": state["best_epoch"], "best_eval_loss": state["best_score"],
+                "stopped_early": state["epoch"] < run.epochs, "curve": state["log"],
+                "seconds_this_run": time.time() - run.t_start,
             }, indent=2, sort_keys=True) + "\n")
         resume.remove_checkpoint(work)  # finished: nothing is left to resume
-        shutil.rmtree(best_dir, ignore_errors=True)
-        log(f"sft: done, best epoch {state['best_epoch']} (eval loss {state['best_loss']:.4f}), "
-            f"{time.time() - t_start:.0f}s; adapter in {out}")
-    accelerator.wait_for_everyone()
+        shutil.rmtree(run.best_dir, ignore_errors=True)
+        run.log(f"sft: done, best epoch {state['best_epoch']} (eval loss {state['best_score']:.4f}), "
+                f"{time.time() - run.t_start:.0f}s; adapter in {out}")
+    run.accelerator.wait_for_everyone()
+
+
+def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work: str) -> None:
+    """LoRA SFT of ``base`` on ``data``; the best adapter and its config/curve go to ``out``.
+    Its steps: :func:`_prepare`, :func:`_resume`, :func:`_fit` (:func:`_train_epoch`, validation,
+    keeping the best adapter, a checkpoint per epoch), :func:`_write_adapter`."""
+    work, out = Path(work), Path(out)
+    run = _prepare(base, data, params, noun, work)
+    loop = epochs.EpochLoop(work, sft_fingerprint(params, base, noun, data), run.epochs, int(params["sft"]["patience"]),
+                            "eval loss", higher_is_better=False, log=lambda msg: run.log(f"sft: {msg}"))
+    _resume(run, loop)
+
+    def where() -> str:
+        return f"epoch {run.state['epoch'] + 1}/{run.epochs}, step {run.state['step']}/{run.total_steps}"
+
+    with resume.report_kill(where, run.log):  # a cancelled job says where it was
+        _fit(run, loop)
+    _write_adapter(run, out, base, data, params, noun, work)
