@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import yaml  # noqa: E402
 
+from dllm2rec.evaluate import NDCG  # noqa: E402
 from dllm2rec.student.train import train_student  # noqa: E402
 
 
@@ -123,7 +124,7 @@ def main() -> None:
                          "data": what, "machine": machine, "epoch_seconds": secs,
                          "steady_epoch_seconds": min(secs), "valid_eval_seconds": float(log[-1]["valid_seconds"]),
                          "test_inference_seconds": m["inference_seconds"], "total_seconds": time.perf_counter() - t0,
-                         "valid_NDCG@20": m["valid"]["NDCG@20"]})
+                         f"valid_{NDCG}": m["valid"][NDCG]})
             print(json.dumps(rows[-1]), flush=True)
 
 

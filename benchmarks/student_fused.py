@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import yaml  # noqa: E402
 from student_epoch import write_random_teacher  # noqa: E402
 
+from dllm2rec.evaluate import NDCG  # noqa: E402
 from dllm2rec.student.fused import train_group  # noqa: E402
 from dllm2rec.student.train import train_student  # noqa: E402
 
@@ -128,7 +129,7 @@ def main() -> None:
         result["fused_member_epochs_per_s"] = args.members * args.epochs / result["fused_seconds"]
         result["fused_peak_mb"] = (torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda")
                                    else peak_rss_mb())
-        result["fused_valid_NDCG@20"] = [m["valid"]["NDCG@20"] for m in fused]
+        result[f"fused_valid_{NDCG}"] = [m["valid"][NDCG] for m in fused]
         if args.separate == "eager":
             t0 = time.perf_counter()
             sep = [train_student(str(data), args.backbone, m["method"], m["params"], m["seed"], str(tmp / "sep" / m["method"]),
@@ -136,7 +137,7 @@ def main() -> None:
                    for m in ms]
             result["separate_seconds"] = time.perf_counter() - t0
             result["separate_member_epochs_per_s"] = args.members * args.epochs / result["separate_seconds"]
-            result["separate_valid_NDCG@20"] = [m["valid"]["NDCG@20"] for m in sep]
+            result[f"separate_valid_{NDCG}"] = [m["valid"][NDCG] for m in sep]
             result["startup_seconds"] = startup_seconds()
         print(json.dumps(result), flush=True)
         if args.separate == "eager":
