@@ -49,8 +49,6 @@ from dllm2rec.settings import BackboneOptions, StudentSettings, parse
 from dllm2rec.student.base import get_backbone
 from dllm2rec.teacher import coverage
 
-LOG_FIELDS = run_files.LOG_FIELDS
-FORMAT = run_files.MODEL_FORMAT
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -390,7 +388,7 @@ def _rank(run: Run, split: str):
 
 
 def log_row(epoch: int, sums, valid: dict, seconds: float, valid_seconds: float) -> dict:
-    """One row of train_log.csv (:data:`LOG_FIELDS`): the epoch's mean losses and validation metrics."""
+    """One row of train_log.csv (:data:`dllm2rec.student_run.LOG_FIELDS`): the epoch's mean losses and validation metrics."""
     return {"epoch": epoch, "loss": sums[0], "rec_loss": sums[1], "distill_loss": sums[2],
             f"valid_{HR}": valid[HR], f"valid_{NDCG}": valid[NDCG], "seconds": seconds, "valid_seconds": valid_seconds}
 
