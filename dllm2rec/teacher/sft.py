@@ -118,7 +118,7 @@ class SFTRun:
     valid_loader: object
     gen: object  # the train loader's shuffling generator
     seed: int
-    epochs: int
+    n_epochs: int
     ga: int  # gradient accumulation steps
     total_steps: int
     sizes: dict  # n_train, n_valid, n_truncated
@@ -223,7 +223,7 @@ def _train_epoch(run: SFTRun, epoch: int) -> float:
                 run.run_steps += 1
                 per_step = (time.time() - run.t_start) / run.run_steps
                 eta = per_step * (run.total_steps - state["step"])
-                run.log(f"sft: epoch {epoch}/{run.epochs} step {state['step']}/{run.total_steps} loss {losses[-1]:.4f} "
+                run.log(f"sft: epoch {epoch}/{run.n_epochs} step {state['step']}/{run.total_steps} loss {losses[-1]:.4f} "
                         f"lr {run.scheduler.get_last_lr()[0]:.2e} {per_step:.1f}s/step, ETA {_duration(eta)}")
     return float(np.mean(losses)) if losses else float("nan")
 
@@ -255,7 +255,7 @@ def _fit(run: SFTRun, loop: epochs.EpochLoop) -> None:
                 run.unwrapped.save_pretrained(tmp)
 
     def describe(epoch: int, row: dict) -> str:
-        return (f"epoch {epoch}/{run.epochs} train loss {row['train_loss']:.4f} eval loss {row['eval_loss']:.4f} "
+        return (f"epoch {epoch}/{run.n_epochs} train loss {row['train_loss']:.4f} eval loss {row['eval_loss']:.4f} "
                 f"({row['seconds']:.1f}s)")  # the loop's log adds "sft: "
 
     def checkpoint() -> None:
@@ -280,7 +280,7 @@ def _write_adapter(run: SFTRun, out: Path, base: str, data: str, params: dict, n
                 "data": str(data), "noun": noun, "params": params, **run.sizes,
                 "processes": run.accelerator.num_processes, "gradient_accumulation": run.ga,
                 "best_epoch": state["best_epoch"], "best_eval_loss": state["best_score"],
-                "stopped_early": state["epoch"] < run.epochs, "curve": state["log"],
+                "stopped_early": state["epoch"] < run.n_epochs, "curve": state["log"],
                 "seconds_this_run": time.time() - run.t_start,
             }, indent=2, sort_keys=True) + "\n")
         resume.remove_checkpoint(work)  # finished: nothing is left to resume
@@ -296,12 +296,12 @@ def train_adapter(base: str, data: str, params: dict, noun: str, out: str, work:
     keeping the best adapter, a checkpoint per epoch), :func:`_write_adapter`."""
     work, out = Path(work), Path(out)
     run = _prepare(base, data, params, noun, work)
-    loop = epochs.EpochLoop(work, sft_fingerprint(params, base, noun, data), run.epochs, int(params["sft"]["patience"]),
+    loop = epochs.EpochLoop(work, sft_fingerprint(params, base, noun, data), run.n_epochs, int(params["sft"]["patience"]),
                             "eval loss", higher_is_better=False, log=lambda msg: run.log(f"sft: {msg}"))
     _resume(run, loop)
 
     def where() -> str:
-        return f"epoch {run.state['epoch'] + 1}/{run.epochs}, step {run.state['step']}/{run.total_steps}"
+        return f"epoch {run.state['epoch'] + 1}/{run.n_epochs}, step {run.state['step']}/{run.total_steps}"
 
     with resume.report_kill(where, run.log):  # a cancelled job says where it was
         _fit(run, loop)
