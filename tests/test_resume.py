@@ -84,3 +84,49 @@ def test_student_log_reads_as_progress(tmp_path, capsys):
     fp_old = resume.job_fingerprint([1], [tmp_path / "data"])
     write_synthetic_dataset(tmp_path / "data", n_items=30, n_sequences=200, seed=1)  # same path, new data
     assert resume.job_fingerprint([1], [tmp_path / "data"]) != fp_old
+
+
+def test_the_epoch_loop_keeps_the_best_stops_on_patience_and_resumes(tmp_path):
+    """dllm2rec/epochs.py, the loop of the students and the SFT: a strict improvement is the new
+    best (the earlier of equal scores stays), `patience` epochs without one stop it, and a run
+    killed after an epoch's checkpoint continues to the same end."""
+    pytest.importorskip("torch")
+    from dllm2rec import epochs
+
+    scores = {1: 0.2, 2: 0.5, 3: 0.5, 4: 0.4, 5: 0.9, 6: 0.1}  # epoch 5 is never reached
+
+    def train(loop, state, kept, kill_after=None):
+        def train_epoch(epoch):
+            return {"epoch": epoch, "score": scores[epoch]}, scores[epoch], f"weights of {epoch}"
+
+        def checkpoint():
+            loop.checkpoint(state, {"kept": list(kept)})
+            if state["epoch"] == kill_after:
+                raise KeyboardInterrupt
+
+        loop.run(state, train_epoch, keep=lambda epoch, w: kept.append(w), describe=lambda e, row: f"epoch {e}",
+                 checkpoint=checkpoint)
+
+    said = []
+    loop = epochs.EpochLoop(tmp_path / "a", "fp", epochs=6, patience=2, score_name="score", log=said.append)
+    state, kept = epochs.new_state(), []
+    train(loop, state, kept)
+    assert [r["epoch"] for r in state["log"]] == [1, 2, 3, 4]
+    assert (state["best_epoch"], state["best_score"], state["bad_epochs"], state["stopped"]) == (2, 0.5, 2, True)
+    assert kept == ["weights of 1", "weights of 2"]
+    assert said[-1] == "epoch 4; best score 0.5000 at epoch 2, stopping: 2 epochs without improvement"
+
+    killed = epochs.EpochLoop(tmp_path / "b", "fp", epochs=6, patience=2, score_name="score", log=said.append)
+    state2, kept2 = epochs.new_state(), []
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, state2, kept2, kill_after=2)
+    restored = {}
+    state3 = killed.resume(lambda ck: restored.update(kept=ck["kept"]))
+    assert state3["epoch"] == 2 and said[-1].startswith("resuming from") and said[-1].endswith("after epoch 2")
+    kept3 = restored["kept"]
+    train(killed, state3, kept3)
+    assert state3 == state and kept3 == kept
+    # lower is better (the SFT's validation loss): the first epoch is the first best
+    low = epochs.new_state()
+    assert epochs.keep_best(low, 1, 3.0, 1, higher_is_better=False) and not epochs.keep_best(low, 2, 3.0, 1, False)
+    assert low["stopped"] and low["best_epoch"] == 1

@@ -178,3 +178,10 @@ def test_ranks_artifact_reproduces_the_metrics(synth, tmp_path):
         # a target ranked r <= 20 sits at position r in the top-20 list (ties aside: random floats)
         top = rank <= 20
         assert (topk[top, rank[top] - 1] == part.target.to_numpy()[top]).all()
+        # in memory ranks are 0-based (read_ranks takes the file's 1 off) and give the metrics as well
+        from dllm2rec import student_run
+        from dllm2rec.evaluate import metrics_from_ranks
+
+        read = student_run.read_ranks(out / "ranks.parquet", split)
+        assert read.rank == (rank - 1).tolist() and read.identity["seed"] == m["seed"]
+        assert metrics_from_ranks(read.rank) == m[split]
