@@ -155,6 +155,19 @@ def test_unreadable_models_are_refused(results, tmp_path):
     assert Recommender.load(tmp_path / "moved.pt", data=results / "data" / "synth").recommend([[1]], k=3)
 
 
+def test_serving_reads_the_model_through_its_contract_without_the_trainer(results):
+    """recommend and serve read model.pt through dllm2rec.student_run alone (once); the trainer is never imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom dllm2rec.recommend import Recommender\nimport dllm2rec.serve\n"
+            f"rec = Recommender.load({str(model_path(results))!r})\nprint(rec.recommend([[1, 2]], k=1)[0][0]['rank'])\n"
+            "assert 'dllm2rec.student.train' not in sys.modules, 'the trainer was imported'\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0 and res.stdout.strip() == "1", res.stderr[-2000:]
+
+
 def test_the_dataset_is_the_one_the_model_records_not_its_paths(results, tmp_path):
     """A model in a run folder that names another dataset serves the items of the one it records."""
     import shutil
