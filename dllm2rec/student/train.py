@@ -50,7 +50,6 @@ from dllm2rec.student.base import get_backbone
 from dllm2rec.teacher import coverage
 
 
-
 # --- data ---------------------------------------------------------------------------------
 class SplitData:
     def __init__(self, seq_id: np.ndarray, history: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor):
