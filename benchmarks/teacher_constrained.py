@@ -37,7 +37,7 @@ def main(argv=None):
 
     from dllm2rec import dataset as ds
     from dllm2rec import teacher_artifacts as ta
-    from dllm2rec.evaluate import metrics_from_ranks
+    from dllm2rec.evaluate import metric_name, metrics_from_ranks
     from dllm2rec.teacher.generate import generate_and_ground
     from dllm2rec.teacher.metrics import hit_ranks
     from dllm2rec.teacher.model import load_base
@@ -88,13 +88,13 @@ def main(argv=None):
             distinct = len(np.unique(top[:, :10]))
             top1 = Counter(top[:, 0].tolist()).most_common(1)[0][1] / len(top)
             m = metrics_from_ranks(hit_ranks(top.tolist(), targets.tolist(), titles))
+            hr, ndcg = m[metric_name("HR", 20)], m[metric_name("NDCG", 20)]
             beams = None if res["n_beam_items"] is None else int(np.sum(res["n_beam_items"]))
             name = "constrained" if constrained else "free (the default)"
-            print(f"| {name} | {exact:.1%} | {distinct} | {top1:.1%} | {m['HR@20']:.4f} | {m['NDCG@20']:.4f} | "
+            print(f"| {name} | {exact:.1%} | {distinct} | {top1:.1%} | {hr:.4f} | {ndcg:.4f} | "
                   f"{seconds / len(top):.3f} | {beams if beams is not None else '—'} |", flush=True)
             out[f"{split}/{'constrained' if constrained else 'free'}"] = {
-                "exact_title_share": exact, "distinct_top10": distinct, "top1_share": top1, "HR@20": m["HR@20"],
-                "NDCG@20": m["NDCG@20"], "seconds_per_prompt": seconds / len(top), "beam_entries": beams,
+                "exact_title_share": exact, "distinct_top10": distinct, "top1_share": top1, "HR@20": hr, "NDCG@20": ndcg, "seconds_per_prompt": seconds / len(top), "beam_entries": beams,
                 "n": len(top)}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
