@@ -94,7 +94,8 @@ def main(argv=None):
             print(f"| {name} | {exact:.1%} | {distinct} | {top1:.1%} | {hr:.4f} | {ndcg:.4f} | "
                   f"{seconds / len(top):.3f} | {beams if beams is not None else '—'} |", flush=True)
             out[f"{split}/{'constrained' if constrained else 'free'}"] = {
-                "exact_title_share": exact, "distinct_top10": distinct, "top1_share": top1, "HR@20": hr, "NDCG@20": ndcg, "seconds_per_prompt": seconds / len(top), "beam_entries": beams,
+                "exact_title_share": exact, "distinct_top10": distinct, "top1_share": top1, "HR@20": hr, "NDCG@20": ndcg,
+                "seconds_per_prompt": seconds / len(top), "beam_entries": beams,
                 "n": len(top)}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
