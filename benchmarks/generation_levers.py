@@ -24,42 +24,27 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None):
     import torch
-    import yaml
-    from peft import PeftModel
 
+    import finished_run
     from dllm2rec import dataset as ds
     from dllm2rec.teacher import beam
     from dllm2rec.teacher.generate import encode_example, generate_texts
     from dllm2rec.teacher.ground import embed_texts
-    from dllm2rec.teacher.model import load_base
-    from dllm2rec.teacher.prompts import item_titles
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--results", default="results")
-    ap.add_argument("--config", default="config.yaml")
-    ap.add_argument("--dataset", default="ml-100k")
-    ap.add_argument("--teacher", default="smollm2-135m")
+    finished_run.add_arguments(ap)
     ap.add_argument("--checks", nargs="+", default=["prefix", "ground", "batch"], choices=["prefix", "ground", "batch"])
     ap.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
     ap.add_argument("--n", type=int, default=128, help="train prompts (titles for `ground`: 2x)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    cfg = yaml.safe_load(open(args.config))
-    tcfg = cfg["teachers"][args.teacher]
-    noun = cfg["datasets"][args.dataset]["noun"]
-    run = Path(args.results)
-    dataset = ds.load_dataset(str(run / "data" / args.dataset))
-    titles = item_titles(dataset.items)
-    model, tok = load_base(f"resources/models/{args.teacher}/base.json", dtype=args.dtype)
-    model = PeftModel.from_pretrained(model, str(run / "teacher" / args.dataset / args.teacher / "adapter")).eval()
+    run = finished_run.load(args, dtype=args.dtype)
+    tcfg, noun, dataset, titles, model, tok = run.teacher_cfg, run.noun, run.dataset, run.titles, run.model, run.tokenizer
     print(f"dtype {next(model.parameters()).dtype}, {args.threads} threads")
     rows = dataset.split("train").slice(0, args.n)
     prompts = [encode_example(tok, [titles[i] for i in h], noun, 512)[0] for h in ds.histories(rows)]

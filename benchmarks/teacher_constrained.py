@@ -27,45 +27,29 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None):
     import torch
-    import yaml
-    from peft import PeftModel
 
+    import finished_run
     from dllm2rec import dataset as ds
     from dllm2rec import teacher_artifacts as ta
     from dllm2rec.evaluate import metric_name, metrics_from_ranks
     from dllm2rec.teacher.generate import generate_and_ground
     from dllm2rec.teacher.metrics import hit_ranks
-    from dllm2rec.teacher.model import load_base
-    from dllm2rec.teacher.prompts import item_titles
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--results", default="results")
-    ap.add_argument("--config", default="config.yaml")
-    ap.add_argument("--dataset", default="ml-100k")
-    ap.add_argument("--teacher", default="smollm2-135m")
+    finished_run.add_arguments(ap)
     ap.add_argument("--splits", nargs="+", default=["valid", "test"])
     ap.add_argument("--n", type=int, default=None, help="the first N sequences of each split (default: all)")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    cfg = yaml.safe_load(open(args.config))
-    tcfg = cfg["teachers"][args.teacher]
-    noun = cfg["datasets"][args.dataset]["noun"]
-    res_dir = Path(args.results)
-    teacher_dir = res_dir / "teacher" / args.dataset / args.teacher
-    dataset = ds.load_dataset(str(res_dir / "data" / args.dataset))
-    titles = item_titles(dataset.items)
+    run = finished_run.load(args)
+    tcfg, noun, dataset, titles, model, tokenizer = run.teacher_cfg, run.noun, run.dataset, run.titles, run.model, run.tokenizer
     title_set = set(titles)
-    model, tokenizer = load_base(f"resources/models/{args.teacher}/base.json", dtype=tcfg.get("dtype"))
-    model = PeftModel.from_pretrained(model, str(teacher_dir / "adapter")).eval()
-    item_emb = torch.from_numpy(ta.read_item_embeddings(str(teacher_dir / "item_embeddings.parquet"), len(titles)))
+    item_emb = torch.from_numpy(ta.read_item_embeddings(str(run.teacher_dir / "item_embeddings.parquet"), len(titles)))
     out = {}
     for split in args.splits:
         rows = dataset.split(split)
