@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from dllm2rec.settings import GenerationSettings
+from dllm2rec.teacher.model import causal_lm
 
 NOT_STARTED, QUOTED, OPEN, CLOSED = 0, 1, 2, 3
 SUPPORTED = ("llama",)
@@ -95,17 +96,9 @@ def _linear(module) -> tuple[torch.Tensor, torch.Tensor | None]:
     return w, None if base.bias is None else base.bias.detach()
 
 
-def _causal_lm(model):
-    """The transformers model inside a PeftModel (or the model itself)."""
-    inner = model
-    if hasattr(inner, "get_base_model"):
-        inner = inner.get_base_model()
-    return inner
-
-
 def supports(model) -> bool:
     """Whether :class:`Decoder` can run ``model`` (LLaMA-architecture causal LMs)."""
-    inner = _causal_lm(model)
+    inner = causal_lm(model)
     return getattr(inner.config, "model_type", None) in SUPPORTED and hasattr(inner, "model")
 
 
@@ -124,7 +117,7 @@ class Decoder:
                  early_stopping: bool | str = GenerationSettings.early_stopping, stop_at_answer: bool = True,
                  cuda_graph: bool | None = None,
                  trie=None):
-        inner = _causal_lm(model)
+        inner = causal_lm(model)
         cfg = inner.config
         self.model = inner
         self.k = int(num_beams)

@@ -21,6 +21,7 @@ from dllm2rec import teacher_artifacts as ta
 from dllm2rec.dataset import load_dataset
 from dllm2rec.io import ProgressStream, UserError, write_parquet
 from dllm2rec.settings import teacher_dtype
+from dllm2rec.teacher.model import causal_lm
 from dllm2rec.teacher.prompts import item_titles
 
 
@@ -35,7 +36,7 @@ def transformer_body(model):
     position per text ran as a batched matmul over a copy of its weight expanded per text,
     ``[64, 576, 49152]`` for the default's batch: ten times the cost of the embedding itself,
     docs/benchmarks.md.)"""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = causal_lm(model)
     return getattr(inner, "base_model", inner)
 
 

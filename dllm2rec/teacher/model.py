@@ -107,6 +107,11 @@ def _looks_like_hub_name(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and not os.path.isabs(spec)
 
 
+def causal_lm(model):
+    """The transformers causal LM inside a PeftModel (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def prepare_base_model(spec: str, out: str, cache: str = "resources/downloads") -> None:
     """Resolve ``spec`` into a model folder and write the pointer JSON ``out``."""
     out_p = Path(out)
