@@ -1,6 +1,9 @@
-"""Seconds per LoRA SFT step of the default teacher in fp32 and bf16 on this CPU.
+"""Seconds per LoRA SFT step of the default teacher in fp32 and bf16 on this CPU, with
+transformers' loss (``labels=``: the logits of every position) and with the SFT's own
+(:func:`dllm2rec.teacher.lm_loss.token_loss`: no logits held, the same loss).
 
-    python benchmarks/sft_dtype.py resources/models/smollm2-135m/base.json [--steps 2] [--dtypes float32,bfloat16]
+    python benchmarks/sft_dtype.py resources/models/smollm2-135m/base.json [--steps 2] \
+        [--dtypes float32,bfloat16] [--losses transformers,chunked]
 
 One step = forward + backward + AdamW on a micro batch like the default config's (16 examples of
 ``--tokens`` tokens, LoRA r=8 on q_proj/v_proj), after one warm-up step. The SFT of the default
@@ -18,10 +21,13 @@ import argparse
 import time
 
 
-def step_seconds(base: str, dtype: str, steps: int, tokens: int, batch: int, threads: int) -> float:
+def step_seconds(base: str, dtype: str, steps: int, tokens: int, batch: int, threads: int,
+                 loss_kind: str = "chunked") -> tuple[float, float]:
+    """(best seconds per step, the last step's loss)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from dllm2rec.teacher.lm_loss import token_loss
     from dllm2rec.teacher.model import load_base
 
     torch.set_num_threads(threads)
@@ -32,23 +38,26 @@ def step_seconds(base: str, dtype: str, steps: int, tokens: int, batch: int, thr
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(100, 40000, (batch, tokens), generator=torch.Generator().manual_seed(0))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     times = []
     for i in range(steps + 1):
+        torch.manual_seed(i)  # the same LoRA dropout masks for either loss
         t0 = time.perf_counter()
-        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
+        loss = token_loss(model, inputs) if loss_kind == "chunked" else model(**inputs).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
         if i:  # the first step is a warm-up
             times.append(time.perf_counter() - t0)
-        print(f"  {dtype} step {i}: {time.perf_counter() - t0:.1f}s", flush=True)
-    return min(times)
+        print(f"  {dtype} {loss_kind} step {i}: {time.perf_counter() - t0:.1f}s, loss {loss.item():.6f}", flush=True)
+    return min(times), loss.item()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("base")
     ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--losses", default="transformers,chunked")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=160)
     ap.add_argument("--batch", type=int, default=16)
@@ -61,8 +70,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, capability {torch.backends.cpu.get_cpu_capability()}, "
           f"auto: {cpu_bf16_is_fast()}", flush=True)
     for dtype in args.dtypes.split(","):
-        s = step_seconds(args.base, dtype, args.steps, args.tokens, args.batch, args.threads)
-        print(f"{dtype}: {s:.1f} s/step (best of {args.steps})", flush=True)
+        for kind in args.losses.split(","):
+            s, loss = step_seconds(args.base, dtype, args.steps, args.tokens, args.batch, args.threads, kind)
+            print(f"{dtype} {kind}: {s:.2f} s/step (best of {args.steps}), last loss {loss:.6f}", flush=True)
 
 
 if __name__ == "__main__":

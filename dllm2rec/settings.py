@@ -307,7 +307,7 @@ class GenerationSettings(Settings):
 @dataclass(frozen=True)
 class KnowledgeSettings(Settings):
     max_new_tokens: PositiveInt = 16
-    batch_size: PositiveInt = 32
+    batch_size: PositiveInt = 64
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ The same code runs on CPU (fp32), one GPU (bf16 weights, bf16 autocast) and seve
 
 - Examples: a seeded sample of ``train_samples`` train sequences and ``valid_samples`` valid
   sequences; each is prompt + quoted target title + EOS, oldest titles dropped to fit
-  ``cutoff_len``. The loss covers every token (BIGRec trains on inputs), padding excluded.
+  ``cutoff_len``. The loss covers every token (BIGRec trains on inputs), padding excluded; it
+  is transformers' causal-LM loss, computed without materialising the logits
+  (:mod:`dllm2rec.teacher.lm_loss`).
 - Optimisation: AdamW, linear warm-up for ``warmup_steps`` then linear decay over all
   ``epochs``; ``batch_size`` is the effective batch, reached by gradient accumulation of
   ``micro_batch_size`` examples per device.
@@ -77,13 +79,15 @@ def evaluate(model, loader, accelerator) -> float:
     """Token-mean loss over ``loader`` (all processes)."""
     import torch
 
+    from dllm2rec.teacher.lm_loss import token_loss
+
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     with torch.no_grad():
         for batch in loader:
-            out = model(**batch)
+            loss = token_loss(model, batch)
             n = (batch["labels"][:, 1:] != -100).sum()
-            total += torch.stack([out.loss.double() * n, n.double()])
+            total += torch.stack([loss.double() * n, n.double()])
     total = accelerator.reduce(total, reduction="sum")
     model.train()
     return float(total[0] / total[1].clamp(min=1))
@@ -206,13 +210,16 @@ def _resume(run: SFTRun, loop: epochs.EpochLoop) -> None:
 
 def _train_epoch(run: SFTRun, epoch: int) -> float:
     """One pass over the train examples (the epoch's own shuffle), one log line per optimiser step;
-    the mean micro-batch loss."""
+    the mean micro-batch loss (:func:`dllm2rec.teacher.lm_loss.token_loss`: transformers' loss
+    without the vocabulary-wide logits)."""
+    from dllm2rec.teacher.lm_loss import token_loss
+
     accelerator, model, state = run.accelerator, run.model, run.state
     run.gen.manual_seed(run.seed + epoch)  # the epoch's shuffle does not depend on where a run resumed
     losses = []
     for batch in run.train_loader:
         with accelerator.accumulate(model):
-            loss = model(**batch).loss
+            loss = token_loss(model, batch)
             accelerator.backward(loss)
             losses.append(loss.item())
             if accelerator.sync_gradients:
