@@ -16,8 +16,10 @@ for each). One loop, one set of state names (:func:`new_state`):
 plus the trainer's own keys (the student's best weights, its training seconds; the SFT's step).
 The state is a plain dict of plain values and tensors: a checkpoint holds it as it is, next
 to the trainer's weights, optimiser and random states (:meth:`EpochLoop.checkpoint`; the file
-and its fingerprint are :mod:`dllm2rec.resume`'s), and a rerun continues from the last
-finished epoch (:meth:`EpochLoop.resume`). It imports no torch.
+and its fingerprint are :mod:`dllm2rec.resume`'s), after every epoch or, with
+``checkpoint_seconds``, after an epoch once that long has passed since the last one
+(:class:`dllm2rec.resume.Cadence`), and a rerun continues from the last checkpointed epoch
+(:meth:`EpochLoop.resume`). It imports no torch.
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ class EpochLoop:
     """Epochs ``1..epochs`` of one job, early-stopped after ``patience`` epochs without
     improvement of the selection score (named ``score_name`` in the log; higher is better unless
     ``higher_is_better`` is false), checkpointed after every epoch in ``work`` under ``fingerprint``
-    (:func:`dllm2rec.resume.job_fingerprint`). ``log`` writes a progress line."""
+    (:func:`dllm2rec.resume.job_fingerprint`), or with ``checkpoint_seconds`` > 0 only after an
+    epoch once that long has passed since the last checkpoint. ``log`` writes a progress line."""
 
     work: Path
     fingerprint: str
@@ -69,6 +72,7 @@ class EpochLoop:
     score_name: str
     higher_is_better: bool = True
     log: Callable[[str], None] = progress
+    checkpoint_seconds: float = 0.0
 
     def resume(self, restore: Callable[[dict], None]) -> dict | None:
         """The state saved by the last finished epoch, after ``restore(checkpoint)`` has put the
@@ -90,7 +94,8 @@ class EpochLoop:
         """Train until ``epochs`` or early stopping. Per epoch ``e`` (from 1):
         ``train_epoch(e) -> (log row, selection score, what keep needs)``; ``keep(e, that)`` when
         ``e`` is the new best (the trainer keeps its weights); the progress line
-        ``describe(e, row)`` + :func:`best_line`; then ``checkpoint()``."""
+        ``describe(e, row)`` + :func:`best_line`; then ``checkpoint()`` when one is due."""
+        cadence = resume.Cadence(self.checkpoint_seconds)
         while state["epoch"] < self.epochs and not state["stopped"]:
             epoch = state["epoch"] + 1
             row, score, kept = train_epoch(epoch)
@@ -98,4 +103,5 @@ class EpochLoop:
             if keep_best(state, epoch, score, self.patience, self.higher_is_better):
                 keep(epoch, kept)
             self.log(f"{describe(epoch, row)}; {best_line(state, self.score_name)}")
-            checkpoint()
+            if cadence.due():
+                checkpoint()

@@ -20,6 +20,7 @@ import hashlib
 import json
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -77,6 +78,32 @@ def job_fingerprint(config, inputs=()) -> str:
     """The fingerprint of a job: its JSON-able ``config``, the content of each input path in
     ``inputs`` (files or folders; None entries allowed) and the package's code."""
     return fingerprint(config, [content_digest(p) if p else None for p in inputs], code_digest())
+
+
+# A student job writes its checkpoint after an epoch once this many seconds have passed since its
+# last one (or since its training started): a default-sized epoch takes well under a second and
+# a checkpoint 10-40 ms, so writing one after every epoch cost a student job several percent of
+# its time; a kill now loses at most this much training. Epochs longer than this (big datasets,
+# a GPU's long epochs alike) are still checkpointed after every epoch. The SFT checkpoints after
+# every epoch (its epochs take minutes).
+STUDENT_CHECKPOINT_SECONDS = 10.0
+
+
+class Cadence:
+    """When a job writes its checkpoint: :meth:`due` after an epoch is true once ``seconds`` have
+    passed (``clock``) since the last time it was true, or since the cadence was made; always
+    true for ``seconds`` <= 0 (a checkpoint after every epoch)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.seconds, self.clock = float(seconds), clock
+        self.last = clock()
+
+    def due(self) -> bool:
+        now = self.clock()
+        if self.seconds > 0 and now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
 
 
 def checkpoint_path(work) -> Path:

@@ -36,7 +36,8 @@ named below:
 - combination (``models/SASREC.py`` ``SASREC_aug.forward``): h'_s = h_s + 0.1 · ICL_s.
   The CoT reconstruction loss is off in the released configs (``reconstruct_weight: 0``).
 
-Neighbours of train rows are computed once; valid/test neighbours per batch. Evaluation needs
+Neighbours of train rows and their histories' mean text vectors t(history) are computed once;
+valid/test neighbours and vectors per batch. Evaluation needs
 the sequence's history and fixed tables only, so LLM-CF does **not** run the teacher at inference.
 """
 from __future__ import annotations
@@ -149,7 +150,12 @@ class LLMCF(DistillMethod):
         keys = history_text(history[base], sig)
         cot = F.normalize(kn.scale(kn.generated_raw("train")[base]), dim=1)
         nbr, nbr_valid = self._train_neighbors(history, lengths, target, base, keys, sig)
+        # t(history) of every train row, computed once (the text table is fixed): a training step's
+        # queries and demonstrations are train rows (the same numbers as per batch, row by row)
+        train_text = torch.cat([history_text(history[start:start + o.chunk], text) for start in range(0, S, o.chunk)]
+                               or [text.new_zeros(0, kn.dim)])
         self.register_buffer("text", text, persistent=False)
+        self.register_buffer("train_text", train_text, persistent=False)
         self.register_buffer("sig", sig, persistent=False)
         self.register_buffer("base", base, persistent=False)
         self.register_buffer("keys", keys, persistent=False)
@@ -217,14 +223,18 @@ class LLMCF(DistillMethod):
         h_tgt = ctx.train_target[rows].to(dev).long()
         table = self.item_table(student)
         enc = student.encode(h_hist, h_len, table)  # the demonstrations' histories, by the student
-        inter = self.w_h(torch.cat([enc, self.w_c(history_text(h_hist, self.text)), student.item_emb.weight[h_tgt],
-                                    self.w_c(self.text[h_tgt])], dim=1))
+        h_text = self.train_text[self.base[uniq]].to(dev)  # t(history) of each demonstration
+        inter = self.w_h(torch.cat([enc, self.w_c(h_text), student.item_emb.weight[h_tgt], self.w_c(self.text[h_tgt])],
+                                   dim=1))
         inter = inter[inv.to(dev)].view(B, R, -1)
         cot = self.w_c(self.cot[uniq].to(dev))[inv.to(dev)].view(B, R, -1)
         label = self.label.expand(B, R, -1)
         demos = torch.stack([inter, cot, label], dim=2).reshape(B, 3 * R, -1)
-        hist = batch.history.to(dev).long()
-        query = self.w_h(torch.cat([state, self.w_c(history_text(hist, self.text)), torch.zeros_like(state),
+        if batch.split == "train":
+            query_text = self.train_text[batch.rows.to(self.train_text.device)].to(dev)
+        else:
+            query_text = history_text(batch.history.to(dev).long(), self.text)
+        query = self.w_h(torch.cat([state, self.w_c(query_text), torch.zeros_like(state),
                                     self.w_c(torch.zeros_like(self.text[:1])).expand(B, -1)], dim=1))
         seq = torch.cat([demos, query.unsqueeze(1)], dim=1)
         key_valid = torch.cat([valid.to(dev).repeat_interleave(3, dim=1), torch.ones(B, 1, dtype=torch.bool, device=dev)], 1)

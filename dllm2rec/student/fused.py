@@ -23,8 +23,9 @@ How a stacked group trains (methods whose options say ``can_fuse``):
   and counts its own patience (:func:`dllm2rec.epochs.keep_best`, the loop's state of its
   separate run); a member that stops is taken out of the stack (frozen, its best epoch kept),
   the others go on;
-* the group's state is checkpointed after every epoch (``work/checkpoint.pt``) and a killed
-  group job resumes from it.
+* the group's state is checkpointed (``work/checkpoint.pt``) after an epoch once
+  :data:`dllm2rec.resume.STUDENT_CHECKPOINT_SECONDS` have passed since the last checkpoint, and a
+  killed group job resumes from it.
 
 A group of one member is trained the same way (``student.fuse: false`` gives every point its own
 group of one), so a member of a larger group differs from its own separate run only by the
@@ -32,7 +33,8 @@ order of floating-point sums in batched kernels (tests/test_student_fused.py sta
 tolerance). Methods that cannot run under vmap (their step reads values back to the host or
 draws from their own generators: the baselines but ``none``, DLLM2Rec with Table 8's Hint/HTD
 swaps) and runs with partial teacher coverage train their members one after another with the
-eager trainer (:func:`dllm2rec.student.train.train_student`), each exactly as its separate run.
+eager trainer (:func:`dllm2rec.student.train.train_loaded`, on the data and teacher tensors read
+once for the group), each exactly as its separate run.
 """
 from __future__ import annotations
 
@@ -355,6 +357,7 @@ def _fit_stacked(trainer: GroupTrainer, work: Path, fp: str) -> None:
     if ck is not None:
         trainer.load(ck)
         progress_line(f"resuming the group from {resume.checkpoint_path(work)} after epoch {trainer.epoch}", flush=True)
+    cadence = resume.Cadence(resume.STUDENT_CHECKPOINT_SECONDS)
     while trainer.active:
         t0 = time.perf_counter()
         sums = trainer.train_epoch()
@@ -368,8 +371,9 @@ def _fit_stacked(trainer: GroupTrainer, work: Path, fp: str) -> None:
         trainer.seconds += seconds + valid_seconds
         trainer.drop(stopping)
         progress_line(trainer.progress(stopping), flush=True)
-        resume.save_checkpoint(work, fp, trainer.state())
-        T._on_checkpoint(trainer.epoch)
+        if cadence.due():
+            resume.save_checkpoint(work, fp, trainer.state())
+            T._on_checkpoint(trainer.epoch)
 
 
 def _write_member(run: T.Run, member: Member, identity: dict) -> dict:
@@ -410,9 +414,16 @@ def train_group(data: str, backbone: str, members, work: str, teacher: str | Non
     if not stack or inputs.covered is not None:
         why = "partial teacher coverage" if stack else "its method cannot run stacked (docs/students.md)"
         progress_line(f"training the {len(members)} members one after another: {why}", flush=True)
-        return [T.train_student(data, backbone, m.method, m.params, m.seed, str(m.out), str(work / f"member{i}"),
-                                teacher=teacher, device=device, dataset=dataset, teacher_name=teacher_name)
-                for i, m in enumerate(members)]
+        loaded = {T.inputs_key(first.method, first.params["method"]): inputs}  # read once, shared by the members
+        out = []
+        for i, m in enumerate(members):
+            key = T.inputs_key(m.method, m.params["method"])
+            if key not in loaded:
+                loaded[key] = T.load_inputs(data, m.method, m.params["method"], teacher)
+            out.append(T.train_loaded(loaded[key], data, backbone, m.method, m.params, m.seed, m.out,
+                                      work / f"member{i}", teacher, T._device(device, T._student_params(
+                                          m.params, backbone)[0]), dataset, teacher_name))
+        return out
     _check_fusable(members, backbone)
     runs = [T.build_run(inputs, backbone, m.method, m.params, m.seed, dev, optimizer=False) for m in members]
     progress_line(f"training {len(members)} members stacked ({backbone}, {first.params['method']['type']}, "

@@ -17,8 +17,9 @@ per row (uniform over items not in the history and != target); Adam; validation 
 after every epoch; the epoch with the best validation NDCG@20 is kept and training stops after
 ``patience`` epochs without improvement (the loop of :mod:`dllm2rec.epochs`, shared with the
 SFT); test is evaluated once, on that checkpoint. A checkpoint is written to
-``work/checkpoint.pt`` after every epoch (model, method, optimizer, RNG states, the loop's
-state: best weights, log) and a rerun continues from it; it is deleted once ``out/`` is complete.
+``work/checkpoint.pt`` after an epoch once :data:`dllm2rec.resume.STUDENT_CHECKPOINT_SECONDS`
+have passed since the last one (model, method, optimizer, RNG states, the loop's state: best
+weights, log) and a rerun continues from it; it is deleted once ``out/`` is complete.
 
 Outputs: the run folder of :mod:`dllm2rec.student_run` (model.pt, metrics.json with the run's identity,
 train_log.csv, ranks.parquet: per valid/test sequence the target's rank and the top-20 items).
@@ -47,6 +48,7 @@ from dllm2rec.io import UserError, progress
 from dllm2rec import settings
 from dllm2rec.settings import BackboneOptions, StudentSettings, parse
 from dllm2rec.student.base import get_backbone
+from dllm2rec.student.optim import FusedAdam
 from dllm2rec.teacher import coverage
 
 
@@ -158,7 +160,7 @@ class Run:
     dataset_name: str
     student: torch.nn.Module = None
     meth: torch.nn.Module = None
-    opt: torch.optim.Optimizer = None
+    opt: FusedAdam = None
     gen: torch.Generator = None
     # the epoch loop's state (dllm2rec.epochs) plus the best epoch's validation metrics and weights
     state: dict = field(default_factory=lambda: epochs.new_state(best_valid=None, best_weights=None, train_seconds=0.0))
@@ -255,6 +257,14 @@ def load_inputs(data, method: str, method_cfg: dict, teacher) -> Inputs:
                   seen, dataset.fingerprint)
 
 
+def inputs_key(method: str, method_cfg: dict) -> tuple:
+    """What :func:`load_inputs` reads for a method's configuration beyond the data and teacher
+    folders (the method's class and the teacher parts it needs): configurations with equal keys
+    can share one load."""
+    mcls = get_method(method_cfg.get("type", method))
+    return mcls.__name__, sorted(mcls.parse_options(method_cfg, method).teacher_parts())
+
+
 def build_run(inputs: Inputs, backbone, method, params, seed, dev: torch.device, optimizer: bool = True) -> Run:
     """Student, method, optimizer (unless ``optimizer`` is false: fused training has its own)
     and sampling generator of one run, seeded as the run is."""
@@ -268,8 +278,7 @@ def build_run(inputs: Inputs, backbone, method, params, seed, dev: torch.device,
     student.to(dev)
     meth.to(dev)
     # fused Adam (one kernel over all parameters; CPU and CUDA): same update rule, ~3x less overhead
-    opt = torch.optim.Adam(_dedup_params(student, meth), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                           fused=True) if optimizer else None
+    opt = FusedAdam(_dedup_params(student, meth), lr=cfg.lr, weight_decay=cfg.weight_decay) if optimizer else None
     gen = torch.Generator().manual_seed(seed)
     splits = inputs.splits
     run = Run(backbone, method, params, seed, cfg, dev, inputs.n_items, inputs.max_len,
@@ -323,8 +332,10 @@ def _training_forward(device: torch.device, compile_step: bool):
 
 
 def epoch_loop(run: Run, work: Path, fp: str) -> epochs.EpochLoop:
-    """The run's epochs: selected on validation NDCG@20, ``epochs`` and ``patience`` from its settings."""
-    return epochs.EpochLoop(work, fp, run.cfg.epochs, run.cfg.patience, SELECT_METRIC)
+    """The run's epochs: selected on validation NDCG@20, ``epochs`` and ``patience`` from its
+    settings, checkpointed at :data:`dllm2rec.resume.STUDENT_CHECKPOINT_SECONDS`."""
+    return epochs.EpochLoop(work, fp, run.cfg.epochs, run.cfg.patience, SELECT_METRIC,
+                            checkpoint_seconds=resume.STUDENT_CHECKPOINT_SECONDS)
 
 
 def _resume(run: Run, loop: epochs.EpochLoop) -> None:
@@ -481,8 +492,18 @@ def train_student(data: str, backbone: str, method: str, params: dict, seed: int
         torch.set_num_threads(int(threads))
     if teacher in ("", "None", "none", "null"):
         teacher = None
+    dev = _device(device, _student_params(params, backbone)[0])
+    inputs = load_inputs(data, method, params["method"], teacher)
+    return train_loaded(inputs, data, backbone, method, params, seed, out, work, teacher, dev, dataset, teacher_name)
+
+
+def train_loaded(inputs: Inputs, data, backbone: str, method: str, params: dict, seed: int, out, work, teacher,
+                 dev: torch.device, dataset=None, teacher_name=None) -> dict:
+    """:func:`train_student` on ``inputs`` already loaded (:func:`load_inputs` of ``data`` and
+    ``teacher`` for this method's :func:`inputs_key`): the members of a group trained one after
+    another share them (dllm2rec/student/fused.py)."""
     out, work = Path(out), Path(work)
-    run = _prepare(data, backbone, method, params, seed, teacher, device)
+    run = build_run(inputs, backbone, method, params, seed, dev)
     fp = resume.job_fingerprint([params, backbone, method, seed, run.n_items, run.max_len,
                                  len(run.splits["train"].target)], [data, teacher])
     loop = epoch_loop(run, work, fp)
