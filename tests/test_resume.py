@@ -86,6 +86,17 @@ def test_student_log_reads_as_progress(tmp_path, capsys):
     assert resume.job_fingerprint([1], [tmp_path / "data"]) != fp_old
 
 
+def test_a_checkpoint_is_due_once_its_interval_has_passed():
+    now = [0.0]
+    cadence = resume.Cadence(10, clock=lambda: now[0])
+    due = []
+    for t in (3, 9.9, 10, 15, 19.9, 20.5, 50):
+        now[0] = t
+        due.append(cadence.due())
+    assert due == [False, False, True, False, False, True, True]
+    assert all(resume.Cadence(0).due() for _ in range(3))  # 0: after every epoch
+
+
 def test_the_epoch_loop_keeps_the_best_stops_on_patience_and_resumes(tmp_path):
     """dllm2rec/epochs.py, the loop of the students and the SFT: a strict improvement is the new
     best (the earlier of equal scores stays), `patience` epochs without one stop it, and a run

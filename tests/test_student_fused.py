@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import dllm2rec.student.train as T
+from dllm2rec import resume
 from dllm2rec.distill.base import Batch
 from dllm2rec.student import fused as F
 from dllm2rec.student_groups import Run, plan_groups
@@ -121,6 +122,7 @@ def test_a_killed_group_resumes_to_the_same_result(synth, tmp_path, monkeypatch)
             raise KeyboardInterrupt
 
     ms2 = [{**m, "out": m["out"] + "-resumed"} for m in ms]
+    monkeypatch.setattr(resume, "STUDENT_CHECKPOINT_SECONDS", 0)  # a checkpoint after every epoch
     monkeypatch.setattr(T, "_on_checkpoint", kill)
     with pytest.raises(KeyboardInterrupt):
         group(synth, tmp_path, "dros", ms2, work="w-killed")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import dllm2rec.student.train as train_mod
+from dllm2rec import resume
 from dllm2rec.cli import main as cli_main
 from dllm2rec.evaluate import KS, popularity_metrics
 from dllm2rec.student.train import load_sequences, train_student
@@ -118,6 +119,7 @@ def test_resume_after_kill_matches_uninterrupted(synth, tmp_path, monkeypatch, m
     """Also for methods that sample with their own generators (RRD, CD, DCD, HTD) and for DCD's cached
     discrepancies (refreshed every 3 epochs; the kill falls inside a cycle): those are checkpointed too."""
     full, out_a, _ = run(synth, tmp_path, "dros", method, "a", epochs=4)
+    monkeypatch.setattr(resume, "STUDENT_CHECKPOINT_SECONDS", 0)  # a checkpoint after every epoch
 
     class Killed(Exception):
         pass
@@ -136,6 +138,44 @@ def test_resume_after_kill_matches_uninterrupted(synth, tmp_path, monkeypatch, m
         assert resumed[k] == full[k], k
     log = lambda out: [{k: v for k, v in r.items() if "seconds" not in k} for r in csv.DictReader((out / "train_log.csv").open())]
     assert log(out_a) == log(out_b)
+
+
+def test_a_run_checkpoints_at_most_every_so_often(synth, tmp_path, monkeypatch):
+    """Epochs much shorter than resume.STUDENT_CHECKPOINT_SECONDS: no checkpoint after each of them."""
+    written = []
+    monkeypatch.setattr(train_mod, "_on_checkpoint", written.append)
+    monkeypatch.setattr(resume, "STUDENT_CHECKPOINT_SECONDS", 3600)
+    m, _, _ = run(synth, tmp_path, "gru4rec", NONE, "rare", teacher=False, epochs=3)
+    assert m["epochs_run"] == 3 and written == []
+    monkeypatch.setattr(resume, "STUDENT_CHECKPOINT_SECONDS", 0)
+    run(synth, tmp_path, "gru4rec", NONE, "every", teacher=False, epochs=3)
+    assert written == [1, 2, 3]
+
+
+def test_fused_adam_is_torch_adam_bit_for_bit():
+    """dllm2rec/student/optim.py makes torch.optim.Adam(fused=True)'s calls: same parameters after
+    every step, also for a parameter whose first gradient comes late, with and without weight decay."""
+    from dllm2rec.student.optim import FusedAdam
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Linear(7, 5), torch.nn.Linear(5, 3)
+
+    for wd in (0.0, 1e-2):
+        (a1, a2), (b1, b2) = model(), model()
+        ref = torch.optim.Adam([*a1.parameters(), *a2.parameters()], lr=1e-2, weight_decay=wd, fused=True)
+        ours = FusedAdam([*b1.parameters(), *b2.parameters()], lr=1e-2, weight_decay=wd)
+        gen = torch.Generator().manual_seed(1)
+        for step in range(12):
+            x = torch.randn(16, 7, generator=gen)
+            for m1, m2, opt in ((a1, a2, ref), (b1, b2, ours)):
+                opt.zero_grad(set_to_none=True)
+                y = m1(x)
+                (y.pow(2).mean() + (m2(y).sum() if step >= 4 else 0)).backward()  # m2 joins at step 4
+                opt.step()
+            assert all(torch.equal(p, q) for p, q in zip([*a1.parameters(), *a2.parameters()],
+                                                         [*b1.parameters(), *b2.parameters()])), (wd, step)
+        assert not torch.equal(a1.weight, model()[0].weight)  # it trained
 
 
 def test_cli_and_errors(synth, tmp_path):

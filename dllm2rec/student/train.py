@@ -262,7 +262,7 @@ def inputs_key(method: str, method_cfg: dict) -> tuple:
     folders (the method's class and the teacher parts it needs): configurations with equal keys
     can share one load."""
     mcls = get_method(method_cfg.get("type", method))
-    return mcls.__name__, sorted(mcls.parse_options(method_cfg, method).teacher_parts())
+    return mcls.__name__, tuple(sorted(mcls.parse_options(method_cfg, method).teacher_parts()))
 
 
 def build_run(inputs: Inputs, backbone, method, params, seed, dev: torch.device, optimizer: bool = True) -> Run:
