@@ -421,8 +421,7 @@ def train_group(data: str, backbone: str, members, work: str, teacher: str | Non
             if key not in loaded:
                 loaded[key] = T.load_inputs(data, m.method, m.params["method"], teacher)
             out.append(T.train_loaded(loaded[key], data, backbone, m.method, m.params, m.seed, m.out,
-                                      work / f"member{i}", teacher, T._device(device, T._student_params(
-                                          m.params, backbone)[0]), dataset, teacher_name))
+                                      work / f"member{i}", teacher, dev, dataset, teacher_name))
         return out
     _check_fusable(members, backbone)
     runs = [T.build_run(inputs, backbone, m.method, m.params, m.seed, dev, optimizer=False) for m in members]

@@ -65,31 +65,31 @@ def _hidden_states_out(inner):
         inner.lm_head = head
 
 
-def can_skip_logits(model) -> bool:
-    """True when the LM head is a plain frozen linear layer without bias (the LoRA SFT of
-    q/v/...): then :func:`token_loss` applies. A head that trains (LoRA on ``lm_head``) or has a
-    bias goes through transformers' own loss."""
+def _frozen_head_lm(model):
+    """The causal LM inside ``model`` (a PeftModel, a DDP wrapper) when its LM head is a plain
+    frozen linear layer without bias (the LoRA SFT of q/v/...), else None."""
     from dllm2rec.teacher.model import causal_lm
 
-    inner = causal_lm(_unwrap(model))
+    inner = causal_lm(getattr(model, "module", model))  # DDP and other wrappers keep the model in .module
     head = getattr(inner, "lm_head", None)
-    return (type(head) is nn.Linear and head.bias is None and not head.weight.requires_grad)
+    return inner if type(head) is nn.Linear and head.bias is None and not head.weight.requires_grad else None
 
 
-def _unwrap(model):
-    return getattr(model, "module", model)  # DDP and other wrappers keep the model in .module
+def can_skip_logits(model) -> bool:
+    """True when :func:`token_loss` applies; a head that trains (LoRA on ``lm_head``) or has a
+    bias goes through transformers' own loss."""
+    return _frozen_head_lm(model) is not None
 
 
 def token_loss(model, batch: dict, chunk: int = CHUNK) -> torch.Tensor:
     """The mean next-token loss of ``batch`` ({input_ids, attention_mask, labels}, labels -100
     where ignored), equal to ``model(**batch).loss``."""
-    from dllm2rec.teacher.model import causal_lm
-
-    if not can_skip_logits(model):
+    inner = _frozen_head_lm(model)
+    if inner is None:
         return model(**batch).loss
     labels = batch["labels"]
     targets = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), IGNORE)], dim=1)  # position t predicts t+1
-    with _hidden_states_out(causal_lm(_unwrap(model))) as head:
+    with _hidden_states_out(inner) as head:
         hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return _HeadCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), head.weight, targets.reshape(-1).to(hidden.device),
                                    int(chunk))
