@@ -305,3 +305,27 @@ def test_a_method_file_is_code_of_its_own_students_only(project):
     assert seen["dcd"] & method_files == {"dcd", "rrd"}
     assert seen["none"] & method_files == {"none"}
     assert {"base", "common", "spec", "methods"} <= seen["rd"]  # the shared modules: every student's
+
+
+def rule_threads(stdout: str, rule: str) -> set[int]:
+    """The threads of every job of ``rule`` in a dry run's job blocks (1 where none is printed)."""
+    found, current = set(), None
+    for line in stdout.splitlines() + ["[end]"]:
+        line = line.strip()
+        if line.startswith("[") or re.fullmatch(r"(local)?rule \S+:", line):
+            if current is not None:
+                found.add(current)
+            current = 1 if line in (f"rule {rule}:", f"localrule {rule}:") else None
+        elif current is not None and line.startswith("threads:"):
+            current = int(line.split(":")[1])
+    return found
+
+
+@pytest.mark.parametrize("cores, expected", [(2, 1), (5, 2), (32, 8)])
+def test_teacher_jobs_take_half_the_cores_at_most_eight(project, cores, expected):
+    # two narrow teacher jobs beat one wide one on a small CPU (docs/benchmarks.md)
+    res = snakemake(project, "-n", "--cores", str(cores), "results/table5.csv")
+    assert res.returncode == 0, res.stdout
+    for rule in ("sft", "item_embeddings", "teacher_shard", "knowledge"):
+        assert rule_threads(res.stdout, rule) == {expected}, rule
+    assert rule_threads(res.stdout, "knowledge_embeddings") == {min(2, cores)}

@@ -20,7 +20,7 @@ rule knowledge:
         teacher=teachers_of("bigrec"),
     conda:
         "../../envs/teacher.yaml"
-    threads: 8
+    threads: teacher_threads()
     resources:
         gpu=1,
         mem_mb=lambda wildcards: teacher_cfg(wildcards)["mem_mb"],

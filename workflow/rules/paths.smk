@@ -406,6 +406,21 @@ def group_outputs(group):
     ]
 
 
+TEACHER_THREADS_MAX = 8
+
+
+def teacher_threads():
+    """Threads of one LLM teacher job (SFT, item embeddings, generation shards, KAR's knowledge):
+    half the cores of a local run (`--cores`), at least 1 and at most 8; 8 where Snakemake gives
+    no core count (cluster executors: the profile's cpus_per_gpu rules there). On 2 cores two
+    1-thread teacher jobs do 1.2x the work of one 2-thread job, with the same texts
+    (docs/benchmarks.md, "Teacher jobs: two narrow or one wide"); `--set-threads` overrides it."""
+    cores = workflow._cores
+    if cores is None or cores >= 10**6:  # a cluster executor (no --cores, or sys.maxsize)
+        return TEACHER_THREADS_MAX
+    return max(1, min(TEACHER_THREADS_MAX, int(cores) // 2))
+
+
 def student_mem_mb(n_members):
     """Host memory of a student job: 4 GB, and 100 MB per fused member (docs/students.md)."""
     return 4000 + 100 * n_members

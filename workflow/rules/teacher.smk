@@ -33,7 +33,7 @@ rule sft:
         teacher=teachers_of("bigrec"),
     conda:
         "../../envs/teacher.yaml"
-    threads: 8
+    threads: teacher_threads()
     resources:
         gpu=lambda wildcards: teacher_cfg(wildcards)["sft_gpus"],
         mem_mb=lambda wildcards: teacher_cfg(wildcards)["mem_mb"],
@@ -69,7 +69,7 @@ rule item_embeddings:
         teacher=teachers_of("bigrec"),
     conda:
         "../../envs/teacher.yaml"
-    threads: 8
+    threads: teacher_threads()
     resources:
         gpu=1,
         mem_mb=lambda wildcards: teacher_cfg(wildcards)["mem_mb"],
@@ -100,7 +100,7 @@ rule teacher_shard:
         teacher=teachers_of("bigrec"),
     conda:
         "../../envs/teacher.yaml"
-    threads: 8
+    threads: teacher_threads()
     resources:
         gpu=1,
         mem_mb=lambda wildcards: teacher_cfg(wildcards)["mem_mb"],
