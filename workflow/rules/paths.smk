@@ -414,9 +414,10 @@ def teacher_threads():
     half the cores of a local run (`--cores`), at least 1 and at most 8; 8 where Snakemake gives
     no core count (cluster executors: the profile's cpus_per_gpu rules there). On 2 cores two
     1-thread teacher jobs do 1.2x the work of one 2-thread job, with the same texts
-    (docs/benchmarks.md, "Teacher jobs: two narrow or one wide"); `--set-threads` overrides it."""
+    (docs/benchmarks.md, "Teacher jobs: two narrow or one wide"); `--set-threads` overrides it.
+    A cluster executor gives no --cores (None) or sys.maxsize."""
     cores = workflow._cores
-    if cores is None or cores >= 10**6:  # a cluster executor (no --cores, or sys.maxsize)
+    if cores is None or cores >= 10**6:
         return TEACHER_THREADS_MAX
     return max(1, min(TEACHER_THREADS_MAX, int(cores) // 2))
 
