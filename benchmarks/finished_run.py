@@ -25,12 +25,13 @@ class Run:
     teacher_dir: Path   # results/teacher/<dataset>/<teacher>
     dataset: object     # dllm2rec.dataset.Dataset
     titles: list        # item titles as the teacher saw them
-    model: object       # PeftModel: the base model with the run's adapter
+    model: object       # PeftModel: the base model with the run's adapter (or the base model alone)
     tokenizer: object
 
 
-def load(args, dtype: str | None = None) -> Run:
-    """The run named by ``args`` (``dtype``: the teacher's, unless given)."""
+def load(args, dtype: str | None = None, adapter: bool = True) -> Run:
+    """The run named by ``args`` (``dtype``: the teacher's, unless given; ``adapter`` False: the
+    base model alone, as KAR's knowledge stage runs it)."""
     import torch
     import yaml
     from peft import PeftModel
@@ -46,6 +47,7 @@ def load(args, dtype: str | None = None) -> Run:
     teacher_dir = results / "teacher" / args.dataset / args.teacher
     dataset = ds.load_dataset(str(results / "data" / args.dataset))
     model, tokenizer = load_base(f"resources/models/{args.teacher}/base.json", dtype=dtype or tcfg.get("dtype"))
-    model = PeftModel.from_pretrained(model, str(teacher_dir / "adapter")).eval()
+    if adapter:
+        model = PeftModel.from_pretrained(model, str(teacher_dir / "adapter")).eval()
     return Run(tcfg, cfg["datasets"][args.dataset]["noun"], teacher_dir, dataset, item_titles(dataset.items), model,
                tokenizer)

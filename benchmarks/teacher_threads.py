@@ -28,30 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def generate(args) -> None:
     """One job: prompts ``--offset`` .. ``--offset + --n`` at ``--threads`` threads; writes
     {"texts", "seconds"} to ``--out``."""
-    import torch
-
     import finished_run
     from dllm2rec import dataset as ds
     from dllm2rec.teacher.generate import generate_texts
-    from dllm2rec.teacher.model import load_base
-    from dllm2rec.teacher.prompts import encode_example, item_titles
+    from dllm2rec.teacher.prompts import encode_example
 
-    if args.base_only:
-        import yaml
-
-        torch.set_num_threads(args.threads)
-        cfg = yaml.safe_load(open(args.config))
-        tcfg = cfg["teachers"][args.teacher]
-        dataset = ds.load_dataset(str(Path(args.results) / "data" / args.dataset))
-        titles, noun = item_titles(dataset.items), cfg["datasets"][args.dataset]["noun"]
-        model, tok = load_base(f"resources/models/{args.teacher}/base.json", dtype=args.dtype)
-    else:
-        run = finished_run.load(args, dtype=args.dtype)
-        tcfg, dataset, titles, noun, model, tok = (run.teacher_cfg, run.dataset, run.titles, run.noun, run.model,
-                                                   run.tokenizer)
+    run = finished_run.load(args, dtype=args.dtype, adapter=not args.base_only)
+    dataset, titles, noun, model, tok = run.dataset, run.titles, run.noun, run.model, run.tokenizer
     rows = dataset.split("train").slice(args.offset, args.n)
     prompts = [encode_example(tok, [titles[i] for i in h], noun, 512)[0] for h in ds.histories(rows)]
-    gen = {**tcfg["generation"], "num_beams": 1}
+    gen = {**run.teacher_cfg["generation"], "num_beams": 1}
     generate_texts(model, tok, prompts[:8], {**gen, "batch_size": 8}, progress=False)  # warm-up
     t0 = time.time()
     texts = generate_texts(model, tok, prompts, gen, progress=False)

@@ -411,11 +411,10 @@ TEACHER_THREADS_MAX = 8
 
 def teacher_threads():
     """Threads of one LLM teacher job (SFT, item embeddings, generation shards, KAR's knowledge):
-    half the cores of a local run (`--cores`), at least 1 and at most 8; 8 where Snakemake gives
-    no core count (cluster executors: the profile's cpus_per_gpu rules there). On 2 cores two
-    1-thread teacher jobs do 1.2x the work of one 2-thread job, with the same texts
-    (docs/benchmarks.md, "Teacher jobs: two narrow or one wide"); `--set-threads` overrides it.
-    A cluster executor gives no --cores (None) or sys.maxsize."""
+    half the cores of a local run (`--cores`), 1 to 8; 8 under a cluster executor, which gives no
+    core count (None, or sys.maxsize). On 2 cores two 1-thread teacher jobs do 1.2x the work of
+    one 2-thread job, with the same texts (docs/benchmarks.md, "Teacher jobs: two narrow or one
+    wide"); `--set-threads` overrides it."""
     cores = workflow._cores
     if cores is None or cores >= 10**6:
         return TEACHER_THREADS_MAX
